@@ -1,0 +1,1 @@
+"""Tasks API: domain, storage, routes, dispatch and execution. Nothing here knows where it runs."""

@@ -1,0 +1,137 @@
+"""Agents and authentication.
+
+A token is `tapi_<agent id hex>_<43 chars of 256-bit randomness>`: the prefix makes it
+recognisable to secret scanners and lets us find the agent with one consistent
+GetItem (so revocation takes effect on the very next request); only its SHA-256
+is stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
+
+from chalicelib import wiring
+from chalicelib.config import settings
+from chalicelib.errors import Forbidden, NotFound, Unauthorized
+from chalicelib.models import AgentModel
+from chalicelib.timefmt import iso
+
+TOKEN_PREFIX = "tapi_"
+
+
+@dataclass(frozen=True)
+class Caller:
+    agent_id: str | None  # None for the admin
+    is_admin: bool = False
+
+    def require_admin(self) -> None:
+        if not self.is_admin:
+            raise Forbidden("this route needs the admin token")
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+_admin_cache: dict[str, Any] = {}
+
+
+def _admin_token_hash() -> str | None:
+    s = settings()
+    if s.admin_token:
+        return hash_token(s.admin_token)
+    if not s.admin_token_param:
+        return None
+    cached = _admin_cache.get("hash")
+    if cached and _admin_cache.get("until", 0) > time.monotonic():
+        return str(cached)
+    value = wiring.client("ssm").get_parameter(Name=s.admin_token_param, WithDecryption=True)["Parameter"]["Value"]
+    _admin_cache.update(hash=hash_token(value), until=time.monotonic() + 300)
+    return hash_token(value)
+
+
+def authenticate(authorization: str | None) -> Caller:
+    if not authorization or not authorization.startswith("Bearer "):
+        raise Unauthorized("send Authorization: Bearer <token>", headers={"WWW-Authenticate": "Bearer"})
+    token = authorization[len("Bearer "):].strip()
+    if token.startswith(TOKEN_PREFIX):
+        return Caller(agent_id=_agent_for(token))
+    admin = _admin_token_hash()
+    if admin and hmac.compare_digest(admin, hash_token(token)):
+        return Caller(agent_id=None, is_admin=True)
+    raise Unauthorized("unknown token", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
+def _agent_for(token: str) -> str:
+    parts = token.split("_")
+    bad = Unauthorized("unknown or revoked token", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    if len(parts) < 3:
+        raise bad
+    try:
+        agent_id = str(uuid.UUID(hex=parts[1]))
+    except ValueError:
+        raise bad from None
+    try:
+        agent = AgentModel.get(agent_id, consistent_read=True)
+    except DoesNotExist:
+        raise bad from None
+    if agent.status != "active" or not hmac.compare_digest(agent.token_hash, hash_token(token)):
+        raise bad
+    return agent_id
+
+
+def represent(agent: AgentModel) -> dict[str, Any]:
+    return {"agent_id": agent.agent_id, "name": agent.name, "status": agent.status, "created_at": agent.created_at}
+
+
+def create_agent(name: str) -> dict[str, Any]:
+    agent_id = str(uuid.uuid4())
+    token = f"{TOKEN_PREFIX}{uuid.UUID(agent_id).hex}_{secrets.token_urlsafe(32)}"
+    signing_secret = "whsec_" + secrets.token_urlsafe(32)
+    agent = AgentModel(
+        agent_id,
+        name=name,
+        created_at=iso(wiring.now()),
+        status="active",
+        token_hash=hash_token(token),
+        signing_secret=signing_secret,
+        task_count=0,
+    )
+    try:
+        agent.save(condition=AgentModel.agent_id.does_not_exist())
+    except PutError as e:  # a UUID4 collision: vanishingly rare, never overwrite
+        raise RuntimeError("agent id collision") from e
+    return {**represent(agent), "token": token, "signing_secret": signing_secret}
+
+
+def list_agents() -> list[dict[str, Any]]:
+    agents = [represent(a) for a in AgentModel.scan()]
+    return sorted(agents, key=lambda a: (a["created_at"], a["agent_id"]), reverse=True)
+
+
+def revoke_agent(agent_id: str) -> dict[str, Any]:
+    try:
+        agent = AgentModel.get(agent_id, consistent_read=True)
+    except DoesNotExist:
+        raise NotFound(f"agent {agent_id} not found") from None
+    try:
+        agent.update(actions=[AgentModel.status.set("revoked")], condition=AgentModel.agent_id.exists())
+    except UpdateError:
+        raise NotFound(f"agent {agent_id} not found") from None
+    return represent(agent)
+
+
+def get_active_agent(agent_id: str) -> AgentModel:
+    try:
+        agent = AgentModel.get(agent_id, consistent_read=True)
+    except DoesNotExist:
+        raise NotFound(f"agent {agent_id} not found") from None
+    return agent

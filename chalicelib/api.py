@@ -1,0 +1,224 @@
+"""HTTP routes. Each handler parses, calls one domain function, and responds; errors
+become problem+json here and nowhere else."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from typing import Any
+
+from chalice import Blueprint, Response
+from pydantic import BaseModel
+
+from chalicelib import agents, contracts, events, history, lifecycle, openapi, previews, tasks, wiring
+from chalicelib.agents import Caller
+from chalicelib.config import settings
+from chalicelib.errors import ApiError
+from chalicelib.log import logger
+from chalicelib.openapi import Operation
+from chalicelib.validation import json_body, parse
+
+bp = Blueprint(__name__)
+JSON = "application/json"
+Handler = Callable[..., Any]
+
+
+def _response(status: int, body: Any, headers: dict[str, str] | None = None, content_type: str = JSON) -> Response:
+    return Response(
+        body=json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+        status_code=status,
+        headers={"Content-Type": content_type, "Cache-Control": "no-store", **(headers or {})},
+    )
+
+
+def problem(err: ApiError) -> Response:
+    return _response(err.status, err.problem(), err.headers, "application/problem+json")
+
+
+def route(path: str, method: str, summary: str, *, request: type[BaseModel] | None = None,
+          response: type[BaseModel] | None = None, status: int = 200, auth: bool = True,
+          errors: tuple[int, ...] = (), query: tuple[tuple[str, str, str], ...] = (),
+          headers: tuple[tuple[str, str], ...] = (), tag: str = "") -> Callable[[Handler], Handler]:
+    """Register a route and its OpenAPI operation. The handler gets (request, caller, **params)
+    and returns (status, body[, headers]) or a body for `status`."""
+    openapi.OPERATIONS.append(Operation(path, method, summary, request, response, status, auth, errors,
+                                        query, headers, (tag,) if tag else ()))
+
+    def deco(fn: Handler) -> Handler:
+        @bp.route(path, methods=[method], content_types=[JSON, "application/json; charset=utf-8", "text/plain"])
+        @functools.wraps(fn)
+        def handler(**params: str) -> Response:
+            req = bp.current_request
+            try:
+                caller = agents.authenticate(req.headers.get("authorization")) if auth else None
+                if req.raw_body and len(req.raw_body) > settings().max_body_bytes:
+                    raise_too_large(len(req.raw_body))
+                result = fn(req, caller, **params)
+                if isinstance(result, Response):
+                    return result
+                if isinstance(result, tuple):
+                    return _response(*result)
+                return _response(status, result)
+            except ApiError as err:
+                return problem(err)
+            except Exception:  # noqa: BLE001 - the last line of defence: never leak a stack trace
+                logger.exception("unhandled_error", extra={"path": path, "method": method})
+                return problem(ApiError("an internal error occurred; it has been logged"))
+
+        return handler
+
+    return deco
+
+
+def raise_too_large(size: int) -> None:
+    from chalicelib.errors import PayloadTooLarge
+
+    raise PayloadTooLarge(f"request body is {size} bytes; the limit is {settings().max_body_bytes}")
+
+
+def body(req: Any, *, required: bool = True) -> Any:
+    return json_body(req.raw_body, settings().max_body_bytes, required=required)
+
+
+def query(req: Any) -> dict[str, str]:
+    return dict(req.query_params or {})
+
+
+def task_response(task: Any, status: int = 200, extra: dict[str, str] | None = None) -> Response:
+    rep = tasks.represent(task, wiring.now())
+    return _response(status, rep, {"ETag": f'"{rep["version"]}"', **(extra or {})})
+
+
+# ---- public --------------------------------------------------------------------------------
+
+@route("/health", "GET", "Liveness and readiness", response=contracts.Health, auth=False, tag="meta")
+def health(req: Any, caller: None) -> Any:
+    return {"status": "ok"}
+
+
+@route("/openapi.json", "GET", "This document", auth=False, tag="meta")
+def openapi_document(req: Any, caller: None) -> Any:
+    return openapi.document()
+
+
+# ---- agents (admin) ------------------------------------------------------------------------
+
+@route("/agents", "POST", "Create an agent; its token and signing secret are shown only here",
+       request=contracts.AgentCreate, response=contracts.AgentCreated, status=201, errors=(403,), tag="agents")
+def create_agent(req: Any, caller: Caller) -> Any:
+    caller.require_admin()
+    spec = parse(contracts.AgentCreate, body(req))
+    agent = agents.create_agent(spec.name)
+    return 201, agent, {"Location": f"/agents/{agent['agent_id']}"}
+
+
+@route("/agents", "GET", "List agents", response=contracts.AgentList, errors=(403,), tag="agents")
+def list_agents(req: Any, caller: Caller) -> Any:
+    caller.require_admin()
+    return {"agents": agents.list_agents()}
+
+
+@route("/agents/{agent_id}/revoke", "POST", "Revoke an agent's token (effective on the next request)",
+       response=contracts.Agent, errors=(403, 404), tag="agents")
+def revoke_agent(req: Any, caller: Caller, agent_id: str) -> Any:
+    caller.require_admin()
+    return agents.revoke_agent(agent_id)
+
+
+# ---- tasks ---------------------------------------------------------------------------------
+
+@route("/tasks", "POST", "Create a task", request=contracts.TaskCreate, response=contracts.Task, status=201,
+       errors=(403, 413, 429), headers=(("Idempotency-Key", "Replays return the first response for 24 h"),), tag="tasks")
+def create_task(req: Any, caller: Caller) -> Any:
+    task, _ = tasks.create_task(caller, body(req), req.headers.get("idempotency-key"), wiring.now())
+    return task_response(task, 201, {"Location": f"/tasks/{task.task_id}"})
+
+
+@route("/tasks", "GET", "List the caller's tasks, newest first", response=contracts.TaskList, errors=(403,),
+       query=(("status", "string", "active|paused|canceled|completed"), ("created_by", "string", "agent id"),
+              ("schedule_kind", "string", "cron|rrule|once|event"), ("limit", "integer", "1–200, default 50"),
+              ("offset", "integer", "≥ 0, default 0")), tag="tasks")
+def list_tasks(req: Any, caller: Caller) -> Any:
+    return tasks.list_tasks(caller, query(req), wiring.now())
+
+
+@route("/tasks/{task_id}", "GET", "Get a task", response=contracts.Task, errors=(404,), tag="tasks")
+def get_task(req: Any, caller: Caller, task_id: str) -> Any:
+    return task_response(tasks.load(caller, task_id))
+
+
+@route("/tasks/{task_id}", "PUT", "Update a task (partial)", request=contracts.TaskUpdate, response=contracts.Task,
+       errors=(404, 409, 412, 413), headers=(("If-Match", "The version you read (ETag)"),), tag="tasks")
+def update_task(req: Any, caller: Caller, task_id: str) -> Any:
+    task = tasks.update_task(caller, task_id, body(req), req.headers.get("if-match"), wiring.now())
+    return task_response(task)
+
+
+# ---- lifecycle -----------------------------------------------------------------------------
+
+def _lifecycle(name: str, summary: str, request: type[BaseModel] | None = None) -> Callable[[Handler], Handler]:
+    return route(f"/tasks/{{task_id}}/{name}", "POST", summary, request=request, response=contracts.Task,
+                 errors=(404, 409), tag="lifecycle")
+
+
+@_lifecycle("pause", "Pause: no scheduled or event run starts while paused")
+def pause_task(req: Any, caller: Caller, task_id: str) -> Any:
+    return task_response(lifecycle.pause(caller, task_id, wiring.now()))
+
+
+@_lifecycle("resume", "Resume: the next fire is computed from now")
+def resume_task(req: Any, caller: Caller, task_id: str) -> Any:
+    return task_response(lifecycle.resume(caller, task_id, wiring.now()))
+
+
+@_lifecycle("cancel", "Cancel forever (idempotent)")
+def cancel_task(req: Any, caller: Caller, task_id: str) -> Any:
+    return task_response(lifecycle.cancel(caller, task_id, wiring.now()))
+
+
+@_lifecycle("snooze", "Move the next scheduled execution later", contracts.SnoozeRequest)
+def snooze_task(req: Any, caller: Caller, task_id: str) -> Any:
+    return task_response(lifecycle.snooze(caller, task_id, body(req), wiring.now()))
+
+
+@route("/tasks/{task_id}/run_now", "POST", "Run once now, outside the schedule", request=contracts.RunNowRequest,
+       response=contracts.RunAccepted, status=202, errors=(404, 409), tag="lifecycle")
+def run_now(req: Any, caller: Caller, task_id: str) -> Any:
+    return 202, {"run": lifecycle.run_now(caller, task_id, body(req, required=False), wiring.now())}
+
+
+# ---- schedules -----------------------------------------------------------------------------
+
+@route("/tasks/{task_id}/preview", "GET", "The task's next fire instants", response=contracts.SchedulePreview,
+       errors=(404,), query=(("count", "integer", "1–100, default 10"), ("after", "string", "RFC 3339, default now")),
+       tag="schedules")
+def preview_task(req: Any, caller: Caller, task_id: str) -> Any:
+    return previews.for_task(tasks.load(caller, task_id), query(req), wiring.now())
+
+
+@route("/schedules/preview", "POST", "Check an expression before creating a task", request=contracts.SchedulePreviewRequest,
+       response=contracts.SchedulePreview, tag="schedules")
+def preview_schedule(req: Any, caller: Caller) -> Any:
+    return previews.for_request(body(req), wiring.now())
+
+
+# ---- runs and events -----------------------------------------------------------------------
+
+@route("/tasks/{task_id}/runs", "GET", "The task's runs, newest first", response=contracts.RunList, errors=(404,),
+       query=(("limit", "integer", "1–200, default 50"), ("cursor", "string", "next_cursor of the previous page")),
+       tag="runs")
+def list_runs(req: Any, caller: Caller, task_id: str) -> Any:
+    return history.list_runs(tasks.load(caller, task_id), query(req), wiring.now())
+
+
+@route("/tasks/{task_id}/runs/{run_id}", "GET", "One run with its attempts' outcome and step outputs",
+       response=contracts.Run, errors=(404,), tag="runs")
+def get_run(req: Any, caller: Caller, task_id: str, run_id: str) -> Any:
+    return history.get_run(tasks.load(caller, task_id), run_id, wiring.now())
+
+
+@route("/events", "POST", "Publish an event: starts the caller's matching event tasks", request=contracts.EventCreate,
+       response=contracts.EventAccepted, status=202, errors=(413,), tag="events")
+def post_event(req: Any, caller: Caller) -> Any:
+    return 202, events.post_event(caller, body(req), wiring.now())

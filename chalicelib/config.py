@@ -1,0 +1,73 @@
+"""Settings read once from the environment.
+
+Everything that differs between the local stack, tests and a deployed stage is an
+environment variable; `.chalice/config.json` sets them per stage.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+PRIORITY_BANDS = ("high", "normal", "low")
+
+
+def band_for(priority: int) -> str:
+    """Priority 1–3 → high, 4–6 → normal, 7–9 → low (one SQS queue per band)."""
+    if priority <= 3:
+        return "high"
+    if priority <= 6:
+        return "normal"
+    return "low"
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    return int(raw) if raw.strip() else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    prefix: str = "tasksapi-dev-"
+    region: str = "us-east-1"
+    admin_token: str = ""
+    admin_token_param: str = ""
+    egress_allow: tuple[str, ...] = ()
+    due_shards: int = 8
+    tick_seconds: int = 60
+    lookahead_seconds: int = 90
+    run_retention_days: int = 30
+    max_body_bytes: int = 256 * 1024
+    max_payload_bytes: int = 64 * 1024
+    max_tasks_per_agent: int = 10_000
+    max_step_output_bytes: int = 8 * 1024
+    event_chain_limit: int = 10
+    queue_urls: dict[str, str] = field(default_factory=dict)
+
+    def table(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    def queue_name(self, band: str) -> str:
+        return f"{self.prefix}runs-{band}"
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    allow = os.environ.get("TASKAPI_EGRESS_ALLOW", "")
+    return Settings(
+        prefix=os.environ.get("TASKAPI_PREFIX", "tasksapi-dev-"),
+        region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+        admin_token=os.environ.get("TASKAPI_ADMIN_TOKEN", ""),
+        admin_token_param=os.environ.get("TASKAPI_ADMIN_TOKEN_PARAM", ""),
+        egress_allow=tuple(a.strip() for a in allow.split(",") if a.strip()),
+        due_shards=_int("TASKAPI_DUE_SHARDS", 8),
+        tick_seconds=_int("TASKAPI_TICK_SECONDS", 60),
+        lookahead_seconds=_int("TASKAPI_LOOKAHEAD_SECONDS", 0) or _int("TASKAPI_TICK_SECONDS", 60) + 30,
+        run_retention_days=_int("TASKAPI_RUN_RETENTION_DAYS", 30),
+        max_body_bytes=_int("TASKAPI_MAX_BODY_BYTES", 256 * 1024),
+        max_payload_bytes=_int("TASKAPI_MAX_PAYLOAD_BYTES", 64 * 1024),
+        max_tasks_per_agent=_int("TASKAPI_MAX_TASKS_PER_AGENT", 10_000),
+        max_step_output_bytes=_int("TASKAPI_MAX_STEP_OUTPUT_BYTES", 8 * 1024),
+        event_chain_limit=_int("TASKAPI_EVENT_CHAIN_LIMIT", 10),
+    )

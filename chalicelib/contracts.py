@@ -1,0 +1,304 @@
+"""Request and response models. The same classes validate requests and generate the
+OpenAPI document, so the two cannot drift."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
+
+Str = StrictStr
+Int = StrictInt
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class _StepBase(_In):
+    id: Annotated[Str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+    timeout_seconds: Annotated[Int, Field(ge=1, le=60)] = 30
+    continue_on_error: StrictBool = False
+
+
+class HttpStep(_StepBase):
+    type: Literal["http"]
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"] = "POST"
+    url: Annotated[Str, Field(min_length=1, max_length=2048)]
+    headers: dict[Str, Str] = Field(default_factory=dict)
+    query: dict[Str, Str | Int] = Field(default_factory=dict)
+    body: Any = None
+    expect_status: list[Annotated[Int, Field(ge=100, le=599)]] | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        if "{{" not in v and not v.lower().startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return v
+
+
+class LambdaStep(_StepBase):
+    type: Literal["lambda"]
+    function_name: Annotated[Str, Field(min_length=1, max_length=256)]
+    payload: Any = None
+    invocation_type: Literal["RequestResponse", "Event"] = "RequestResponse"
+
+
+class SqsStep(_StepBase):
+    type: Literal["sqs"]
+    queue_url: Annotated[Str, Field(min_length=1, max_length=2048)]
+    message_body: Any
+    message_attributes: dict[Str, Str] = Field(default_factory=dict)
+
+
+class SnsStep(_StepBase):
+    type: Literal["sns"]
+    topic_arn: Annotated[Str, Field(min_length=1, max_length=1024)]
+    message: Any
+    subject: Annotated[Str, Field(max_length=100)] | None = None
+
+
+class EventBridgeStep(_StepBase):
+    type: Literal["eventbridge"]
+    event_bus_name: Annotated[Str, Field(min_length=1, max_length=1600)] = "default"
+    source: Annotated[Str, Field(min_length=1, max_length=256)]
+    detail_type: Annotated[Str, Field(min_length=1, max_length=128)]
+    detail: Any = Field(default_factory=dict)
+
+
+class EmitStep(_StepBase):
+    type: Literal["emit"]
+    name: Annotated[Str, Field(min_length=1, max_length=256)]
+    data: Any = Field(default_factory=dict)
+
+
+class LogStep(_StepBase):
+    type: Literal["log"]
+    message: Any
+
+
+Step = Annotated[
+    HttpStep | LambdaStep | SqsStep | SnsStep | EventBridgeStep | EmitStep | LogStep,
+    Field(discriminator="type"),
+]
+
+
+class Pipeline(_In):
+    steps: Annotated[list[Step], Field(min_length=1, max_length=20)]
+
+    @field_validator("steps")
+    @classmethod
+    def _unique_ids(cls, steps: list[Any]) -> list[Any]:
+        seen: set[str] = set()
+        for s in steps:
+            if s.id in seen:
+                raise ValueError(f"step id {s.id!r} is used twice")
+            seen.add(s.id)
+        return steps
+
+
+ScheduleKind = Literal["cron", "rrule", "once", "event"]
+Backoff = Literal["exponential_jitter", "linear", "fixed"]
+Misfire = Literal["run_once", "skip", "run_all"]
+Timestamp = Annotated[Str, Field(description="RFC 3339 timestamp, e.g. 2027-03-28T00:00:00Z")]
+Uuid = Annotated[Str, Field(pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
+
+
+class TaskFields(_In):
+    """Everything an agent may set on a task; `TaskCreate` adds what is required."""
+
+    title: Annotated[Str, Field(min_length=1, max_length=200)]
+    description: Annotated[Str, Field(max_length=4000)]
+    schedule_kind: ScheduleKind
+    schedule_expr: Annotated[Str, Field(min_length=1, max_length=4000)] | None = None
+    timezone: Annotated[Str, Field(min_length=1, max_length=64)] = "UTC"
+    payload: Pipeline
+    created_by: Uuid
+    priority: Annotated[Int, Field(ge=1, le=9)] = 5
+    max_retries: Annotated[Int, Field(ge=0, le=25)] = 3
+    backoff_strategy: Backoff = "exponential_jitter"
+    dedupe_key: Annotated[Str, Field(min_length=1, max_length=256)] | None = None
+    dedupe_window_seconds: Annotated[Int, Field(ge=1, le=2_592_000)] | None = None
+    concurrency_key: Annotated[Str, Field(min_length=1, max_length=256)] | None = None
+    concurrency_limit: Annotated[Int, Field(ge=1, le=100)] | None = None
+    jitter_seconds: Annotated[Int, Field(ge=0, le=3600)] = 0
+    starts_at: Timestamp | None = None
+    ends_at: Timestamp | None = None
+    misfire_policy: Misfire = "run_once"
+
+
+class TaskCreate(TaskFields):
+    pass
+
+
+class TaskUpdate(_In):
+    """PUT body: any subset of the task fields; merged, then validated as a TaskCreate."""
+
+    title: Any = None
+    description: Any = None
+    schedule_kind: Any = None
+    schedule_expr: Any = None
+    timezone: Any = None
+    payload: Any = None
+    created_by: Any = None
+    priority: Any = None
+    max_retries: Any = None
+    backoff_strategy: Any = None
+    dedupe_key: Any = None
+    dedupe_window_seconds: Any = None
+    concurrency_key: Any = None
+    concurrency_limit: Any = None
+    jitter_seconds: Any = None
+    starts_at: Any = None
+    ends_at: Any = None
+    misfire_policy: Any = None
+
+
+SCHEDULE_FIELDS = ("schedule_kind", "schedule_expr", "timezone", "jitter_seconds", "starts_at", "ends_at", "misfire_policy")
+
+
+class Task(TaskFields):
+    """The task representation returned by every route that returns a task."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: Uuid
+    status: Literal["active", "paused", "canceled", "completed"]
+    next_run_at: Timestamp | None
+    last_run_at: Timestamp | None
+    last_run_status: Str | None
+    run_count: Int
+    failure_count: Int
+    snoozed_until: Timestamp | None
+    snooze_reason: Str | None
+    created_at: Timestamp
+    updated_at: Timestamp
+    version: Int
+
+
+class TaskList(BaseModel):
+    tasks: list[Task]
+    limit: Int
+    offset: Int
+    next_offset: Int | None
+
+
+class AgentCreate(_In):
+    name: Annotated[Str, Field(min_length=1, max_length=200)]
+
+
+class Agent(BaseModel):
+    agent_id: Uuid
+    name: Str
+    status: Literal["active", "revoked"]
+    created_at: Timestamp
+
+
+class AgentCreated(Agent):
+    token: Str
+    signing_secret: Str
+
+
+class AgentList(BaseModel):
+    agents: list[Agent]
+
+
+class SnoozeRequest(_In):
+    delay_seconds: Annotated[Int, Field(ge=1, le=604_800)]
+    reason: Annotated[Str, Field(max_length=500)] | None = None
+
+
+class RunNowRequest(_In):
+    input: dict[Str, Any] | None = None
+
+
+class SchedulePreviewRequest(_In):
+    schedule_kind: ScheduleKind
+    schedule_expr: Annotated[Str, Field(min_length=1, max_length=4000)] | None = None
+    timezone: Annotated[Str, Field(min_length=1, max_length=64)] = "UTC"
+    count: Annotated[Int, Field(ge=1, le=100)] = 10
+    after: Timestamp | None = None
+    jitter_seconds: Annotated[Int, Field(ge=0, le=3600)] = 0
+    starts_at: Timestamp | None = None
+    ends_at: Timestamp | None = None
+
+
+class SchedulePreview(BaseModel):
+    next_runs: list[Timestamp]
+    description: Str
+
+
+class StepResult(BaseModel):
+    id: Str
+    type: Str
+    status: Str
+    started_at: Timestamp | None = None
+    duration_ms: Int | None = None
+    output: Any = None
+    output_truncated: bool = False
+    error: dict[str, Any] | None = None
+
+
+class Run(BaseModel):
+    id: Str
+    task_id: Uuid
+    trigger: Literal["schedule", "run_now", "event"]
+    status: Literal["queued", "running", "retrying", "succeeded", "failed", "skipped"]
+    skip_reason: Literal["deduplicated", "superseded", "task_paused", "task_canceled", "missed"] | None
+    attempt: Int
+    max_attempts: Int
+    scheduled_for: Timestamp | None
+    queued_at: Timestamp | None
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+    duration_ms: Int | None
+    next_attempt_at: Timestamp | None
+    input: Any
+    event: Any
+    error: dict[str, Any] | None
+    steps: list[StepResult]
+
+
+class RunAccepted(BaseModel):
+    run: Run
+
+
+class RunList(BaseModel):
+    runs: list[Run]
+    next_cursor: Str | None
+
+
+class EventCreate(_In):
+    name: Annotated[Str, Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9._:-]+$")]
+    data: dict[Str, Any] = Field(default_factory=dict)
+
+
+class EventAccepted(BaseModel):
+    event_id: Str
+    runs: list[dict[str, Str]]
+
+
+class Problem(BaseModel):
+    type: Str
+    title: Str
+    status: Int
+    detail: Str
+    errors: list[dict[str, Str]] | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+def parse_timestamp(value: str, field: str) -> datetime:
+    """RFC 3339 with an explicit offset; naive timestamps are ambiguous, so rejected."""
+    from chalicelib.errors import BadRequest
+
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise BadRequest.field(field, f"{value!r} is not an RFC 3339 timestamp") from None
+    if dt.tzinfo is None:
+        raise BadRequest.field(field, "must include a UTC offset or Z")
+    return dt

@@ -1,0 +1,154 @@
+"""PynamoDB models. Table names come from settings at import time (PynamoDB reads
+`Meta.table_name` at class definition), so configure the environment first."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pynamodb.attributes import (
+    JSONAttribute,
+    NumberAttribute,
+    TTLAttribute,
+    UnicodeAttribute,
+)
+from pynamodb.indexes import GlobalSecondaryIndex, IncludeProjection, KeysOnlyProjection
+from pynamodb.models import Model
+
+from chalicelib.config import settings
+
+_S = settings()
+
+
+class _Meta:
+    region = _S.region
+
+
+class DueIndex(GlobalSecondaryIndex["TaskModel"]):
+    """Sparse: only tasks with an undispatched fire carry `due_shard`/`due_at`."""
+
+    class Meta:
+        index_name = "due"
+        projection = IncludeProjection(["sched", "schedule_version", "priority", "created_by", "inflight_at"])
+
+    due_shard = UnicodeAttribute(hash_key=True)
+    due_at = NumberAttribute(range_key=True)
+
+
+class AgentTasksIndex(GlobalSecondaryIndex["TaskModel"]):
+    class Meta:
+        index_name = "by_agent"
+        projection = IncludeProjection(["status", "schedule_kind"])
+
+    created_by = UnicodeAttribute(hash_key=True)
+    created_sk = UnicodeAttribute(range_key=True)
+
+
+class EventTasksIndex(GlobalSecondaryIndex["TaskModel"]):
+    """`event_key` = "<agent id>#<pattern>" for event tasks with a pattern."""
+
+    class Meta:
+        index_name = "by_event"
+        projection = KeysOnlyProjection()
+
+    event_key = UnicodeAttribute(hash_key=True)
+    created_sk = UnicodeAttribute(range_key=True)
+
+
+class TaskModel(Model):
+    class Meta(_Meta):
+        table_name = _S.table("tasks")
+
+    task_id = UnicodeAttribute(hash_key=True)
+    created_by = UnicodeAttribute()
+    created_at = UnicodeAttribute()
+    created_sk = UnicodeAttribute()  # created_at with microseconds + task id: newest-first order
+    updated_at = UnicodeAttribute()
+    status = UnicodeAttribute()
+    schedule_kind = UnicodeAttribute()
+    priority = NumberAttribute()
+    spec = JSONAttribute()  # the definition minus the schedule: title, payload, retries, keys...
+    sched = JSONAttribute()  # the schedule definition: kind, expr, timezone, jitter, bounds, misfire
+    version = NumberAttribute(default=1)  # bumped by agent-visible changes only; sent as ETag
+    schedule_version = NumberAttribute(default=1)  # fencing token carried by run messages
+    due_shard = UnicodeAttribute(null=True)
+    due_at = NumberAttribute(null=True)  # next undispatched fire, epoch seconds
+    inflight_at = NumberAttribute(null=True)  # last dispatched fire, epoch seconds
+    event_key = UnicodeAttribute(null=True)
+    snoozed_until = UnicodeAttribute(null=True)
+    snooze_reason = UnicodeAttribute(null=True)
+    last_run_at = UnicodeAttribute(null=True)
+    last_run_status = UnicodeAttribute(null=True)
+    run_count = NumberAttribute(default=0)
+    failure_count = NumberAttribute(default=0)
+
+    @staticmethod
+    def unchanged_since(read: TaskModel) -> Any:
+        """A condition that holds only if the item is still as `read` in every attribute that
+        others write (agents: version; ticks: due_at/inflight_at; workers: counters and
+        status), so a full-item save can never undo a concurrent update."""
+        cond = TaskModel.version == read.version
+        for attr in (TaskModel.due_at, TaskModel.inflight_at, TaskModel.run_count, TaskModel.failure_count,
+                     TaskModel.status, TaskModel.last_run_at, TaskModel.schedule_version):
+            value = getattr(read, attr.attr_name)
+            cond &= attr.does_not_exist() if value is None else (attr == value)
+        return cond
+
+    def save_versioned(self, read: TaskModel) -> None:
+        """Save as the next version if nothing changed since `read`. Ticks and workers do not
+        bump `version`: an agent's If-Match fails only when the definition or status changed."""
+        self.version = int(read.version or 0) + 1
+        self.save(condition=TaskModel.unchanged_since(read))
+
+    due_index = DueIndex()
+    agent_index = AgentTasksIndex()
+    event_index = EventTasksIndex()
+
+
+class RunModel(Model):
+    class Meta(_Meta):
+        table_name = _S.table("runs")
+
+    task_id = UnicodeAttribute(hash_key=True)
+    run_id = UnicodeAttribute(range_key=True)
+    agent_id = UnicodeAttribute()
+    doc = JSONAttribute()  # the run representation (status, attempts, steps, error ...)
+    status = UnicodeAttribute()
+    lease_until = NumberAttribute(null=True)  # a worker owns the run until then
+    expires_at = TTLAttribute(null=True)
+
+
+class AgentModel(Model):
+    class Meta(_Meta):
+        table_name = _S.table("agents")
+
+    agent_id = UnicodeAttribute(hash_key=True)
+    name = UnicodeAttribute()
+    created_at = UnicodeAttribute()
+    status = UnicodeAttribute(default="active")
+    token_hash = UnicodeAttribute()
+    signing_secret = UnicodeAttribute()
+    task_count = NumberAttribute(default=0)
+
+
+class KeyModel(Model):
+    """Short-lived coordination records: idempotency keys, dedupe windows,
+    concurrency leases, tick shard leases. One conditional write each."""
+
+    class Meta(_Meta):
+        table_name = _S.table("keys")
+
+    key = UnicodeAttribute(hash_key=True)
+    value = JSONAttribute(null=True)
+    holder = UnicodeAttribute(null=True)
+    until = NumberAttribute(null=True)
+    expires_at = TTLAttribute(null=True)
+
+
+class EventModel(Model):
+    class Meta(_Meta):
+        table_name = _S.table("events")
+
+    agent_id = UnicodeAttribute(hash_key=True)
+    event_id = UnicodeAttribute(range_key=True)
+    doc = JSONAttribute()
+    expires_at = TTLAttribute(null=True)

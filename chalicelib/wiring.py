@@ -1,0 +1,72 @@
+"""The one place that builds AWS clients and reads the clock.
+
+Clients are created lazily on first use (never at import time) and cached, so a
+Lambda cold start pays only for what it touches and tests can point everything at
+moto by environment alone. `reset()` drops the cache (tests, moto resets).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import cache, lru_cache
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from chalicelib.config import settings
+
+_lock = threading.Lock()
+_clock: Callable[[], float] = time.time
+
+
+@cache
+def client(service: str) -> Any:
+    # boto3's default session is not thread-safe to create clients from; the lock makes
+    # concurrent first use (threaded local server, worker pool) safe.
+    with _lock:
+        return boto3.session.Session().client(
+            service,
+            region_name=settings().region,
+            config=Config(retries={"max_attempts": 4, "mode": "standard"}, max_pool_connections=32),
+        )
+
+
+def queue_url(band: str) -> str:
+    return _queue_urls()[band]
+
+
+@lru_cache(maxsize=1)
+def _queue_urls() -> dict[str, str]:
+    configured = settings().queue_urls
+    if configured:
+        return dict(configured)
+    sqs = client("sqs")
+    from chalicelib.config import PRIORITY_BANDS
+
+    return {b: sqs.get_queue_url(QueueName=settings().queue_name(b))["QueueUrl"] for b in PRIORITY_BANDS}
+
+
+def now() -> datetime:
+    """Current time in UTC, whole seconds (the API's precision)."""
+    return datetime.fromtimestamp(int(_clock()), tz=UTC)
+
+
+def now_precise() -> datetime:
+    return datetime.fromtimestamp(_clock(), tz=UTC)
+
+
+def set_clock(fn: Callable[[], float]) -> None:
+    """Tests and benchmarks move time by handing in a clock."""
+    global _clock
+    _clock = fn
+
+
+def reset() -> None:
+    global _clock
+    _clock = time.time
+    client.cache_clear()
+    _queue_urls.cache_clear()

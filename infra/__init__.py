@@ -1,0 +1,1 @@
+"""The AWS resources of the Tasks API, defined once in `resources.json`."""

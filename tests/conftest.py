@@ -1,0 +1,18 @@
+"""Test environment: fake AWS credentials and a fixed prefix, set before anything
+imports chalicelib (PynamoDB reads table names at import time)."""
+
+from __future__ import annotations
+
+import os
+
+for var in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_SQS"):
+    os.environ.pop(var, None)
+os.environ.update(
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",
+    AWS_DEFAULT_REGION="us-east-1",
+    AWS_REGION="us-east-1",
+    TASKAPI_PREFIX="test-",
+    TASKAPI_ADMIN_TOKEN="admin-token-for-tests-only",
+    POWERTOOLS_LOG_LEVEL="WARNING",
+)

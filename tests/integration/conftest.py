@@ -1,0 +1,102 @@
+"""In-process AWS (moto `mock_aws`) with the resources from infra/, created once per
+test process; every test starts from empty tables and queues."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+ADMIN = {"Authorization": "Bearer admin-token-for-tests-only"}
+
+
+@pytest.fixture(scope="session")
+def aws() -> Iterator[None]:
+    with mock_aws():
+        from infra import stack
+
+        stack.deploy(boto3.client("cloudformation"), "test-")
+        stack.complete_for_emulator(boto3.client("dynamodb"), boto3.client("cloudwatch"), "test-")
+        yield
+
+
+def _empty_tables() -> None:
+    ddb = boto3.client("dynamodb")
+    for name in ddb.list_tables()["TableNames"]:
+        keys = [k["AttributeName"] for k in ddb.describe_table(TableName=name)["Table"]["KeySchema"]]
+        for page in ddb.get_paginator("scan").paginate(TableName=name, ProjectionExpression=", ".join(f"#k{i}" for i in range(len(keys))),
+                                                       ExpressionAttributeNames={f"#k{i}": k for i, k in enumerate(keys)}):
+            for item in page["Items"]:
+                ddb.delete_item(TableName=name, Key={k: item[k] for k in keys})
+
+
+def _empty_queues() -> None:
+    # PurgeQueue is rate-limited to once a minute per queue; empty moto's queues directly.
+    from moto.sqs.models import sqs_backends
+
+    for q in sqs_backends["123456789012"]["us-east-1"].queues.values():
+        with q._messages_lock:
+            q._messages.clear()
+            q._pending_messages.clear()
+
+
+@pytest.fixture()
+def env(aws: None) -> Iterator[None]:
+    from chalicelib import wiring
+
+    _empty_tables()
+    _empty_queues()
+    wiring.reset()
+    yield
+    wiring.reset()
+
+
+class Api:
+    """A thin JSON wrapper over chalice's test client."""
+
+    def __init__(self, client: Any) -> None:
+        self.c = client
+
+    def call(self, method: str, path: str, body: Any = None, token: str | None = None, headers: dict[str, str] | None = None,
+             raw: bytes | str | None = None) -> Any:
+        h = {"Content-Type": "application/json", **(headers or {})}
+        if token is not None:
+            h["Authorization"] = f"Bearer {token}"
+        payload = raw if raw is not None else (json.dumps(body) if body is not None else None)
+        resp = getattr(self.c.http, method.lower())(path, headers=h, body=payload) if payload is not None else \
+            getattr(self.c.http, method.lower())(path, headers=h)
+        resp.data = json.loads(resp.body) if resp.body else None
+        return resp
+
+    def agent(self, name: str = "agent") -> dict[str, Any]:
+        r = self.call("POST", "/agents", {"name": name}, headers=ADMIN)
+        assert r.status_code == 201, r.body
+        return r.data
+
+
+@pytest.fixture()
+def api(env: None) -> Iterator[Api]:
+    from chalice.test import Client
+
+    from app import app
+
+    with Client(app) as client:
+        yield Api(client)
+
+
+def task_body(agent_id: str, **over: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "title": "Nightly report",
+        "description": "Collect and send the report",
+        "schedule_kind": "cron",
+        "schedule_expr": "30 2 * * *",
+        "timezone": "Europe/Chisinau",
+        "payload": {"steps": [{"id": "say", "type": "log", "message": "hello {{ task.title }}"}]},
+        "created_by": agent_id,
+    }
+    body.update(over)
+    return {k: v for k, v in body.items() if v is not None}
