@@ -1,0 +1,60 @@
+"""Schedule previews: the next N fire instants and a human-readable description."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from chalicelib import dispatch, schedules
+from chalicelib.contracts import SchedulePreviewRequest, parse_timestamp
+from chalicelib.errors import BadRequest, FieldError
+from chalicelib.models import TaskModel
+from chalicelib.timefmt import iso
+from chalicelib.validation import parse
+
+PREVIEW_QUERY = {"count", "after"}
+
+
+def _count_after(count: Any, after: str | None, now: datetime) -> tuple[int, datetime]:
+    errors: list[FieldError] = []
+    n = 10
+    try:
+        n = int(count) if count is not None else 10
+        if not 1 <= n <= 100:
+            raise ValueError
+    except (TypeError, ValueError):
+        errors.append(FieldError("count", "must be an integer between 1 and 100"))
+    at = now
+    if after is not None:
+        try:
+            at = parse_timestamp(after, "after")
+        except BadRequest as e:
+            errors.extend(e.errors)
+    if errors:
+        raise BadRequest("; ".join(f"{e.field}: {e.message}" for e in errors), errors)
+    return n, at
+
+
+def _result(schedule: schedules.Schedule, count: int, after: datetime) -> dict[str, Any]:
+    return {"next_runs": [iso(t) for t in schedules.preview(schedule, after, count)],
+            "description": schedules.describe(schedule)}
+
+
+def for_task(task: TaskModel, query: dict[str, str], now: datetime) -> dict[str, Any]:
+    unknown = sorted(set(query) - PREVIEW_QUERY)
+    if unknown:
+        raise BadRequest("unknown query parameter", [FieldError(u, "unknown query parameter") for u in unknown])
+    count, after = _count_after(query.get("count"), query.get("after"), now)
+    return _result(dispatch.build_schedule(task.sched or {}, task.task_id, now), count, after)
+
+
+def for_request(data: Any, now: datetime) -> dict[str, Any]:
+    req = parse(SchedulePreviewRequest, data)
+    if req.schedule_kind != "event" and not req.schedule_expr:
+        raise BadRequest.field("schedule_expr", f"is required for schedule_kind {req.schedule_kind!r}")
+    count, after = _count_after(req.count, req.after, now)
+    sched = req.model_dump(include={"schedule_kind", "schedule_expr", "timezone", "jitter_seconds", "starts_at", "ends_at"})
+    sched["anchor"] = iso(now)
+    # Jitter needs a task id for its stable offset; a preview without a task shows offset 0.
+    schedule = dispatch.build_schedule(sched, "", now, check_past=True)
+    return _result(schedule, count, after)
