@@ -1,0 +1,235 @@
+"""The egress guard: HTTP steps may only reach public addresses.
+
+Agents choose the URLs, and the worker runs inside our account: in Lambda the
+runtime API listens on 127.0.0.1:9001, credentials sit in the environment, and a VPC
+puts internal services on private addresses. So every URL is resolved here, every
+address it resolves to is checked, and the caller connects to the address that was
+checked (never resolving the name a second time, so DNS rebinding cannot switch it).
+The operator may open exceptions with `TASKAPI_EGRESS_ALLOW` (hostnames or CIDRs).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from functools import lru_cache
+from urllib.parse import quote, urlsplit
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
+
+# Ranges blocked on top of what `ipaddress` already calls non-global/reserved.
+_EXTRA_BLOCKED: tuple[IPNetwork, ...] = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "0.0.0.0/8",  # "this network"; 0.0.0.0 reaches the local host on Linux
+        "100.64.0.0/10",  # carrier-grade NAT (shared address space)
+        "169.254.0.0/16",  # link-local, incl. the instance metadata service
+        "224.0.0.0/4",  # multicast
+        "240.0.0.0/4",  # reserved, incl. broadcast
+        "64:ff9b::/96",  # NAT64 well-known prefix (could embed any IPv4)
+        "64:ff9b:1::/48",  # NAT64 local-use prefix
+        "2002::/16",  # 6to4 (embeds an IPv4; the embedded one is checked too)
+        "2001::/32",  # Teredo
+        "fc00::/7",  # unique local
+        "fe80::/10",  # link-local
+        "fec0::/10",  # deprecated site-local
+        "ff00::/8",  # multicast
+        "::/96",  # IPv4-compatible (deprecated) and ::, ::1
+    )
+)
+
+
+class EgressBlocked(Exception):
+    """The URL is not one an HTTP step may reach; no retry can change that."""
+
+
+class ResolutionFailed(OSError):
+    """The host name did not resolve (possibly transient, so retryable)."""
+
+
+@dataclass(frozen=True)
+class ResolvedTarget:
+    """A checked URL: connect to `ip`:`port`, send `host_header`, verify TLS for `hostname`."""
+
+    url: str
+    scheme: str
+    hostname: str
+    port: int
+    ip: str
+    addresses: tuple[str, ...]
+    request_target: str  # path + query, what goes on the request line
+
+    @property
+    def host_header(self) -> str:
+        host = f"[{self.hostname}]" if ":" in self.hostname else self.hostname
+        return host if self.port == _DEFAULT_PORTS[self.scheme] else f"{host}:{self.port}"
+
+    @property
+    def origin(self) -> tuple[str, str, int]:
+        return (self.scheme, self.hostname, self.port)
+
+
+def blocked_reason(addr: IPAddress) -> str | None:
+    """Why `addr` is not public, or None if it is."""
+    if isinstance(addr, ipaddress.IPv6Address):
+        embedded = addr.ipv4_mapped or addr.sixtofour
+        if embedded is not None:
+            inner = blocked_reason(embedded)
+            if inner:
+                return f"embeds {embedded} ({inner})"
+    if addr.is_loopback:
+        return "loopback"
+    if addr.is_unspecified:
+        return "unspecified"
+    if addr.is_link_local:
+        return "link-local"
+    if addr.is_multicast:
+        return "multicast"
+    if addr.is_private:
+        return "private"
+    if addr.is_reserved or (isinstance(addr, ipaddress.IPv6Address) and addr.is_site_local):
+        return "reserved"
+    if not addr.is_global:
+        return "not globally routable"
+    for net in _EXTRA_BLOCKED:
+        if addr.version == net.version and addr in net:
+            return f"special-purpose range {net}"
+    return None
+
+
+@lru_cache(maxsize=64)
+def _parse_allow(allow: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...], tuple[IPNetwork, ...]]:
+    """Split allow entries into exact hostnames, `*.suffix` wildcards and networks."""
+    hosts: set[str] = set()
+    suffixes: list[str] = []
+    nets: list[IPNetwork] = []
+    for raw in allow:
+        entry = raw.strip().lower().rstrip(".")
+        if not entry:
+            continue
+        try:
+            nets.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
+            continue
+        except ValueError:
+            pass
+        if entry.startswith("*."):
+            suffixes.append(entry[1:])
+        else:
+            hosts.add(entry)
+    return frozenset(hosts), tuple(suffixes), tuple(nets)
+
+
+def _host_allowed(hostname: str, allow: tuple[str, ...]) -> bool:
+    hosts, suffixes, _ = _parse_allow(allow)
+    h = hostname.lower().rstrip(".")
+    return h in hosts or any(h.endswith(s) for s in suffixes)
+
+
+def _addr_allowed(addr: IPAddress, allow: tuple[str, ...]) -> bool:
+    _, _, nets = _parse_allow(allow)
+    candidates: list[IPAddress] = [addr]
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        candidates.append(addr.ipv4_mapped)
+    return any(a.version == n.version and a in n for a in candidates for n in nets)
+
+
+_resolver: ThreadPoolExecutor | None = None
+_HOST_CHARS = re.compile(r"^[a-z0-9_.:%-]+$")
+
+
+def _normalise_host(raw: str, url: str) -> str:
+    """Lower-case ASCII (IDNA) host without a trailing dot; anything odd is refused, so the
+    name we check is the name that goes into Host, SNI and certificate verification."""
+    host = raw.rstrip(".")
+    try:
+        host = host.encode("idna").decode("ascii").lower() if host else ""
+    except UnicodeError:
+        raise EgressBlocked(f"invalid host in URL {url!r}") from None
+    if not host or not _HOST_CHARS.match(host):
+        raise EgressBlocked(f"invalid host in URL {url!r}")
+    return host
+
+
+def _resolve(hostname: str, port: int, timeout: float | None) -> list[str]:
+    """All addresses of `hostname`, bounded by `timeout` (getaddrinfo has none of its own)."""
+    global _resolver
+
+    def lookup() -> list[str]:
+        infos = socket.getaddrinfo(hostname, port, type=socket.SOCK_STREAM)
+        # IPv6 link-local results may carry a scope ("fe80::1%eth0"); it is not part of the address.
+        return list(dict.fromkeys(str(info[4][0]).split("%", 1)[0] for info in infos))
+
+    try:
+        if timeout is None:
+            return lookup()
+        if _resolver is None:
+            _resolver = ThreadPoolExecutor(max_workers=8, thread_name_prefix="egress-dns")
+        return _resolver.submit(lookup).result(timeout=timeout)
+    except FutureTimeout:
+        raise ResolutionFailed(f"resolving {hostname!r} timed out") from None
+    except (socket.gaierror, UnicodeError) as e:
+        raise ResolutionFailed(f"cannot resolve {hostname!r}: {e}") from None
+
+
+def check_url(url: str, allow: tuple[str, ...], *, timeout: float | None = None) -> ResolvedTarget:
+    """Resolve `url`'s host and check every address; return the one to connect to.
+
+    Raises EgressBlocked for a non-http(s) URL, credentials in the URL, or any resolved
+    address that is not public (unless the host name or that address is allow-listed),
+    and ResolutionFailed when the name does not resolve.
+    """
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as e:
+        raise EgressBlocked(f"invalid URL {url!r}: {e}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS:
+        raise EgressBlocked(f"scheme {scheme or '(none)'!r} is not allowed; use http or https")
+    if parts.username is not None or parts.password is not None:
+        raise EgressBlocked("credentials in the URL are not allowed; send them in a header")
+    hostname = _normalise_host(parts.hostname or "", url)
+    port = port if port is not None else _DEFAULT_PORTS[scheme]
+    if port == 0:
+        raise EgressBlocked("port 0 is not allowed")
+
+    try:
+        literal: IPAddress | None = ipaddress.ip_address(hostname)
+    except ValueError:
+        literal = None
+    addresses = [str(literal)] if literal is not None else _resolve(hostname, port, timeout)
+    if not addresses:
+        raise ResolutionFailed(f"{hostname!r} resolved to no address")
+
+    host_ok = literal is None and _host_allowed(hostname, allow)
+    for a in addresses:
+        addr = ipaddress.ip_address(a)
+        reason = blocked_reason(addr)
+        if reason and not host_ok and not _addr_allowed(addr, allow):
+            shown = hostname if literal is not None else f"{hostname} ({a})"
+            raise EgressBlocked(
+                f"{shown} is not a public address ({reason}); HTTP steps may only reach public addresses"
+            )
+
+    # Percent-encode what may not appear on a request line (spaces, non-ASCII), keeping
+    # existing escapes, as browsers do.
+    target = quote(parts.path or "/", safe=_PATH_SAFE)
+    if parts.query:
+        target += "?" + quote(parts.query, safe=_PATH_SAFE + "?")
+    return ResolvedTarget(
+        url=url,
+        scheme=scheme,
+        hostname=hostname,
+        port=port,
+        ip=addresses[0],
+        addresses=tuple(addresses),
+        request_target=target,
+    )
