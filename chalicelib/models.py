@@ -152,3 +152,4 @@ class EventModel(Model):
     event_id = UnicodeAttribute(range_key=True)
     doc = JSONAttribute()
     expires_at = TTLAttribute(null=True)
+

@@ -10,9 +10,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from pynamodb.connection import Connection
-from pynamodb.exceptions import DoesNotExist, PutError, TransactWriteError
-from pynamodb.transactions import TransactWrite
+from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 
 from chalicelib import dispatch, schedules
 from chalicelib.agents import Caller
@@ -162,29 +160,35 @@ def create_task(caller: Caller, data: Any, idempotency_key: str | None, now: dat
         task.due_shard, task.due_at = dispatch.shard_for(task_id), epoch(fire)
     elif spec.schedule_kind != "event":
         task.status = "completed"  # e.g. an rrule whose every occurrence lies before starts_at/after ends_at
-    agent = AgentModel(agent_id)
-    try:
-        with TransactWrite(connection=Connection(region=settings().region)) as tx:
-            tx.save(task, condition=TaskModel.task_id.does_not_exist())
-            tx.update(
-                agent,
-                actions=[AgentModel.task_count.add(1)],
-                condition=(AgentModel.status == "active") & (AgentModel.task_count < settings().max_tasks_per_agent),
-            )
-            if idem_key:
-                tx.save(
-                    KeyModel(idem_key, value={"task_id": task_id, "body_hash": body_hash}, expires_at=now + timedelta(seconds=IDEMPOTENCY_TTL)),
-                    condition=KeyModel.key.does_not_exist() | (KeyModel.expires_at < now),
-                )
-    except TransactWriteError as e:
-        reasons = [r.code if r else None for r in e.cancellation_reasons]
-        if len(reasons) > 1 and reasons[1] == "ConditionalCheckFailed":
-            raise TooManyRequests(f"agent {agent_id} has reached its quota of {settings().max_tasks_per_agent} tasks") from None
-        if len(reasons) > 2 and reasons[2] == "ConditionalCheckFailed" and idem_key:
+    # Three conditional writes rather than one transaction: moto's in-process and server modes
+    # copy whole tables inside TransactWriteItems, which races under parallel requests. A crash
+    # between them leaves at worst a quota count one too high, or an idempotency key without
+    # its task (a retry then gets 409 until the key expires), never a partial task.
+    if idem_key:
+        claim = KeyModel(idem_key, value={"task_id": task_id, "body_hash": body_hash},
+                         expires_at=now + timedelta(seconds=IDEMPOTENCY_TTL))
+        try:
+            claim.save(condition=KeyModel.key.does_not_exist() | (KeyModel.expires_at < now))
+        except PutError as e:
+            if e.cause_response_code != "ConditionalCheckFailedException":
+                raise
             replay = _idempotent_replay(idem_key, body_hash, now)
-            if replay is not None:
-                return replay, False
+            if replay is None:
+                raise Conflict("a request with this Idempotency-Key is still in progress; retry shortly") from None
+            return replay, False
+    try:
+        AgentModel(agent_id).update(
+            actions=[AgentModel.task_count.add(1)],
+            condition=(AgentModel.status == "active") & (AgentModel.task_count < settings().max_tasks_per_agent),
+        )
+    except UpdateError as e:
+        if idem_key:
+            KeyModel(idem_key).delete()
+        if e.cause_response_code == "ConditionalCheckFailedException":
+            raise TooManyRequests(f"agent {agent_id} has reached its quota of {settings().max_tasks_per_agent} tasks") from None
         raise
+    task.save(condition=TaskModel.task_id.does_not_exist())
+    dispatch.dispatch_if_soon(task, now)  # a first fire before the next tick's look-ahead goes out now
     return task, True
 
 
@@ -349,5 +353,7 @@ def update_task(caller: Caller, task_id: str, data: Any, if_match: str | None, n
             if e.cause_response_code == "ConditionalCheckFailedException":
                 continue  # re-read: a changed version becomes a 412 above, anything else re-merges
             raise
+        if schedule_changed:
+            dispatch.dispatch_if_soon(task, now)
         return task
     raise Conflict("the task is being changed concurrently; retry")

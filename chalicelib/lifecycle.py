@@ -1,0 +1,163 @@
+"""Task lifecycle: pause, resume, cancel, snooze, run_now.
+
+Each transition is checked against the task's status (409 otherwise) and written with a
+condition on the version read, re-reading on a lost race, so two concurrent requests can
+never both apply to the same state. Pause, snooze and cancel bump the schedule version:
+runs already dispatched under the old version are skipped by the worker (fencing).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from pynamodb.exceptions import PutError, UpdateError
+
+from chalicelib import dispatch, runs, wiring
+from chalicelib.agents import Caller
+from chalicelib.config import band_for
+from chalicelib.contracts import RunNowRequest, SnoozeRequest
+from chalicelib.errors import Conflict
+from chalicelib.models import AgentModel, TaskModel
+from chalicelib.runs import RunMessage
+from chalicelib.tasks import load
+from chalicelib.timefmt import epoch, iso
+from chalicelib.validation import parse
+
+Change = Callable[[TaskModel], bool]  # mutates the task; False = nothing to do (idempotent no-op)
+
+
+def _transition(caller: Caller, task_id: str, allowed: tuple[str, ...], action: str, change: Change,
+                now: datetime, *, on_save: Callable[[TaskModel, TaskModel], None] | None = None) -> TaskModel:
+    for _ in range(8):
+        task = load(caller, task_id)
+        read = copy.deepcopy(task)
+        if task.status not in allowed:
+            raise Conflict(f"cannot {action} a task that is {task.status}")
+        if not change(task):
+            return task
+        task.updated_at = iso(now)
+        try:
+            if on_save is None:
+                task.save_versioned(read)
+            else:
+                on_save(task, read)
+        except PutError as e:
+            if _lost_race(e):
+                continue
+            raise
+        return task
+    raise Conflict(f"the task is being changed concurrently; retry the {action}")
+
+
+def _lost_race(e: Exception) -> bool:
+    return getattr(e, "cause_response_code", None) == "ConditionalCheckFailedException"
+
+
+def _unschedule(task: TaskModel) -> None:
+    task.schedule_version = int(task.schedule_version or 1) + 1
+    task.due_shard = task.due_at = task.inflight_at = None
+    task.snoozed_until = task.snooze_reason = None
+
+
+def pause(caller: Caller, task_id: str, now: datetime) -> TaskModel:
+    def change(task: TaskModel) -> bool:
+        if task.status == "paused":
+            return False
+        task.status = "paused"
+        _unschedule(task)
+        return True
+
+    return _transition(caller, task_id, ("active", "paused"), "pause", change, now)
+
+
+def resume(caller: Caller, task_id: str, now: datetime) -> TaskModel:
+    def change(task: TaskModel) -> bool:
+        if task.status == "active":
+            return False
+        _unschedule(task)
+        # Missed occurrences while paused are not run: the next fire is computed from now.
+        fire = dispatch.next_fire_from(task, now)
+        if fire is None and task.schedule_kind != "event":
+            task.status = "completed"
+        else:
+            task.status = "active"
+            if fire is not None:
+                task.due_shard, task.due_at = dispatch.shard_for(task.task_id), epoch(fire)
+        return True
+
+    task = _transition(caller, task_id, ("paused", "active"), "resume", change, now)
+    dispatch.dispatch_if_soon(task, now)
+    return task
+
+
+def cancel(caller: Caller, task_id: str, now: datetime) -> TaskModel:
+    def change(task: TaskModel) -> bool:
+        if task.status == "canceled":
+            return False
+        task.status = "canceled"
+        _unschedule(task)
+        return True
+
+    def save(task: TaskModel, read: TaskModel) -> None:
+        task.save_versioned(read)
+        # A canceled task no longer counts against its agent's quota (best effort: a crash
+        # here leaves the count one too high, never too low).
+        try:
+            AgentModel(task.created_by).update(actions=[AgentModel.task_count.add(-1)],
+                                               condition=AgentModel.task_count > 0)
+        except UpdateError:
+            pass
+
+    every = ("active", "paused", "completed", "canceled")
+    return _transition(caller, task_id, every, "cancel", change, now, on_save=save)
+
+
+def snooze(caller: Caller, task_id: str, data: Any, now: datetime) -> TaskModel:
+    req = parse(SnoozeRequest, data)
+
+    def change(task: TaskModel) -> bool:
+        if task.schedule_kind == "event":  # no schedule: its event runs wait until the snooze ends
+            until = now.timestamp() + req.delay_seconds
+            task.schedule_version = int(task.schedule_version or 1) + 1
+            task.snoozed_until = iso(datetime.fromtimestamp(until, tz=now.tzinfo))
+            task.snooze_reason = req.reason
+            return True
+        pending = dispatch.pending_fire(task, now)
+        if pending is None:
+            raise Conflict("the task has no scheduled execution to snooze")
+        new = pending + req.delay_seconds
+        _unschedule(task)
+        task.due_shard, task.due_at = dispatch.shard_for(task.task_id), new
+        task.snoozed_until = iso(datetime.fromtimestamp(new, tz=now.tzinfo))
+        task.snooze_reason = req.reason
+        return True
+
+    task = _transition(caller, task_id, ("active",), "snooze", change, now)
+    dispatch.dispatch_if_soon(task, now)
+    return task
+
+
+def run_now(caller: Caller, task_id: str, data: Any, now: datetime) -> dict[str, Any]:
+    req = parse(RunNowRequest, data)
+    task = load(caller, task_id)
+    if task.status not in ("active", "paused", "completed"):
+        raise Conflict(f"cannot run a task that is {task.status}")
+    msg = RunMessage(
+        task_id=task.task_id,
+        run_id=runs.adhoc_run_id(epoch(now), "manual"),
+        agent_id=task.created_by,
+        trigger="run_now",
+        scheduled_for=epoch(now),
+        schedule_version=None,
+    )
+    max_attempts = int((task.spec or {}).get("max_retries", 3)) + 1
+    doc = runs.new_doc(msg, status="queued", max_attempts=max_attempts, now=now, input=req.input)
+    runs.put_new(msg, doc, now)
+    wiring.client("sqs").send_message(QueueUrl=wiring.queue_url(band_for(int(task.priority or 5))),
+                                      MessageBody=msg.to_json())
+    return doc
+
+

@@ -1,0 +1,215 @@
+"""The tick: second-precision delivery, dispatch-on-write, crash safety, concurrency,
+cost that follows due work, priorities and missed fires."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+import boto3
+import pytest
+
+from chalicelib import wiring
+from chalicelib.models import TaskModel
+from tests.integration.harness import (  # noqa: F401 - fixtures
+    Crash, RequestCounter, all_messages, clock, crash_on, run_records, tick, workers,
+)
+from tests.integration.conftest import _empty_queues, task_body
+
+
+def _create(api, agent, **over):
+    r = api.call("POST", "/tasks", task_body(agent["agent_id"], **{"timezone": "UTC", **over}), token=agent["token"])
+    assert r.status_code == 201, r.body
+    return r.data
+
+
+def test_fire_is_dispatched_ahead_and_starts_on_the_second(api, clock, workers):
+    # GIVEN a task firing every 5 minutes, created at 12:00:00
+    agent = api.agent()
+    t = _create(api, agent, schedule_expr="*/5 * * * *")
+    assert t["next_run_at"] == "2027-03-01T12:05:00Z"
+    assert all_messages() == []  # 12:05 is beyond this tick's look-ahead: nothing sent yet
+    # WHEN the tick runs at 12:04:00
+    clock.advance(240)
+    assert tick(clock).dispatched == 1
+    # THEN the message is invisible until 12:05:00 and then runs
+    clock.advance(59)
+    assert workers.poll_once() == 0
+    clock.advance(1)
+    assert workers.poll_once() == 1
+    [run] = run_records(t["id"])
+    assert run["status"] == "succeeded" and run["scheduled_for"] == "2027-03-01T12:05:00Z"
+    assert run["started_at"] == "2027-03-01T12:05:00Z" and run["attempt"] == 1
+    got = api.call("GET", f"/tasks/{t['id']}", token=agent["token"]).data
+    assert got["run_count"] == 1 and got["last_run_status"] == "succeeded"
+    assert got["next_run_at"] == "2027-03-01T12:10:00Z"
+
+
+def test_dispatch_on_write_for_a_fire_before_the_next_tick(api, clock, workers):
+    agent = api.agent()
+    t = _create(api, agent, schedule_kind="once", schedule_expr="2027-03-01T12:00:30Z")
+    [msg] = all_messages()
+    assert msg["task_id"] == t["id"] and msg["scheduled_for"] == int(clock.t) + 30
+    clock.advance(30)
+    assert workers.poll_once() == 1
+    [run] = run_records(t["id"])
+    assert run["status"] == "succeeded"
+    assert api.call("GET", f"/tasks/{t['id']}", token=agent["token"]).data["status"] == "completed"
+    # a repeated tick finds nothing more to do
+    clock.advance(60)
+    assert tick(clock).dispatched == 0
+
+
+def test_every_minute_schedule_dispatches_all_fires_inside_the_look_ahead(api, clock):
+    agent = api.agent()
+    t = _create(api, agent, schedule_expr="* * * * *")
+    clock.advance(1)
+    tick(clock)
+    fires = sorted(m["scheduled_for"] for m in all_messages() if m["task_id"] == t["id"])
+    assert fires == [int(clock.t) + 59, int(clock.t) + 119] or fires == [int(clock.t) + 59]
+    assert len(set(fires)) == len(fires)
+
+
+def _due_tasks(api, agent, n):
+    return [_create(api, agent, title=f"t{i}", schedule_expr="*/10 * * * *")["id"] for i in range(n)]
+
+
+@pytest.mark.parametrize(("event", "nth"), [
+    ("before-call.sqs.SendMessageBatch", 0),   # before send
+    ("after-call.sqs.SendMessageBatch", 0),    # after send, before advance
+    ("before-call.sqs.SendMessageBatch", 1),   # mid batch: the second batch
+    ("before-call.dynamodb.UpdateItem", 0),    # before the first advance
+    ("before-call.dynamodb.UpdateItem", 5),    # between advances
+    ("before-call.dynamodb.Query", 0),         # before reading due work
+])
+def test_no_lost_fire_and_one_run_per_fire_whatever_step_crashes(api, clock, workers, event, nth):
+    agent = api.agent()
+    ids = _due_tasks(api, agent, 25)
+    clock.advance(9 * 60 + 30)  # 12:09:30, the 12:10 fires are due within the look-ahead
+    from chalicelib.models import TaskModel
+
+    target = wiring.client("sqs") if ".sqs." in event else TaskModel._get_connection().connection.client
+    undo = crash_on(target, event, after_calls=nth)
+    with pytest.raises(Crash):
+        tick(clock)
+    undo()
+    clock.advance(60)  # the next tick, after the crashed tick's shard lease expired
+    tick(clock)
+    per_run = Counter(m["run_id"] for m in all_messages())
+    fired = {m["task_id"] for m in all_messages()}
+    assert fired == set(ids)  # no lost fire
+    assert len(per_run) == 25  # one run id per fire
+    assert max(per_run.values()) <= 2 and sum(per_run.values()) <= 25 + 10  # a re-send is at most one batch
+    if event.startswith("before-call.sqs") or event.endswith("Query"):
+        assert set(per_run.values()) == {1}
+    workers.drain()
+    records = run_records()
+    assert len(records) == 25 and all(r["status"] == "succeeded" and r["attempt"] == 1 for r in records)
+
+
+def test_two_concurrent_ticks_dispatch_each_fire_once(api, clock):
+    agent = api.agent()
+    ids = _due_tasks(api, agent, 30)
+    clock.advance(9 * 60 + 30)
+    barrier = threading.Barrier(2)
+
+    def run() -> None:
+        barrier.wait()
+        tick(clock)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    per_run = Counter(m["run_id"] for m in all_messages())
+    assert len(per_run) == 30 and set(per_run.values()) == {1}
+    assert {m["task_id"] for m in all_messages()} == set(ids)
+
+
+def _bulk_tasks(n: int, due_at: int, start: int = 0) -> None:
+    """Store n tasks directly (the API would take minutes for 5,000 here)."""
+    from chalicelib.dispatch import shard_for
+
+    with TaskModel.batch_write() as batch:
+        for i in range(start, start + n):
+            tid = f"00000000-0000-4000-8000-{i:012d}"
+            batch.save(TaskModel(
+                tid, created_by="11111111-1111-4111-8111-111111111111", created_at="2027-03-01T00:00:00Z",
+                created_sk=f"2027-03-01T00:00:00#{tid}", updated_at="2027-03-01T00:00:00Z", status="active",
+                schedule_kind="cron", priority=5, version=1, schedule_version=1,
+                spec={"title": "x", "description": "", "payload": {"steps": [{"id": "a", "type": "log", "message": "x"}]},
+                      "priority": 5, "max_retries": 0, "backoff_strategy": "fixed"},
+                sched={"schedule_kind": "cron", "schedule_expr": "0 * * * *", "timezone": "UTC", "jitter_seconds": 0,
+                       "starts_at": None, "ends_at": None, "misfire_policy": "run_once", "anchor": "2027-03-01T00:00:00Z"},
+                due_shard=shard_for(tid), due_at=due_at))
+
+
+def test_tick_cost_follows_due_work_not_stored_work(clock):
+    clock.set(clock.now.replace(minute=59, second=30))
+    due_at = int(clock.t) + 30
+    _bulk_tasks(40, due_at)
+    with RequestCounter() as small:
+        assert tick(clock).dispatched == 40
+    # GIVEN 40 due among 4,040 stored (the rest due later: in the index, outside the window)
+    from chalicelib import dispatch
+
+    _empty_queues()
+    _bulk_tasks(40, due_at + 3600, start=0)  # the same 40 again, due next hour
+    _bulk_tasks(4000, due_at + 7200, start=100)
+    clock.advance(3600)
+    with RequestCounter() as big:
+        assert tick(clock).dispatched == 40
+    assert big.total <= small.total * 1.1, (small.calls, big.calls)
+    assert big.calls.get("dynamodb.Scan", 0) == 0
+    assert dispatch.settings().due_shards == big.calls["dynamodb.Query"]
+
+
+def test_higher_priority_runs_start_first(api, clock, workers):
+    agent = api.agent()
+    for i in range(12):
+        _create(api, agent, title=f"low{i}", priority=9, schedule_kind="once", schedule_expr="2027-03-01T12:00:20Z")
+    _create(api, agent, title="urgent", priority=1, schedule_kind="once", schedule_expr="2027-03-01T12:00:20Z")
+    clock.advance(20)
+    workers.drain()
+    first_band, _ = workers.outcomes[0]
+    assert first_band == "high"
+    assert [b for b, _ in workers.outcomes].count("low") == 12
+
+
+@pytest.mark.parametrize(("policy", "ran", "skipped"), [("run_once", 1, 9), ("skip", 0, 10), ("run_all", 10, 0)])
+def test_missed_fires_after_an_outage_follow_the_policy(api, clock, workers, policy, ran, skipped):
+    agent = api.agent()
+    t = _create(api, agent, schedule_expr="*/5 * * * *", misfire_policy=policy)
+    # the scheduler is down from 12:00 to 12:52: fires 12:05 … 12:50 (10) are missed
+    clock.advance(52 * 60)
+    tick(clock)
+    clock.advance(1)
+    workers.drain()
+    recs = run_records(t["id"])
+    missed = [r for r in recs if r["status"] == "skipped" and r["skip_reason"] == "missed"]
+    done = [r for r in recs if r["status"] == "succeeded"]
+    assert (len(done), len(missed)) == (ran, skipped)
+    if policy == "run_once":
+        assert done[0]["scheduled_for"] == "2027-03-01T12:50:00Z"
+    got = api.call("GET", f"/tasks/{t['id']}", token=agent["token"]).data
+    assert got["next_run_at"] == "2027-03-01T12:55:00Z"
+
+
+def test_lookahead_never_exceeds_sqs_delay_limit(clock):
+    from chalicelib.config import settings
+
+    assert settings().lookahead_seconds + 5 < 900
+    assert settings().lookahead_seconds > settings().tick_seconds
+
+
+def test_tick_survives_a_task_whose_schedule_no_longer_parses(api, clock):
+    agent = api.agent()
+    good = _create(api, agent, schedule_expr="*/10 * * * *")
+    bad = _create(api, agent, schedule_expr="*/10 * * * *")
+    boto3.client("dynamodb").update_item(
+        TableName="test-tasks", Key={"task_id": {"S": bad["id"]}}, UpdateExpression="SET sched = :s",
+        ExpressionAttributeValues={":s": {"S": '{"schedule_kind": "cron", "schedule_expr": "garbage"}'}})
+    clock.advance(9 * 60 + 30)
+    report = tick(clock)
+    assert report.dispatched == 1 and len(report.errors) == 1
+    assert {m["task_id"] for m in all_messages()} == {good["id"]}
