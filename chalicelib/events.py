@@ -1,0 +1,91 @@
+"""Events: POST /events and `emit` steps start the caller's matching event tasks.
+
+Matching never scans: an event task with pattern P is indexed under "<agent>#P", and an
+event named a.b.c can only match the patterns a.b.c, a.*, a.b.*, and *, so an event costs
+one index query per dot in its name (plus two), whatever the number of stored tasks.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+from pynamodb.exceptions import DoesNotExist
+
+from chalicelib import dispatch, runs
+from chalicelib.agents import Caller
+from chalicelib.config import band_for, settings
+from chalicelib.contracts import EventCreate
+from chalicelib.errors import BadRequest, PayloadTooLarge
+from chalicelib.models import EventModel, TaskModel
+from chalicelib.pipeline import StepFailed
+from chalicelib.runs import RunMessage
+from chalicelib.timefmt import epoch, iso
+from chalicelib.validation import parse
+
+MAX_DATA_BYTES = 64 * 1024
+
+
+def candidate_patterns(name: str) -> list[str]:
+    parts = name.split(".")
+    return [name, *(".".join(parts[:i]) + ".*" for i in range(1, len(parts))), "*"]
+
+
+def post_event(caller: Caller, data: Any, now: datetime) -> dict[str, Any]:
+    if caller.agent_id is None:
+        raise BadRequest("events belong to an agent: call POST /events with the agent's token")
+    req = parse(EventCreate, data)
+    import json
+
+    if len(json.dumps(req.data, separators=(",", ":"))) > MAX_DATA_BYTES:
+        raise PayloadTooLarge(f"event data is over {MAX_DATA_BYTES} bytes serialized")
+    return publish(caller.agent_id, req.name, req.data, depth=0, now=now)
+
+
+def emit(agent_id: str, name: str, data: Any, *, depth: int, now: datetime) -> str:
+    """The `emit` step: publish an internal event for the same agent."""
+    if depth > settings().event_chain_limit:
+        raise StepFailed("chain_too_deep", f"event chain is deeper than {settings().event_chain_limit} "
+                         "emits (a loop?)", retryable=False)
+    try:
+        parse(EventCreate, {"name": name, "data": data if isinstance(data, dict) else {"value": data}})
+    except (BadRequest, PayloadTooLarge) as e:
+        raise StepFailed("invalid_event", e.detail, retryable=False) from None
+    return str(publish(agent_id, name, data, depth=depth, now=now)["event_id"])
+
+
+def publish(agent_id: str, name: str, data: Any, *, depth: int, now: datetime) -> dict[str, Any]:
+    event_id = f"{epoch(now):010d}-{secrets.token_hex(8)}"
+    event = {"id": event_id, "name": name, "data": data, "time": iso(now)}
+    task_ids: list[str] = []
+    for pattern in candidate_patterns(name):
+        task_ids += [t.task_id for t in TaskModel.event_index.query(f"{agent_id}#{pattern}")]
+    tasks = [t for t in TaskModel.batch_get(sorted(set(task_ids)))] if task_ids else []
+    started: list[dict[str, str]] = []
+    sends: list[dispatch.Send] = []
+    for task in sorted(tasks, key=lambda t: t.created_sk):
+        if task.status != "active" or task.created_by != agent_id:
+            continue
+        at = epoch(now)
+        if task.snoozed_until and task.snoozed_until > (iso(now) or ""):
+            at = epoch(datetime.fromisoformat(task.snoozed_until.replace("Z", "+00:00")))
+        msg = RunMessage(task.task_id, runs.event_run_id(epoch(now), event_id, task.task_id), agent_id, "event", at,
+                         None, event_id, depth)
+        max_attempts = int((task.spec or {}).get("max_retries", 3)) + 1
+        runs.put_new(msg, runs.new_doc(msg, status="queued", max_attempts=max_attempts, now=now, event=event), now)
+        sends.append(dispatch.Send(msg, max(0, min(dispatch.MAX_DELAY, at - epoch(now))), band_for(int(task.priority or 5))))
+        started.append({"task_id": task.task_id, "run_id": msg.run_id})
+    EventModel(agent_id, event_id, doc={**event, "runs": started, "depth": depth},
+               expires_at=now + timedelta(days=settings().run_retention_days)).save()
+    if sends:
+        dispatch.send_all(sends)
+    return {"event_id": event_id, "runs": started}
+
+
+def load(agent_id: str, event_id: str) -> dict[str, Any] | None:
+    try:
+        doc = dict(EventModel.get(agent_id, event_id).doc or {})
+    except DoesNotExist:
+        return None
+    return {k: doc.get(k) for k in ("id", "name", "data", "time")}

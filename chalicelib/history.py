@@ -1,0 +1,63 @@
+"""Run history: a task's runs newest first with an opaque cursor, and single runs."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+from typing import Any
+
+from chalicelib import runs
+from chalicelib.errors import BadRequest, FieldError, NotFound
+from chalicelib.models import RunModel, TaskModel
+
+RUN_QUERY = {"limit", "cursor"}
+
+
+def _cursor(run_id: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"r": run_id}).encode()).decode().rstrip("=")
+
+
+def _uncursor(cursor: str) -> str:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        value = json.loads(raw)["r"]
+        if not isinstance(value, str):
+            raise ValueError
+        return value
+    except (ValueError, KeyError, TypeError):
+        raise BadRequest.field("cursor", "is not a cursor this API returned") from None
+
+
+def list_runs(task: TaskModel, query: dict[str, str], now: datetime) -> dict[str, Any]:
+    errors = [FieldError(k, "unknown query parameter") for k in sorted(set(query) - RUN_QUERY)]
+    limit = 50
+    try:
+        limit = int(query.get("limit", "50"))
+        if not 1 <= limit <= 200:
+            raise ValueError
+    except ValueError:
+        errors.append(FieldError("limit", "must be an integer between 1 and 200"))
+    if errors:
+        raise BadRequest("; ".join(f"{e.field}: {e.message}" for e in errors), errors)
+    cond = RunModel.run_id < _uncursor(query["cursor"]) if "cursor" in query else None
+    out: list[dict[str, Any]] = []
+    last: str | None = None
+    more = False
+    for rec in RunModel.query(task.task_id, cond, scan_index_forward=False, consistent_read=True,
+                              filter_condition=RunModel.expires_at > now):
+        if len(out) == limit:
+            more = True
+            break
+        out.append(rec.doc)
+        last = rec.run_id
+    return {"runs": out, "next_cursor": _cursor(last) if more and last else None}
+
+
+def get_run(task: TaskModel, run_id: str, now: datetime) -> dict[str, Any]:
+    if len(run_id) > 64:
+        raise NotFound(f"run {run_id} not found")
+    rec = runs.get(task.task_id, run_id, now)
+    if rec is None:
+        raise NotFound(f"run {run_id} not found")
+    return dict(rec.doc)

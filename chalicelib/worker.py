@@ -1,0 +1,310 @@
+"""Execution: the SQS worker that turns run messages into executed pipelines.
+
+Per message: never start early; drop duplicates of finished runs; skip runs fenced off by
+pause/cancel/a newer schedule version; apply the dedupe window and the concurrency slots;
+claim the run record (one conditional write, which is what makes a redelivered or
+re-dispatched message harmless); execute; record the outcome. A failed attempt with
+retries left makes its own message visible again after the backoff delay and is reported
+as a batch item failure; SQS then redelivers it. Attempts are counted in the run record,
+not from ApproximateReceiveCount, which also counts concurrency waits and redeliveries.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
+
+from chalicelib import events, pipeline, retry, runs, wiring
+from chalicelib.log import logger
+from chalicelib.models import AgentModel, KeyModel, RunModel, TaskModel
+from chalicelib.runs import RunMessage
+from chalicelib.timefmt import iso
+
+FINAL = ("succeeded", "failed", "skipped")
+SLOT_WAIT_SECONDS = 2  # a run waiting for a concurrency slot looks again this soon
+MAX_LEASE_SECONDS = 900  # the longest a Lambda can run
+
+
+class ReportFailure(Exception):
+    """Leave the message on the queue (its visibility was already set): SQS redelivers it."""
+
+
+def handle_batch(event: dict[str, Any]) -> dict[str, Any]:
+    """Process one SQS Lambda event; returns the partial batch failures (ReportBatchItemFailures)."""
+    processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+    return dict(process_partial_response(event=event, record_handler=_record, processor=processor))
+
+
+def _record(record: SQSRecord) -> None:
+    try:
+        process(record.body, record.queue_url, record.receipt_handle, wiring.now_precise())
+    except ReportFailure:
+        raise
+    except Exception:
+        logger.exception("run_error", extra={"message_id": record.message_id})
+        raise
+
+
+def _visible_in(queue_url: str, receipt: str, seconds: int) -> None:
+    wiring.client("sqs").change_message_visibility(QueueUrl=queue_url, ReceiptHandle=receipt,
+                                                   VisibilityTimeout=max(0, min(43_200, seconds)))
+
+
+def _dead_letter(queue_url: str, body: str, reason: str) -> None:
+    dlq = queue_url + "-dlq"
+    wiring.client("sqs").send_message(QueueUrl=dlq, MessageBody=body, MessageAttributes={
+        "reason": {"DataType": "String", "StringValue": reason[:256]}})
+    logger.error("run_dead_lettered", extra={"reason": reason})
+
+
+def process(body: str, queue_url: str, receipt: str, now: datetime) -> str:
+    """Handle one run message. Returns what happened (for logs and tests); raises
+    ReportFailure to leave the message on the queue."""
+    try:
+        msg = RunMessage.from_json(body)
+    except (ValueError, TypeError, KeyError) as e:
+        _dead_letter(queue_url, body, f"undecodable run message: {e}")
+        return "dead_lettered"
+    log = {"task_id": msg.task_id, "run_id": msg.run_id, "agent_id": msg.agent_id}
+    early = msg.scheduled_for - now.timestamp()
+    if early > 0:  # never start before the scheduled instant
+        _visible_in(queue_url, receipt, math.ceil(early))
+        raise ReportFailure("early")
+    try:
+        task = TaskModel.get(msg.task_id, consistent_read=True)
+    except DoesNotExist:
+        logger.warning("run_for_missing_task", extra=log)
+        return "no_task"
+    rec = runs.get(msg.task_id, msg.run_id, now)
+    if rec is not None and rec.status in FINAL:
+        return "duplicate"
+    spec = task.spec or {}
+    max_attempts = int(spec.get("max_retries", 3)) + 1
+    reason = skip_reason(task, msg)
+    if reason is not None:
+        _skip(msg, rec, reason, max_attempts, now)
+        logger.info("run_skipped", extra={**log, "skip_reason": reason})
+        return reason
+    doc = rec.doc if rec is not None else runs.new_doc(msg, status="queued", max_attempts=max_attempts, now=now,
+                                                         event=_event_of(msg))
+    if int(doc.get("attempt") or 0) == 0 and spec.get("dedupe_key"):
+        if not _dedupe(msg, spec["dedupe_key"], int(spec.get("dedupe_window_seconds") or 3600), now):
+            _skip(msg, rec, "deduplicated", max_attempts, now)
+            return "deduplicated"
+    slot = None
+    if spec.get("concurrency_key"):
+        slot = _acquire_slot(msg, spec["concurrency_key"], int(spec.get("concurrency_limit") or 1),
+                             _lease_seconds(spec), now)
+        if slot is None:
+            if rec is None:
+                runs.put_new(msg, doc, now)
+            _visible_in(queue_url, receipt, SLOT_WAIT_SECONDS)
+            raise ReportFailure("waiting for a concurrency slot")
+    try:
+        claimed = _claim(msg, rec, doc, _lease_seconds(spec), now)
+        if claimed is None:  # another worker holds a live claim on this run
+            _visible_in(queue_url, receipt, 30)
+            raise ReportFailure("claimed elsewhere")
+        lease = _lease_seconds(spec)
+        if lease > 300:
+            _visible_in(queue_url, receipt, lease + 30)
+        return _execute(task, msg, claimed, queue_url, receipt, now, log)
+    finally:
+        if slot is not None:
+            _release_slot(slot, msg.run_id)
+
+
+def skip_reason(task: TaskModel, msg: RunMessage) -> str | None:
+    if task.status == "canceled":
+        return "task_canceled"
+    if msg.trigger == "run_now":
+        return None  # run_now is allowed while paused and is not tied to a schedule version
+    if task.status == "paused":
+        return "task_paused"
+    if msg.trigger == "schedule" and msg.schedule_version != task.schedule_version:
+        return "superseded"
+    return None
+
+
+def _event_of(msg: RunMessage) -> Any:
+    if msg.event_id is None:
+        return None
+    return events.load(msg.agent_id, msg.event_id)
+
+
+def _lease_seconds(spec: dict[str, Any]) -> int:
+    steps = (spec.get("payload") or {}).get("steps") or []
+    return min(MAX_LEASE_SECONDS, sum(int(s.get("timeout_seconds") or 30) for s in steps) + 30)
+
+
+def _skip(msg: RunMessage, rec: RunModel | None, reason: str, max_attempts: int, now: datetime) -> None:
+    if rec is None:
+        doc = runs.new_doc(msg, status="skipped", skip_reason=reason, max_attempts=max_attempts, now=now,
+                           event=_event_of(msg) if msg.event_id else None)
+        if runs.put_new(msg, doc, now):
+            return
+        rec = runs.get(msg.task_id, msg.run_id, now)
+        if rec is None or rec.status in FINAL:
+            return
+    doc = {**rec.doc, "status": "skipped", "skip_reason": reason, "finished_at": iso(now), "next_attempt_at": None}
+    try:
+        rec.update(actions=[RunModel.doc.set(doc), RunModel.status.set("skipped")],
+                   condition=RunModel.status == rec.status)
+    except UpdateError:
+        pass  # someone else finished or claimed it meanwhile
+
+
+def _dedupe(msg: RunMessage, key: str, window: int, now: datetime) -> bool:
+    """One conditional write: the first run in the window takes the key."""
+    k = f"dedupe#{msg.agent_id}#{key}"
+    rec = KeyModel(k, holder=msg.run_id, until=int(now.timestamp()) + window, expires_at=now + timedelta(seconds=window))
+    try:
+        rec.save(condition=KeyModel.key.does_not_exist() | (KeyModel.until <= int(now.timestamp()))
+                 | (KeyModel.holder == msg.run_id))
+    except PutError as e:
+        if e.cause_response_code == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
+
+
+def _acquire_slot(msg: RunMessage, key: str, limit: int, lease: int, now: datetime) -> str | None:
+    """Concurrency slots are leases with expiry, so a crashed worker's slot frees itself."""
+    t = int(now.timestamp())
+    for i in range(limit):
+        k = f"conc#{msg.agent_id}#{key}#{i}"
+        slot = KeyModel(k, holder=msg.run_id, until=t + lease, expires_at=now + timedelta(seconds=lease + 3600))
+        try:
+            slot.save(condition=KeyModel.key.does_not_exist() | (KeyModel.until < t) | (KeyModel.holder == msg.run_id))
+            return k
+        except PutError as e:
+            if e.cause_response_code != "ConditionalCheckFailedException":
+                raise
+    return None
+
+
+def _release_slot(key: str, run_id: str) -> None:
+    try:
+        KeyModel(key).delete(condition=KeyModel.holder == run_id)
+    except Exception:  # noqa: BLE001 - the lease expires by itself
+        pass
+
+
+def _claim(msg: RunMessage, rec: RunModel | None, doc: dict[str, Any], lease: int, now: datetime) -> RunModel | None:
+    """Take the run for one attempt: create it, or move it from queued/retrying (or from a
+    running claim whose lease expired: a crashed worker) to running."""
+    t = int(now.timestamp())
+    attempt = int(doc.get("attempt") or 0) + 1
+    new = {**doc, "status": "running", "attempt": attempt, "started_at": iso(now), "next_attempt_at": None,
+           "finished_at": None}
+    if rec is None:
+        fresh = RunModel(msg.task_id, msg.run_id, agent_id=msg.agent_id, doc=new, status="running",
+                         lease_until=t + lease, expires_at=runs.expiry(now))
+        try:
+            fresh.save(condition=RunModel.run_id.does_not_exist())
+            return fresh
+        except PutError as e:
+            if e.cause_response_code != "ConditionalCheckFailedException":
+                raise
+        rec = runs.get(msg.task_id, msg.run_id, now)
+        if rec is None or rec.status in FINAL:
+            return None
+        new = {**rec.doc, "status": "running", "attempt": int(rec.doc.get("attempt") or 0) + 1, "started_at": iso(now),
+               "next_attempt_at": None}
+    if rec.status == "running" and (rec.lease_until or 0) > t:
+        return None
+    cond = (RunModel.status == rec.status)
+    cond &= RunModel.lease_until.does_not_exist() if rec.lease_until is None else (RunModel.lease_until == rec.lease_until)
+    try:
+        rec.update(actions=[RunModel.doc.set(new), RunModel.status.set("running"), RunModel.lease_until.set(t + lease)],
+                   condition=cond)
+    except UpdateError as e:
+        if e.cause_response_code == "ConditionalCheckFailedException":
+            return None
+        raise
+    return rec
+
+
+def _execute(task: TaskModel, msg: RunMessage, rec: RunModel, queue_url: str, receipt: str, now: datetime,
+             log: dict[str, Any]) -> str:
+    doc = dict(rec.doc)
+    attempt = int(doc["attempt"])
+    agent = AgentModel.get(msg.agent_id)
+    from chalicelib import tasks as tasks_mod  # the representation lives with the task routes
+
+    ctx = pipeline.RunContext(
+        task=tasks_mod.represent(task, now),
+        run={k: doc.get(k) for k in ("id", "trigger", "attempt", "scheduled_for", "max_attempts")},
+        input=doc.get("input"),
+        event=doc.get("event"),
+        task_id=msg.task_id,
+        run_id=msg.run_id,
+        attempt=attempt,
+        signing_secret=agent.signing_secret,
+    )
+    started = time.monotonic()
+
+    def emit(name: str, data: Any) -> str:
+        return events.emit(msg.agent_id, name, data, depth=msg.depth + 1, now=wiring.now())
+
+    result = pipeline.run_pipeline((task.spec or {}).get("payload") or {}, ctx, emit=emit,
+                                   clock=lambda: wiring.now_precise().timestamp())
+    finished = wiring.now()
+    doc["steps"] = [
+        {"id": s.id, "type": s.type, "status": s.status, "started_at": s.started_at, "duration_ms": s.duration_ms,
+         "output": s.output, "output_truncated": s.output_truncated, "error": s.error}
+        for s in result.steps
+    ]
+    doc["duration_ms"] = int((time.monotonic() - started) * 1000)
+    doc["error"] = result.error
+    max_attempts = int(doc.get("max_attempts") or 1)
+    if result.error is None:
+        status = "succeeded"
+    elif result.retryable and attempt < max_attempts:
+        delay = retry.backoff_seconds((task.spec or {}).get("backoff_strategy", "exponential_jitter"), attempt)
+        doc.update(status="retrying", next_attempt_at=iso(finished + timedelta(seconds=delay)))
+        _save_doc(rec, doc, "retrying")
+        _visible_in(queue_url, receipt, delay)
+        logger.info("run_retrying", extra={**log, "attempt": attempt, "delay_s": delay, "error": result.error})
+        raise ReportFailure("retrying")
+    else:
+        status = "failed"
+    doc.update(status=status, finished_at=iso(finished), next_attempt_at=None)
+    _save_doc(rec, doc, status)
+    _count(task, msg, status, finished)
+    logger.info("run_finished", extra={**log, "status": status, "attempt": attempt, "duration_ms": doc["duration_ms"]})
+    return status
+
+
+def _save_doc(rec: RunModel, doc: dict[str, Any], status: str) -> None:
+    size = len(json.dumps(doc, default=str))
+    if size > 350_000:  # DynamoDB's item limit is 400 KB: keep the record, drop step outputs
+        for s in doc["steps"]:
+            s["output"], s["output_truncated"] = None, True
+    rec.update(actions=[RunModel.doc.set(doc), RunModel.status.set(status), RunModel.lease_until.remove()])
+
+
+def _count(task: TaskModel, msg: RunMessage, status: str, finished: datetime) -> None:
+    actions = [TaskModel.last_run_at.set(iso(finished)), TaskModel.last_run_status.set(status),
+               TaskModel.run_count.add(1)]
+    if status == "failed":
+        actions.append(TaskModel.failure_count.add(1))
+    TaskModel(task.task_id).update(actions=actions, condition=TaskModel.task_id.exists())
+    # A once task, or an rrule whose occurrences are exhausted, completes after its last run.
+    if (msg.trigger == "schedule" and task.schedule_kind in ("once", "rrule") and task.due_at is None
+            and task.inflight_at == msg.scheduled_for):
+        try:
+            TaskModel(task.task_id).update(
+                actions=[TaskModel.status.set("completed")],
+                condition=(TaskModel.status == "active") & TaskModel.due_at.does_not_exist()
+                & (TaskModel.schedule_version == msg.schedule_version),
+            )
+        except UpdateError:
+            pass  # rescheduled or paused meanwhile: not complete

@@ -1,0 +1,243 @@
+"""The worker: exactly one execution per run, retries with backoff, dedupe windows,
+concurrency slots, and the run history routes."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
+
+import boto3
+import pytest
+
+from chalicelib import retry, wiring
+from chalicelib.config import settings
+from chalicelib.models import KeyModel, RunModel
+from tests.integration.conftest import task_body
+from tests.integration.harness import Crash, all_messages, clock, crash_on, queue_url, run_records, workers  # noqa: F401
+
+
+def _create(api, agent, **over):
+    r = api.call("POST", "/tasks", task_body(agent["agent_id"], **{"timezone": "UTC", **over}), token=agent["token"])
+    assert r.status_code == 201, r.body
+    return r.data
+
+
+class Target:
+    """A local HTTP target that answers `status`, optionally slowly, and tracks concurrency."""
+
+    def __init__(self) -> None:
+        self.status = 200
+        self.delay = 0.0
+        self.requests: list[dict[str, str]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.lock = threading.Lock()
+        target = self
+
+        class H(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                with target.lock:
+                    target.in_flight += 1
+                    target.max_in_flight = max(target.max_in_flight, target.in_flight)
+                    target.requests.append({k.lower(): v for k, v in self.headers.items()})
+                time.sleep(target.delay)
+                with target.lock:
+                    target.in_flight -= 1
+                self.send_response(target.status)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(b'{"ok": true}')
+
+            def log_message(self, *a: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture()
+def target(monkeypatch: pytest.MonkeyPatch) -> Iterator[Target]:
+    monkeypatch.setenv("TASKAPI_EGRESS_ALLOW", "127.0.0.1")
+    settings.cache_clear()
+    t = Target()
+    yield t
+    t.server.shutdown()
+    monkeypatch.delenv("TASKAPI_EGRESS_ALLOW")
+    settings.cache_clear()
+
+
+def _http_payload(url: str) -> dict:
+    return {"steps": [{"id": "call", "type": "http", "method": "POST", "url": url, "body": {"run": "{{ run.id }}"},
+                       "timeout_seconds": 5}]}
+
+
+def test_redelivery_of_a_finished_run_does_not_execute_again(api, clock, workers, target):
+    agent = api.agent()
+    t = _create(api, agent, payload=_http_payload(target.url))
+    run = api.call("POST", f"/tasks/{t['id']}/run_now", token=agent["token"]).data["run"]
+    body = all_messages()[0]
+    workers.drain()
+    assert len(target.requests) == 1
+    # WHEN the same message arrives again (SQS at-least-once delivery)
+    boto3.client("sqs").send_message(QueueUrl=queue_url("normal"), MessageBody=json.dumps(body))
+    workers.drain()
+    # THEN the target is not called a second time and the run is unchanged
+    assert len(target.requests) == 1
+    [rec] = run_records(t["id"])
+    assert rec["id"] == run["id"] and rec["status"] == "succeeded" and rec["attempt"] == 1
+    assert api.call("GET", f"/tasks/{t['id']}", token=agent["token"]).data["run_count"] == 1
+
+
+def test_http_step_gets_stable_idempotency_key_and_signature_headers(api, clock, workers, target):
+    agent = api.agent()
+    t = _create(api, agent, payload=_http_payload(target.url), max_retries=2, backoff_strategy="fixed")
+    target.status = 503
+    run = api.call("POST", f"/tasks/{t['id']}/run_now", token=agent["token"]).data["run"]
+    workers.drain()
+    target.status = 200
+    clock.advance(11)  # moto makes a message visible strictly after its visibility deadline
+    workers.drain()
+    keys = [r["idempotency-key"] for r in target.requests]
+    assert keys == [run["id"], run["id"]]
+    assert [r["x-attempt"] for r in target.requests] == ["1", "2"]
+    assert all(r["x-task-id"] == t["id"] and r["x-run-id"] == run["id"] for r in target.requests)
+    assert all(r["x-tasks-signature"].startswith("t=") and ",v1=" in r["x-tasks-signature"] for r in target.requests)
+
+
+def test_worker_crash_mid_run_completes_on_redelivery_once(api, clock, workers):
+    agent = api.agent()
+    t = _create(api, agent, schedule_kind="once", schedule_expr="2027-03-01T12:00:30Z")
+    clock.advance(30)
+    undo = crash_on(RunModel._get_connection().connection.client, "before-call.dynamodb.UpdateItem")
+    workers.drain()  # the worker dies while recording the outcome: the message stays
+    undo()
+    assert run_records(t["id"])[0]["status"] == "running"
+    clock.advance(301)  # the queue's visibility timeout
+    workers.drain()
+    [rec] = run_records(t["id"])
+    assert rec["status"] == "succeeded" and rec["attempt"] == 2
+    got = api.call("GET", f"/tasks/{t['id']}", token=agent["token"]).data
+    assert got["run_count"] == 1 and got["status"] == "completed"
+    assert all_messages() == []
+
+
+@pytest.mark.parametrize("strategy", ["fixed", "linear", "exponential_jitter"])
+def test_always_failing_step_is_attempted_max_retries_plus_one_times(api, clock, workers, target, strategy):
+    agent = api.agent()
+    target.status = 500
+    t = _create(api, agent, payload=_http_payload(target.url), max_retries=3, backoff_strategy=strategy)
+    run = api.call("POST", f"/tasks/{t['id']}/run_now", token=agent["token"]).data["run"]
+    delays = []
+    for attempt in range(1, 5):
+        workers.drain()
+        rec = api.call("GET", f"/tasks/{t['id']}/runs/{run['id']}", token=agent["token"]).data
+        assert rec["attempt"] == attempt
+        if attempt < 4:
+            assert rec["status"] == "retrying" and rec["error"]["step"] == "call"
+            wait = int((_ts(rec["next_attempt_at"]) - clock.t))
+            lo, hi = retry.bounds(strategy, attempt)
+            assert lo <= wait <= hi
+            delays.append(wait)
+            if wait > 0:
+                clock.advance(wait - 1)
+                assert workers.poll_once() == 0  # not before its delay
+                clock.advance(2)  # moto: visible strictly after the deadline
+    assert rec["status"] == "failed" and rec["next_attempt_at"] is None
+    assert len(target.requests) == 4
+    got = api.call("GET", f"/tasks/{t['id']}", token=agent["token"]).data
+    assert got["failure_count"] == 1 and got["last_run_status"] == "failed"
+
+
+def _ts(iso: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def test_non_retryable_failure_fails_at_once(api, clock, workers):
+    agent = api.agent()
+    t = _create(api, agent, payload={"steps": [{"id": "meta", "type": "http", "url": "http://169.254.169.254/latest"}]})
+    run = api.call("POST", f"/tasks/{t['id']}/run_now", token=agent["token"]).data["run"]
+    workers.drain()
+    rec = api.call("GET", f"/tasks/{t['id']}/runs/{run['id']}", token=agent["token"]).data
+    assert rec["status"] == "failed" and rec["attempt"] == 1 and rec["error"]["type"] == "egress_blocked"
+
+
+def test_dedupe_within_and_after_the_window(api, clock, workers):
+    agent = api.agent()
+    t = _create(api, agent, dedupe_key="nightly", dedupe_window_seconds=600)
+    first = api.call("POST", f"/tasks/{t['id']}/run_now", token=agent["token"]).data["run"]
+    second = api.call("POST", f"/tasks/{t['id']}/run_now", token=agent["token"]).data["run"]
+    workers.drain()
+    by_id = {r["id"]: r for r in run_records(t["id"])}
+    assert by_id[first["id"]]["status"] == "succeeded"
+    assert by_id[second["id"]]["status"] == "skipped" and by_id[second["id"]]["skip_reason"] == "deduplicated"
+    clock.advance(601)
+    third = api.call("POST", f"/tasks/{t['id']}/run_now", token=agent["token"]).data["run"]
+    workers.drain()
+    assert {r["id"]: r for r in run_records(t["id"])}[third["id"]]["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("limit", [1, 3])
+def test_concurrency_limit_under_parallel_workers(api, clock, workers, target, limit):
+    agent = api.agent()
+    target.delay = 0.4
+    t = _create(api, agent, payload=_http_payload(target.url), concurrency_key="crm", concurrency_limit=limit)
+    for _ in range(6):
+        api.call("POST", f"/tasks/{t['id']}/run_now", token=agent["token"])
+    for _ in range(40):
+        threads = [threading.Thread(target=workers.poll_once, kwargs={"max_messages": 1}) for _ in range(6)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        if sum(r["status"] == "succeeded" for r in run_records(t["id"])) == 6:
+            break
+        clock.advance(2)
+    assert target.max_in_flight == limit
+    recs = run_records(t["id"])
+    assert len(recs) == 6 and all(r["status"] == "succeeded" and r["attempt"] == 1 for r in recs)
+
+
+def test_a_crashed_workers_slot_frees_itself(api, clock, workers):
+    agent = api.agent()
+    t = _create(api, agent, concurrency_key="crm", concurrency_limit=1)
+    KeyModel(f"conc#{agent['agent_id']}#crm#0", holder="dead-run", until=int(clock.t) - 1).save()
+    api.call("POST", f"/tasks/{t['id']}/run_now", token=agent["token"])
+    workers.drain()
+    assert [r["status"] for r in run_records(t["id"])] == ["succeeded"]
+
+
+def test_run_history_is_newest_first_with_a_cursor(api, clock, workers):
+    agent = api.agent()
+    t = _create(api, agent)
+    ids = []
+    for _ in range(5):
+        ids.append(api.call("POST", f"/tasks/{t['id']}/run_now", token=agent["token"]).data["run"]["id"])
+        clock.advance(1)
+    workers.drain()
+    page = api.call("GET", f"/tasks/{t['id']}/runs?limit=2", token=agent["token"]).data
+    assert [r["id"] for r in page["runs"]] == ids[::-1][:2] and page["next_cursor"]
+    rest = api.call("GET", f"/tasks/{t['id']}/runs?limit=10&cursor={page['next_cursor']}", token=agent["token"]).data
+    assert [r["id"] for r in rest["runs"]] == ids[::-1][2:] and rest["next_cursor"] is None
+    other = api.agent("other")
+    assert api.call("GET", f"/tasks/{t['id']}/runs", token=other["token"]).status_code == 404
+    assert api.call("GET", f"/tasks/{t['id']}/runs/{ids[0]}", token=other["token"]).status_code == 404
+    assert api.call("GET", f"/tasks/{t['id']}/runs/nope", token=agent["token"]).status_code == 404
+    assert api.call("GET", f"/tasks/{t['id']}/runs?cursor=%%%", token=agent["token"]).status_code == 400
+    assert api.call("GET", f"/tasks/{t['id']}/runs?limit=0", token=agent["token"]).status_code == 400
+
+
+def test_undecodable_message_goes_to_the_dlq_with_a_reason(api, clock, workers):
+    sqs = boto3.client("sqs")
+    sqs.send_message(QueueUrl=queue_url("normal"), MessageBody="{not json")
+    workers.drain()
+    dlq = sqs.receive_message(QueueUrl=queue_url("normal") + "-dlq", MessageAttributeNames=["All"])["Messages"]
+    assert dlq[0]["Body"] == "{not json" and "undecodable" in dlq[0]["MessageAttributes"]["reason"]["StringValue"]
+    assert wiring.queue_url("normal") == queue_url("normal")
