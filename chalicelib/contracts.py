@@ -254,6 +254,7 @@ class Run(BaseModel):
     finished_at: Timestamp | None
     duration_ms: Int | None
     next_attempt_at: Timestamp | None
+    start_lag_ms: Int | None = Field(None, description="extension: first attempt's start minus scheduled_for")
     input: Any
     event: Any
     error: dict[str, Any] | None

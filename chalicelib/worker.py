@@ -204,6 +204,8 @@ def _claim(msg: RunMessage, rec: RunModel | None, doc: dict[str, Any], lease: in
     attempt = int(doc.get("attempt") or 0) + 1
     new = {**doc, "status": "running", "attempt": attempt, "started_at": iso(now), "next_attempt_at": None,
            "finished_at": None}
+    if attempt == 1:  # how late the first attempt started, at a precision started_at does not show
+        new["start_lag_ms"] = int((now.timestamp() - msg.scheduled_for) * 1000)
     if rec is None:
         fresh = RunModel(msg.task_id, msg.run_id, agent_id=msg.agent_id, doc=new, status="running",
                          lease_until=t + lease, expires_at=runs.expiry(now))

@@ -15,6 +15,7 @@ import pytest
 
 from chalicelib import dispatch, wiring
 from chalicelib.config import PRIORITY_BANDS, settings
+from bench.common import Requests, app_clients
 from local import events as lambda_events
 
 
@@ -122,35 +123,11 @@ def tick(clock: Clock) -> dispatch.TickReport:
     return dispatch.run_tick(wiring.now_precise())
 
 
-class RequestCounter:
-    """Counts AWS API calls per (service, operation) with botocore's event hooks, on every
-    client the code uses: the wiring module's and PynamoDB's."""
+class RequestCounter(Requests):
+    """Counts AWS API calls per (service, operation) on every client the app uses."""
 
     def __init__(self) -> None:
-        self.calls: dict[str, int] = {}
-        self._clients: list[Any] = []
-
-    def _hook(self, model: Any, **_: Any) -> None:
-        key = f"{model.service_model.service_name}.{model.name}"
-        self.calls[key] = self.calls.get(key, 0) + 1
-
-    def __enter__(self) -> RequestCounter:
-        from chalicelib import models
-
-        tables = (models.TaskModel, models.RunModel, models.AgentModel, models.KeyModel, models.EventModel)
-        self._clients = [wiring.client("sqs"), *{id(c): c for c in (m._get_connection().connection.client
-                                                                       for m in tables)}.values()]
-        for c in self._clients:
-            c.meta.events.register("before-call", self._hook)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for c in self._clients:
-            c.meta.events.unregister("before-call", self._hook)
-
-    @property
-    def total(self) -> int:
-        return sum(self.calls.values())
+        super().__init__(app_clients())
 
 
 class Crash(Exception):

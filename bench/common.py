@@ -1,0 +1,75 @@
+"""Shared bench plumbing: a moto server child, the environment, results.json, request counting."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results.json"
+sys.path.insert(0, str(ROOT))
+
+
+def start_emulator(prefix: str) -> Any:
+    """Start a moto server, point this process at it and create the resources from infra/.
+    Must run before anything imports chalicelib (PynamoDB reads names at import)."""
+    from local.emulator import MotoProcess
+    from local.env import free_port
+
+    moto = MotoProcess(free_port())
+    moto.start()
+    os.environ.update(
+        AWS_ENDPOINT_URL=moto.endpoint, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
+        AWS_DEFAULT_REGION="us-east-1", AWS_REGION="us-east-1", TASKAPI_PREFIX=prefix,
+        POWERTOOLS_LOG_LEVEL="WARNING", POWERTOOLS_METRICS_DISABLED="true",
+    )
+    import boto3
+
+    from infra import stack
+
+    stack.deploy(boto3.client("cloudformation"), prefix)
+    stack.complete_for_emulator(boto3.client("dynamodb"), boto3.client("cloudwatch"), prefix)
+    return moto
+
+
+def write_results(figures: dict[str, Any]) -> None:
+    data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    data.update(figures)
+    RESULTS.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+class Requests:
+    """Count AWS calls per service.operation with botocore event hooks on the given clients."""
+
+    def __init__(self, clients: list[Any]) -> None:
+        self.clients = clients
+        self.calls: dict[str, int] = {}
+
+    def _hook(self, model: Any, **_: Any) -> None:
+        key = f"{model.service_model.service_name}.{model.name}"
+        self.calls[key] = self.calls.get(key, 0) + 1
+
+    def __enter__(self) -> Requests:
+        for c in self.clients:
+            c.meta.events.register("before-call", self._hook)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for c in self.clients:
+            c.meta.events.unregister("before-call", self._hook)
+
+    @property
+    def total(self) -> int:
+        return sum(self.calls.values())
+
+
+def app_clients() -> list[Any]:
+    """Every botocore client the app uses: the wiring module's and each PynamoDB model's."""
+    from chalicelib import models, wiring
+
+    tables = (models.TaskModel, models.RunModel, models.AgentModel, models.KeyModel, models.EventModel)
+    pynamo = {id(c): c for c in (m._get_connection().connection.client for m in tables)}
+    return [wiring.client("sqs"), *pynamo.values()]

@@ -1,0 +1,173 @@
+"""Worker throughput, requests per run and cost per million runs, on a moto server.
+
+- worker_runs_per_s: scheduled no-op runs (one `log` step) executed by the real worker handler fed
+  by a poller loop (receive 10 → handler → delete the successes), one thread; next to
+  raw_worker_runs_per_s, a raw-boto3 loop doing only the essential receive, writes and delete
+  (GetItem task, conditional PutItem run, UpdateItem run, UpdateItem task counters,
+  DeleteMessageBatch); worker_vs_raw_ratio (goal ≥ 0.6).
+- requests_per_run: AWS requests of one scheduled run end to end (its share of the tick + the
+  worker), by service.operation, counted with botocore event hooks.
+- cost_per_million_runs_usd at on-demand us-east-1 prices (see PRICES and the capacity model below).
+
+Usage: python bench/worker.py [--runs 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from common import Requests, app_clients, start_emulator, write_results
+from tick import PREFIX as _TICK_PREFIX  # noqa: F401 - same seeding helpers
+from tick import T0, seed
+
+PREFIX = "benchtick-"  # seed() writes to this prefix's tables
+PRICES = {
+    "dynamodb_write_unit": 0.625 / 1e6,
+    "dynamodb_read_unit": 0.125 / 1e6,
+    "sqs_request": 0.40 / 1e6,
+    "lambda_request": 0.20 / 1e6,
+    "lambda_gb_second": 0.0000166667,
+}
+# Capacity model (items here are < 1 KB to write and < 4 KB to read): a write is 1 WCU, plus 2
+# for the `due` index whose key changes when the tick advances a task (delete + put in the index);
+# a consistent GetItem is 1 RCU, an eventually consistent one 0.5; a Query reads 0.5 RCU per 4 KB
+# of items (eventually consistent index), counted as 0.5 per call here (a few items per shard).
+WRITE_UNITS = {"dynamodb.PutItem": 1, "dynamodb.UpdateItem": 1, "dynamodb.DeleteItem": 1}
+READ_UNITS = {"dynamodb.GetItem": 1, "dynamodb.Query": 0.5, "dynamodb.BatchGetItem": 1}
+
+
+def drain_with_handler(sqs, queue_url: str, queue_arn: str, handler, want: int) -> tuple[int, float]:
+    from local import events as lambda_events
+
+    done, busy = 0, 0.0
+    idle = 0
+    while done < want and idle < 50:
+        msgs = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, AttributeNames=["All"],
+                                   MessageAttributeNames=["All"]).get("Messages") or []
+        if not msgs:
+            idle += 1
+            time.sleep(0.05)
+            continue
+        idle = 0
+        event = lambda_events.sqs_event(msgs, queue_arn, "us-east-1")
+        t = time.perf_counter()
+        failed = lambda_events.failed_ids(handler(event, None), [m["MessageId"] for m in msgs]) or set()
+        busy += time.perf_counter() - t
+        ok = [m for m in msgs if m["MessageId"] not in failed]
+        if ok:
+            sqs.delete_message_batch(QueueUrl=queue_url, Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(ok)])
+        done += len(ok)
+    return done, busy
+
+
+def raw_worker(ddb, sqs, queue_url: str, want: int) -> int:
+    done = 0
+    while done < want:
+        msgs = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages") or []
+        if not msgs:
+            break
+        for m in msgs:
+            body = json.loads(m["Body"])
+            key = {"task_id": {"S": body["task_id"]}}
+            ddb.get_item(TableName=PREFIX + "tasks", Key=key, ConsistentRead=True)
+            run_key = {"task_id": {"S": body["task_id"]}, "run_id": {"S": f"raw-{body['fire']}"}}
+            ddb.put_item(TableName=PREFIX + "runs", Item={**run_key, "status": {"S": "running"}},
+                         ConditionExpression="attribute_not_exists(run_id)")
+            ddb.update_item(TableName=PREFIX + "runs", Key=run_key, UpdateExpression="SET #s = :s",
+                            ExpressionAttributeNames={"#s": "status"}, ExpressionAttributeValues={":s": {"S": "succeeded"}})
+            ddb.update_item(TableName=PREFIX + "tasks", Key=key, UpdateExpression="ADD run_count :one",
+                            ExpressionAttributeValues={":one": {"N": "1"}})
+        sqs.delete_message_batch(QueueUrl=queue_url, Entries=[
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)])
+        done += len(msgs)
+    return done
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=300)
+    args = ap.parse_args()
+    moto = start_emulator(PREFIX)
+    try:
+        import boto3
+
+        import app
+        from chalicelib import dispatch, wiring
+        from chalicelib.config import settings
+        from tick import raw_tick
+
+        ddb, sqs = boto3.client("dynamodb"), boto3.client("sqs")
+        ddb.put_item(TableName=PREFIX + "agents", Item={
+            "agent_id": {"S": "11111111-1111-4111-8111-111111111111"}, "name": {"S": "bench"},
+            "created_at": {"S": "2030-01-01T00:00:00Z"}, "status": {"S": "active"}, "token_hash": {"S": "x"},
+            "signing_secret": {"S": "whsec_bench"}, "task_count": {"N": "0"}})
+        fire = T0 + 3600
+        wiring.set_clock(lambda: float(fire))  # the fires are due now: no DelaySeconds to wait out
+        seed(ddb, 0, args.runs, fire, settings().due_shards)
+        queue = wiring.queue_url("normal")
+        arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        with Requests(app_clients()) as tick_calls:
+            dispatch.run_tick(wiring.now_precise())
+        with Requests(app_clients()) as worker_calls:
+            t = time.perf_counter()
+            done, busy = drain_with_handler(sqs, queue, arn, app.worker_normal, args.runs)
+            ours_s = time.perf_counter() - t
+        assert done == args.runs, done
+
+        raw_queue = sqs.create_queue(QueueName=PREFIX + "raw")["QueueUrl"]
+        seed(ddb, 0, args.runs, fire, settings().due_shards)
+        raw_tick(ddb, sqs, raw_queue, fire, fire + 60, settings().due_shards)
+        t = time.perf_counter()
+        raw_done = raw_worker(ddb, sqs, raw_queue, args.runs)
+        raw_s = time.perf_counter() - t
+        assert raw_done == args.runs, raw_done
+    finally:
+        moto.stop()
+
+    per_run: dict[str, float] = {}
+    for calls in (tick_calls.calls, worker_calls.calls):
+        for op, n in calls.items():
+            per_run[op] = per_run.get(op, 0) + n / args.runs
+    # the poller loop's own receive and delete calls are not on an app client: add them
+    batches = -(-args.runs // 10)
+    per_run["sqs.ReceiveMessage"] = per_run.get("sqs.ReceiveMessage", 0) + batches / args.runs
+    per_run["sqs.DeleteMessageBatch"] = per_run.get("sqs.DeleteMessageBatch", 0) + batches / args.runs
+    per_run = {k: round(v, 3) for k, v in sorted(per_run.items()) if not k.endswith("GetQueueUrl")}
+    advances = tick_calls.calls.get("dynamodb.UpdateItem", 0) / args.runs  # one per task advanced
+    wcu = sum(WRITE_UNITS.get(op, 0) * n for op, n in per_run.items()) + 2 * advances
+    rcu = sum(READ_UNITS.get(op, 0) * n for op, n in per_run.items())
+    sqs_requests = sum(n for op, n in per_run.items() if op.startswith("sqs."))
+    handler_ms = busy * 1000 / args.runs
+    lambda_requests = 1 / 10  # one worker invocation per batch of 10; ticks are ~1,440 a day in all
+    cost = {
+        "dynamodb_writes": wcu * PRICES["dynamodb_write_unit"] * 1e6,
+        "dynamodb_reads": rcu * PRICES["dynamodb_read_unit"] * 1e6,
+        "sqs": sqs_requests * PRICES["sqs_request"] * 1e6,
+        "lambda_requests": lambda_requests * PRICES["lambda_request"] * 1e6,
+        "lambda_duration": handler_ms / 1000 * 0.125 * PRICES["lambda_gb_second"] * 1e6,
+    }
+    total = sum(cost.values())
+    figures = {
+        "worker_runs_per_s": round(args.runs / ours_s, 1),
+        "raw_worker_runs_per_s": round(args.runs / raw_s, 1),
+        "worker_vs_raw_ratio": round(raw_s / ours_s, 3),
+        "requests_per_run": per_run,
+        "write_units_per_run": round(wcu, 2),
+        "read_units_per_run": round(rcu, 2),
+        "worker_handler_ms_per_run_on_moto": round(handler_ms, 2),
+        "cost_per_million_runs_usd": round(total, 2),
+        "cost_per_million_runs_breakdown_usd": {k: round(v, 3) for k, v in cost.items()},
+    }
+    print(f"worker: {args.runs / ours_s:.1f} runs/s, raw boto3 {args.runs / raw_s:.1f} runs/s, "
+          f"ratio {raw_s / ours_s:.2f}")
+    print("requests per scheduled run:", json.dumps(per_run))
+    print(f"capacity per run: {wcu:.2f} WCU, {rcu:.2f} RCU; handler {handler_ms:.1f} ms/run on moto")
+    print(f"cost per million runs: ${total:.2f}  " + ", ".join(f"{k} ${v:.3f}" for k, v in cost.items()))
+    write_results(figures)
+
+
+if __name__ == "__main__":
+    main()
