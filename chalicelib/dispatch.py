@@ -209,18 +209,17 @@ def execute(plans: list[Plan], now: datetime) -> tuple[int, int]:
     for p in plans:
         by_band[p.sends[0].band if p.sends else ""].append(p)
     for band, group in by_band.items():
-        chunk: list[Plan] = []
-        for p in [*group, None]:
-            if p is not None and sum(len(c.sends) for c in chunk) + len(p.sends) <= 10:
-                chunk.append(p)
-                continue
-            if chunk:
-                ok = send_all([s for c in chunk for s in c.sends]) if band else set()
-                for c in chunk:
-                    if all(s.message.run_id in ok for s in c.sends):
-                        advance(c)
-                        sent += len(c.sends)
-            chunk = [p] if p is not None else []
+        chunks: list[list[Plan]] = [[]]
+        for p in group:  # ≤ 10 messages a chunk (a plan with more goes alone; send_all splits it)
+            if chunks[-1] and sum(len(c.sends) for c in chunks[-1]) + len(p.sends) > 10:
+                chunks.append([])
+            chunks[-1].append(p)
+        for chunk in chunks:
+            ok = send_all([s for c in chunk for s in c.sends]) if band else set()
+            for c in chunk:
+                if all(s.message.run_id in ok for s in c.sends):
+                    advance(c)
+                    sent += len(c.sends)
     return sent, sum(len(p.missed) for p in plans)
 
 

@@ -11,13 +11,14 @@ not from ApproximateReceiveCount, which also counts concurrency waits and redeli
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import time
 from datetime import datetime, timedelta
 from typing import Any
 
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType, async_process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 
@@ -37,9 +38,16 @@ class ReportFailure(Exception):
 
 
 def handle_batch(event: dict[str, Any]) -> dict[str, Any]:
-    """Process one SQS Lambda event; returns the partial batch failures (ReportBatchItemFailures)."""
-    processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-    return dict(process_partial_response(event=event, record_handler=_record, processor=processor))
+    """Process one SQS Lambda event; returns the partial batch failures (ReportBatchItemFailures).
+
+    The records of a batch run concurrently (one thread each): fires due at the same instant
+    arrive together, and one after the other the tenth would start ten pipelines late."""
+    processor = AsyncBatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+    return dict(async_process_partial_response(event=event, record_handler=_record_async, processor=processor))
+
+
+async def _record_async(record: SQSRecord) -> None:
+    await asyncio.to_thread(_record, record)
 
 
 def _record(record: SQSRecord) -> None:
@@ -294,8 +302,8 @@ def _save_doc(rec: RunModel, doc: dict[str, Any], status: str) -> None:
 
 
 def _count(task: TaskModel, msg: RunMessage, status: str, finished: datetime) -> None:
-    actions = [TaskModel.last_run_at.set(iso(finished)), TaskModel.last_run_status.set(status),
-               TaskModel.run_count.add(1)]
+    actions: list[Any] = [TaskModel.last_run_at.set(iso(finished) or ""), TaskModel.last_run_status.set(status),
+                          TaskModel.run_count.add(1)]
     if status == "failed":
         actions.append(TaskModel.failure_count.add(1))
     TaskModel(task.task_id).update(actions=actions, condition=TaskModel.task_id.exists())

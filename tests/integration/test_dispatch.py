@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+
 import boto3
 import pytest
 
 from chalicelib import wiring
 from chalicelib.models import TaskModel
-from tests.integration.harness import (  # noqa: F401 - fixtures
-    Crash, RequestCounter, all_messages, clock, crash_on, run_records, tick, workers,
-)
 from tests.integration.conftest import _empty_queues, task_body
+from tests.integration.harness import Crash, RequestCounter, all_messages, crash_on, run_records, tick
 
 
 def _create(api, agent, **over):

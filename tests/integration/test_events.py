@@ -7,7 +7,7 @@ import pytest
 
 from chalicelib.events import candidate_patterns
 from tests.integration.conftest import task_body
-from tests.integration.harness import RequestCounter, clock, run_records, workers  # noqa: F401
+from tests.integration.harness import RequestCounter, run_records
 
 
 def _event_task(api, agent, pattern, **over):

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from tests.integration.conftest import task_body
-from tests.integration.harness import all_messages, clock, run_records, tick, workers  # noqa: F401
+from tests.integration.harness import all_messages, run_records, tick
 
 
 def _create(api, agent, **over):
@@ -141,11 +141,11 @@ def test_racing_pause_and_cancel_never_lose_an_update(api, clock):
         barrier = threading.Barrier(3)
         codes: list[int] = []
 
-        def act(action: str) -> None:
+        def act(action: str, tid: str, barrier: threading.Barrier, codes: list[int]) -> None:
             barrier.wait()
-            codes.append(_do(api, agent, t["id"], action).status_code)
+            codes.append(_do(api, agent, tid, action).status_code)
 
-        threads = [threading.Thread(target=act, args=(a,)) for a in ("pause", "cancel", "pause")]
+        threads = [threading.Thread(target=act, args=(a, t["id"], barrier, codes)) for a in ("pause", "cancel", "pause")]
         for th in threads:
             th.start()
         for th in threads:

@@ -281,8 +281,9 @@ def test_twenty_parallel_creates_are_all_stored(api):
     assert codes == [201] * 20
     listed = api.call("GET", "/tasks?limit=200", token=agent["token"]).data["tasks"]
     assert sorted(t["title"] for t in listed) == sorted(f"p{i}" for i in range(20))
+    assert _count_items("test-tasks") == 20
     item = boto3.client("dynamodb").get_item(TableName="test-agents", Key={"agent_id": {"S": agent["agent_id"]}})["Item"]
-    assert item["task_count"]["N"] == "20"
+    assert item["task_count"]["N"] == "20"  # the quota counter lost no increment
 
 
 def test_problem_json_shape(api):
