@@ -4,7 +4,6 @@ test process; every test starts from empty tables and queues."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,33 +11,15 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from local.atomic import serialise_dynamodb
 from tests.integration.harness import clock, workers  # noqa: F401 - fixtures for every test here
 
 ADMIN = {"Authorization": "Bearer admin-token-for-tests-only"}
 
 
-def _atomic_dynamodb() -> None:
-    """DynamoDB applies each request atomically (a conditional write is check-and-set); moto
-    does not lock, so parallel threads can interleave inside one. Serialise moto's DynamoDB
-    handler so the emulator keeps the service's guarantee."""
-    import moto.dynamodb.responses as responses
-
-    if getattr(responses.DynamoHandler, "_serialised", False):
-        return
-    lock = threading.RLock()
-    original = responses.DynamoHandler.call_action
-
-    def call_action(self: Any) -> Any:
-        with lock:
-            return original(self)
-
-    responses.DynamoHandler.call_action = call_action  # type: ignore[method-assign]
-    responses.DynamoHandler._serialised = True  # type: ignore[attr-defined]
-
-
 @pytest.fixture(scope="session")
 def aws() -> Iterator[None]:
-    _atomic_dynamodb()
+    serialise_dynamodb()
     with mock_aws():
         from infra import stack
 

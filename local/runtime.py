@@ -1,0 +1,191 @@
+"""`python -m local`: start the emulator, create the resources, serve the API, run the tick loop
+and the SQS pollers; on SIGINT/SIGTERM stop them in reverse order and exit 0."""
+
+from __future__ import annotations
+
+import importlib
+import io
+import signal
+import sys
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+from local import env as local_env
+from local.emulator import MotoProcess
+from local.log import logger
+
+STAGE = "local"
+DEFAULT_FUNCTION_TIMEOUT = 60  # chalice's default lambda_timeout
+STOP_GRACE_SECONDS = 10.0
+
+
+class _Interrupted(Exception):
+    """A stop signal that arrived before the stack was ready: abandon the start-up."""
+
+
+def _function_name(name: str) -> str:
+    return f"tasks-api-{STAGE}-{name}"  # chalice's `<app>-<stage>-<function>`
+
+
+def provision(prefix: str) -> None:
+    """The resources of `infra/` through the emulator's CloudFormation, plus what it ignores."""
+    import boto3
+
+    from infra import stack
+
+    session = boto3.session.Session(region_name=local_env.REGION)
+    stack.deploy(session.client("cloudformation"), prefix)
+    stack.complete_for_emulator(session.client("dynamodb"), session.client("cloudwatch"), prefix)
+
+
+def _timeout(config: Any, name: str) -> int:
+    return int(config.scope(STAGE, name).lambda_timeout or DEFAULT_FUNCTION_TIMEOUT)
+
+
+def build_bands(app: Any, config: Any) -> list[Any]:
+    """One band per `@app.on_sqs_message` worker, in priority order, with its queue's URL and ARN."""
+    from chalice.app import SQSEventConfig
+
+    from chalicelib import wiring
+    from chalicelib.config import PRIORITY_BANDS, settings
+    from local.pollers import Band
+
+    sqs = wiring.client("sqs")
+    by_queue = {settings().queue_name(b): b for b in PRIORITY_BANDS}
+    sources = {by_queue[s.queue]: s for s in app.event_sources if isinstance(s, SQSEventConfig) and s.queue in by_queue}
+    missing = [b for b in PRIORITY_BANDS if b not in sources]
+    if missing:
+        raise RuntimeError(f"no @app.on_sqs_message worker for band(s) {missing}")
+    bands = []
+    for name in PRIORITY_BANDS:
+        src = sources[name]
+        url = sqs.get_queue_url(QueueName=src.queue)["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        bands.append(
+            Band(
+                name=name,
+                queue_url=url,
+                queue_arn=arn,
+                handler=app.handler_map[src.name],
+                function_name=_function_name(src.name),
+                batch_size=src.batch_size,
+                timeout_seconds=_timeout(config, src.name),
+            )
+        )
+    return bands
+
+
+def tick_handler(app: Any) -> tuple[str, Any]:
+    from chalice.app import ScheduledEventConfig
+
+    names = [s.name for s in app.event_sources if isinstance(s, ScheduledEventConfig)]
+    if len(names) != 1:
+        raise RuntimeError(f"expected exactly one @app.schedule handler, found {names}")
+    return names[0], app.handler_map[names[0]]
+
+
+def main() -> int:
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)  # one JSON event per line, even into a pipe
+    started = time.monotonic()
+    stop = threading.Event()
+    phase = {"starting": True}
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if not stop.is_set():
+            logger.info("stop_requested", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+        if phase["starting"]:
+            phase["starting"] = False
+            raise _Interrupted
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    cfg = local_env.prepare()
+    moto = MotoProcess(cfg.moto_port)
+    http: Any = None
+    pollers: Any = None
+    ticker: Any = None
+    rc = 0
+    try:
+        logger.info(
+            "start",
+            extra={
+                "url": cfg.url,
+                "emulator": cfg.endpoint,
+                "prefix": cfg.prefix,
+                "tick_seconds": cfg.tick_seconds,
+                "workers": cfg.workers,
+                "poll_interval_ms": round(cfg.poll_interval * 1000),
+            },
+        )
+        local_env.check_free(cfg.host, cfg.port)
+        moto.spawn()
+        # Import the app while the emulator boots (both take seconds; they overlap on two cores).
+        # Only now: settings and the PynamoDB models read the environment at import.
+        if str(local_env.PROJECT_ROOT) not in sys.path:
+            sys.path.insert(0, str(local_env.PROJECT_ROOT))
+        app = importlib.import_module("app").app
+        from chalicelib import wiring
+        from local.pollers import Pollers
+        from local.ticker import TickLoop
+        from local.web import HttpServer, chalice_config
+
+        config = chalice_config(local_env.PROJECT_ROOT, STAGE)
+        moto.wait_ready()
+        logger.info("emulator_ready", extra={"pid": moto.pid, "endpoint": moto.endpoint})
+        provision(cfg.prefix)
+        logger.info("resources_ready", extra={"prefix": cfg.prefix})
+        if cfg.generated_admin_token:
+            # The one place a secret is shown: TASKAPI_ADMIN_TOKEN was unset, so we made one up.
+            print(f"admin token: {cfg.generated_admin_token}", flush=True)
+
+        bands = build_bands(app, config)
+        tick_name, tick = tick_handler(app)
+        ticker = TickLoop(
+            tick,
+            cfg.tick_seconds,
+            _function_name(tick_name),
+            local_env.REGION,
+            stop,
+            timeout_seconds=_timeout(config, tick_name),
+        )
+        pollers = Pollers(
+            wiring.client("sqs"),
+            bands,
+            workers=cfg.workers,
+            poll_interval=cfg.poll_interval,
+            region=local_env.REGION,
+            stop=stop,
+        )
+        ticker.start()
+        ticker.first_tick_done.wait(max(cfg.tick_seconds, 10))
+        pollers.start()
+        http = HttpServer(app, config, cfg.host, cfg.port)
+        http.start()
+        phase["starting"] = False
+        logger.info("ready", extra={"url": cfg.url, "startup_ms": round((time.monotonic() - started) * 1000)})
+        while not stop.wait(0.5):
+            pass
+    except _Interrupted:
+        pass
+    except Exception:  # noqa: BLE001 - logged, then the same clean stop, exit 1
+        logger.exception("crashed")
+        rc = 1
+    finally:
+        phase["starting"] = False
+        stop.set()
+        if http is not None:
+            http.stop()
+        if pollers is not None:
+            pollers.wake_all()
+            if not pollers.join(STOP_GRACE_SECONDS):
+                logger.warning("stop_incomplete", extra={"what": "sqs pollers"})
+        if ticker is not None and ticker.is_alive():
+            ticker.join(STOP_GRACE_SECONDS)
+        moto_rc = moto.stop()
+        logger.info("stopped", extra={"exit_code": rc, "emulator_exit_code": moto_rc})
+    return rc
