@@ -49,8 +49,14 @@ class DueTask:
 @dataclass(frozen=True)
 class Send:
     message: RunMessage
-    delay: int
     band: str
+
+
+def delay_for(fire: int, now: float) -> int:
+    """DelaySeconds for a fire, computed when the message is sent (not when the tick started,
+    which may be seconds earlier). SQS counts whole seconds, so round down: the message shows
+    up at most a second early and the worker waits out the fraction — never a second late."""
+    return max(0, min(MAX_DELAY, math.floor(fire - now)))
 
 
 @dataclass(frozen=True)
@@ -90,10 +96,7 @@ def plan(due: DueTask, schedule: schedules.Schedule, now: datetime, horizon: dat
         to_run.append(nxt)
         nxt = schedules.next_fire(schedule, nxt)
     band = band_for(due.priority)
-    sends = tuple(
-        Send(_message(due, epoch(f)), max(0, min(MAX_DELAY, math.ceil((f - now).total_seconds()))), band)
-        for f in to_run
-    )
+    sends = tuple(Send(_message(due, epoch(f)), band) for f in to_run)
     skipped = tuple(_message(due, epoch(f)) for f in missed.skipped)
     return Plan(due.task_id, due.due_at, due.schedule_version, sends, skipped,
                 epoch(nxt) if nxt is not None else None, epoch(to_run[-1]) if to_run else None)
@@ -163,7 +166,9 @@ def send_all(sends: list[Send]) -> set[str]:
             chunk = items[i : i + 10]
             resp = sqs.send_message_batch(
                 QueueUrl=url,
-                Entries=[{"Id": str(n), "MessageBody": s.message.to_json(), "DelaySeconds": s.delay} for n, s in enumerate(chunk)],
+                Entries=[{"Id": str(n), "MessageBody": s.message.to_json(),
+                          "DelaySeconds": delay_for(s.message.scheduled_for, wiring.now_precise().timestamp())}
+                         for n, s in enumerate(chunk)],
             )
             for entry in resp.get("Successful", []):
                 ok.add(chunk[int(entry["Id"])].message.run_id)

@@ -74,7 +74,7 @@ def publish(agent_id: str, name: str, data: Any, *, depth: int, now: datetime) -
                          None, event_id, depth)
         max_attempts = int((task.spec or {}).get("max_retries", 3)) + 1
         runs.put_new(msg, runs.new_doc(msg, status="queued", max_attempts=max_attempts, now=now, event=event), now)
-        sends.append(dispatch.Send(msg, max(0, min(dispatch.MAX_DELAY, at - epoch(now))), band_for(int(task.priority or 5))))
+        sends.append(dispatch.Send(msg, band_for(int(task.priority or 5))))
         started.append({"task_id": task.task_id, "run_id": msg.run_id})
     EventModel(agent_id, event_id, doc={**event, "runs": started, "depth": depth},
                expires_at=now + timedelta(days=settings().run_retention_days)).save()

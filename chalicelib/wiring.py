@@ -21,6 +21,7 @@ from chalicelib.config import settings
 
 _lock = threading.Lock()
 _clock: Callable[[], float] = time.time
+_sleep: Callable[[float], None] = time.sleep
 
 
 @cache
@@ -59,14 +60,19 @@ def now_precise() -> datetime:
     return datetime.fromtimestamp(_clock(), tz=UTC)
 
 
-def set_clock(fn: Callable[[], float]) -> None:
-    """Tests and benchmarks move time by handing in a clock."""
-    global _clock
+def sleep(seconds: float) -> None:
+    _sleep(seconds)
+
+
+def set_clock(fn: Callable[[], float], sleep: Callable[[float], None] | None = None) -> None:
+    """Tests and benchmarks move time by handing in a clock (and a sleep that advances it)."""
+    global _clock, _sleep
     _clock = fn
+    _sleep = sleep or time.sleep
 
 
 def reset() -> None:
-    global _clock
-    _clock = time.time
+    global _clock, _sleep
+    _clock, _sleep = time.time, time.sleep
     client.cache_clear()
     _queue_urls.cache_clear()

@@ -31,6 +31,7 @@ from chalicelib.timefmt import iso
 FINAL = ("succeeded", "failed", "skipped")
 SLOT_WAIT_SECONDS = 2  # a run waiting for a concurrency slot looks again this soon
 MAX_LEASE_SECONDS = 900  # the longest a Lambda can run
+EARLY_WAIT_SECONDS = 1.0  # a message this early is held in the worker; earlier ones go back to the queue
 
 
 class ReportFailure(Exception):
@@ -82,9 +83,12 @@ def process(body: str, queue_url: str, receipt: str, now: datetime) -> str:
         return "dead_lettered"
     log = {"task_id": msg.task_id, "run_id": msg.run_id, "agent_id": msg.agent_id}
     early = msg.scheduled_for - now.timestamp()
-    if early > 0:  # never start before the scheduled instant
+    if early > EARLY_WAIT_SECONDS:  # never start before the scheduled instant
         _visible_in(queue_url, receipt, math.ceil(early))
         raise ReportFailure("early")
+    if early > 0:  # SQS delays are whole seconds: wait out the fraction rather than a second more
+        wiring.sleep(early)
+        now = wiring.now_precise()
     try:
         task = TaskModel.get(msg.task_id, consistent_read=True)
     except DoesNotExist:

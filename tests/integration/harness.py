@@ -13,9 +13,9 @@ import boto3
 import moto.sqs.models as moto_sqs
 import pytest
 
+from bench.common import Requests, app_clients
 from chalicelib import dispatch, wiring
 from chalicelib.config import PRIORITY_BANDS, settings
-from bench.common import Requests, app_clients
 from local import events as lambda_events
 
 
@@ -40,7 +40,7 @@ class Clock:
 @pytest.fixture()
 def clock(env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Clock]:
     c = Clock(datetime(2027, 3, 1, 12, 0, 0, tzinfo=UTC).timestamp())
-    wiring.set_clock(c)
+    wiring.set_clock(c, sleep=c.advance)
     monkeypatch.setattr(moto_sqs, "unix_time", lambda *a: c.t)
     monkeypatch.setattr(moto_sqs, "unix_time_millis", lambda *a: c.t * 1000.0)
     yield c

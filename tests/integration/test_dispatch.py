@@ -212,3 +212,28 @@ def test_tick_survives_a_task_whose_schedule_no_longer_parses(api, clock):
     report = tick(clock)
     assert report.dispatched == 1 and len(report.errors) == 1
     assert {m["task_id"] for m in all_messages()} == {good["id"]}
+
+
+def test_a_message_up_to_a_second_early_waits_for_its_instant(api, clock, workers):
+    # GIVEN a fire at 12:00:30 dispatched at 11:59:59.6 (SQS rounds the delay down to 30 s)
+    agent = api.agent()
+    clock.advance(-0.4)
+    t = _create(api, agent, schedule_kind="once", schedule_expr="2027-03-01T12:00:30Z")
+    [msg] = all_messages()
+    assert msg["scheduled_for"] == int(clock.t + 0.4) + 30
+    # WHEN it becomes visible 0.4 s before its instant
+    clock.advance(30.1)
+    before = clock.t
+    assert workers.poll_once() == 1
+    # THEN the worker held it for the remaining fraction instead of starting early
+    assert clock.t - before == pytest.approx(0.3, abs=0.01)
+    [run] = run_records(t["id"])
+    assert run["status"] == "succeeded" and 0 <= run["start_lag_ms"] < 50
+
+
+def test_delay_is_computed_when_sent_and_rounds_down():
+    from chalicelib.dispatch import delay_for
+
+    assert delay_for(1000, 969.6) == 30  # visible at 999.6: the worker waits the last 0.4 s
+    assert delay_for(1000, 1000.5) == 0
+    assert delay_for(10_000, 1000) == 900  # SQS's ceiling; the worker re-delays the rest
