@@ -3,6 +3,7 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+STAGE ?= prod
 
 .PHONY: run test check bench package clean install
 
@@ -30,6 +31,11 @@ check: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/schedules.py
+	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(BIN)/python bench/package.py --stage $(STAGE)
+
+# build/$(STAGE)/sam.json + deployment.zip: `chalice package` with infra/ merged in (docs/deploy.md).
+package: $(STAMP)
+	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(BIN)/python -m infra.package --stage $(STAGE)
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache

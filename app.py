@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from chalice import Chalice, Rate
 
-from chalicelib import dispatch, wiring, worker
+from chalicelib import dispatch, metrics, wiring, worker
 from chalicelib.api import bp
 from chalicelib.config import settings
 
@@ -16,22 +17,34 @@ app.register_blueprint(bp)
 
 @app.schedule(Rate(1, unit=Rate.MINUTES), name="tick")
 def tick(event: Any) -> dict[str, Any]:
-    report = dispatch.run_tick(wiring.now_precise())
-    return {"dispatched": report.dispatched, "skipped": report.skipped}
+    started = time.monotonic()
+    try:
+        report = dispatch.run_tick(wiring.now_precise())
+        metrics.tick_finished(time.monotonic() - started, report.dispatched, report.skipped)
+        return {"dispatched": report.dispatched, "skipped": report.skipped}
+    finally:
+        metrics.flush()
+
+
+def _work(event: Any) -> dict[str, Any]:
+    try:
+        return worker.handle_batch(event.to_dict())
+    finally:
+        metrics.flush()
 
 
 # One worker per priority band; each band's queue is drained independently, and deployed
 # concurrency per band (maximum_concurrency) keeps low-priority floods from starving band "high".
 @app.on_sqs_message(queue=settings().queue_name("high"), batch_size=10, name="worker_high", maximum_concurrency=20)
 def worker_high(event: Any) -> dict[str, Any]:
-    return worker.handle_batch(event.to_dict())
+    return _work(event)
 
 
 @app.on_sqs_message(queue=settings().queue_name("normal"), batch_size=10, name="worker_normal", maximum_concurrency=10)
 def worker_normal(event: Any) -> dict[str, Any]:
-    return worker.handle_batch(event.to_dict())
+    return _work(event)
 
 
 @app.on_sqs_message(queue=settings().queue_name("low"), batch_size=10, name="worker_low", maximum_concurrency=5)
 def worker_low(event: Any) -> dict[str, Any]:
-    return worker.handle_batch(event.to_dict())
+    return _work(event)

@@ -18,11 +18,9 @@ import argparse
 import json
 import time
 
-from common import Requests, app_clients, start_emulator, write_results
-from tick import PREFIX as _TICK_PREFIX  # noqa: F401 - same seeding helpers
-from tick import T0, seed
+from common import ROOT, Requests, app_clients, start_emulator, write_results
+from tick import PREFIX, T0, seed  # the tick bench's seeding writes to its prefix's tables
 
-PREFIX = "benchtick-"  # seed() writes to this prefix's tables
 PRICES = {
     "dynamodb_write_unit": 0.625 / 1e6,
     "dynamodb_read_unit": 0.125 / 1e6,
@@ -93,11 +91,11 @@ def main() -> None:
     moto = start_emulator(PREFIX)
     try:
         import boto3
+        from tick import raw_tick
 
         import app
         from chalicelib import dispatch, wiring
         from chalicelib.config import settings
-        from tick import raw_tick
 
         ddb, sqs = boto3.client("dynamodb"), boto3.client("sqs")
         ddb.put_item(TableName=PREFIX + "agents", Item={
@@ -140,14 +138,17 @@ def main() -> None:
     wcu = sum(WRITE_UNITS.get(op, 0) * n for op, n in per_run.items()) + 2 * advances
     rcu = sum(READ_UNITS.get(op, 0) * n for op, n in per_run.items())
     sqs_requests = sum(n for op, n in per_run.items() if op.startswith("sqs."))
-    handler_ms = busy * 1000 / args.runs
+    handler_ms = busy * 1000 / args.runs  # wall time of the handler per run (records run concurrently)
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text())["stages"]["prod"]
+    memory_gb = config["lambda_functions"]["worker_normal"].get("lambda_memory_size",
+                                                                  config.get("lambda_memory_size", 128)) / 1024
     lambda_requests = 1 / 10  # one worker invocation per batch of 10; ticks are ~1,440 a day in all
     cost = {
         "dynamodb_writes": wcu * PRICES["dynamodb_write_unit"] * 1e6,
         "dynamodb_reads": rcu * PRICES["dynamodb_read_unit"] * 1e6,
         "sqs": sqs_requests * PRICES["sqs_request"] * 1e6,
         "lambda_requests": lambda_requests * PRICES["lambda_request"] * 1e6,
-        "lambda_duration": handler_ms / 1000 * 0.125 * PRICES["lambda_gb_second"] * 1e6,
+        "lambda_duration": handler_ms / 1000 * memory_gb * PRICES["lambda_gb_second"] * 1e6,
     }
     total = sum(cost.values())
     figures = {
@@ -164,7 +165,8 @@ def main() -> None:
     print(f"worker: {args.runs / ours_s:.1f} runs/s, raw boto3 {args.runs / raw_s:.1f} runs/s, "
           f"ratio {raw_s / ours_s:.2f}")
     print("requests per scheduled run:", json.dumps(per_run))
-    print(f"capacity per run: {wcu:.2f} WCU, {rcu:.2f} RCU; handler {handler_ms:.1f} ms/run on moto")
+    print(f"capacity per run: {wcu:.2f} WCU, {rcu:.2f} RCU; handler {handler_ms:.1f} ms/run on moto "
+          f"at {memory_gb * 1024:.0f} MB")
     print(f"cost per million runs: ${total:.2f}  " + ", ".join(f"{k} ${v:.3f}" for k, v in cost.items()))
     write_results(figures)
 

@@ -22,7 +22,7 @@ from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 
-from chalicelib import events, pipeline, retry, runs, wiring
+from chalicelib import events, metrics, pipeline, retry, runs, wiring
 from chalicelib.log import logger
 from chalicelib.models import AgentModel, KeyModel, RunModel, TaskModel
 from chalicelib.runs import RunMessage
@@ -80,6 +80,7 @@ def process(body: str, queue_url: str, receipt: str, now: datetime) -> str:
         msg = RunMessage.from_json(body)
     except (ValueError, TypeError, KeyError) as e:
         _dead_letter(queue_url, body, f"undecodable run message: {e}")
+        metrics.dead_lettered()
         return "dead_lettered"
     log = {"task_id": msg.task_id, "run_id": msg.run_id, "agent_id": msg.agent_id}
     early = msg.scheduled_for - now.timestamp()
@@ -102,6 +103,7 @@ def process(body: str, queue_url: str, receipt: str, now: datetime) -> str:
     reason = skip_reason(task, msg)
     if reason is not None:
         _skip(msg, rec, reason, max_attempts, now)
+        metrics.run_finished("skipped")
         logger.info("run_skipped", extra={**log, "skip_reason": reason})
         return reason
     doc = rec.doc if rec is not None else runs.new_doc(msg, status="queued", max_attempts=max_attempts, now=now,
@@ -109,6 +111,7 @@ def process(body: str, queue_url: str, receipt: str, now: datetime) -> str:
     if int(doc.get("attempt") or 0) == 0 and spec.get("dedupe_key"):
         if not _dedupe(msg, spec["dedupe_key"], int(spec.get("dedupe_window_seconds") or 3600), now):
             _skip(msg, rec, "deduplicated", max_attempts, now)
+            metrics.run_finished("skipped")
             return "deduplicated"
     slot = None
     if spec.get("concurrency_key"):
@@ -250,6 +253,8 @@ def _execute(task: TaskModel, msg: RunMessage, rec: RunModel, queue_url: str, re
              log: dict[str, Any]) -> str:
     doc = dict(rec.doc)
     attempt = int(doc["attempt"])
+    if attempt == 1:
+        metrics.dispatch_lag(now.timestamp() - msg.scheduled_for)
     agent = AgentModel.get(msg.agent_id)
     from chalicelib import tasks as tasks_mod  # the representation lives with the task routes
 
@@ -286,6 +291,7 @@ def _execute(task: TaskModel, msg: RunMessage, rec: RunModel, queue_url: str, re
         doc.update(status="retrying", next_attempt_at=iso(finished + timedelta(seconds=delay)))
         _save_doc(rec, doc, "retrying")
         _visible_in(queue_url, receipt, delay)
+        metrics.retry_scheduled()
         logger.info("run_retrying", extra={**log, "attempt": attempt, "delay_s": delay, "error": result.error})
         raise ReportFailure("retrying")
     else:
@@ -293,6 +299,7 @@ def _execute(task: TaskModel, msg: RunMessage, rec: RunModel, queue_url: str, re
     doc.update(status=status, finished_at=iso(finished), next_attempt_at=None)
     _save_doc(rec, doc, status)
     _count(task, msg, status, finished)
+    metrics.run_finished(status)
     logger.info("run_finished", extra={**log, "status": status, "attempt": attempt, "duration_ms": doc["duration_ms"]})
     return status
 

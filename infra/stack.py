@@ -28,7 +28,7 @@ def deploy(cloudformation: Any, prefix: str, stack_name: str | None = None) -> d
     if not existing or existing[0]["StackStatus"] in ("DELETE_COMPLETE", "ROLLBACK_COMPLETE"):
         cloudformation.create_stack(
             StackName=name,
-            TemplateBody=TEMPLATE_PATH.read_text(),
+            TemplateBody=json.dumps(template(), separators=(",", ":")),
             Parameters=[{"ParameterKey": "Prefix", "ParameterValue": prefix}],
         )
     for _ in range(600):
@@ -41,35 +41,45 @@ def deploy(cloudformation: Any, prefix: str, stack_name: str | None = None) -> d
     return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
 
 
-def _sub(value: Any, prefix: str) -> Any:
-    if isinstance(value, dict) and "Fn::Sub" in value:
-        return str(value["Fn::Sub"]).replace("${Prefix}", prefix)
-    return value
+_ALARM_KEYS = (
+    "AlarmName",
+    "AlarmDescription",
+    "ActionsEnabled",
+    "AlarmActions",
+    "OKActions",
+    "InsufficientDataActions",
+    "Namespace",
+    "MetricName",
+    "Dimensions",
+    "Statistic",
+    "ExtendedStatistic",
+    "Period",
+    "Unit",
+    "EvaluationPeriods",
+    "DatapointsToAlarm",
+    "Threshold",
+    "ComparisonOperator",
+    "TreatMissingData",
+    "Metrics",
+)
 
 
 def complete_for_emulator(dynamodb: Any, cloudwatch: Any, prefix: str) -> None:
     """Apply the parts of the template that moto's CloudFormation ignores (TTL, alarms),
     read from the same template, so the emulated stack matches the deployed one."""
-    for res in template()["Resources"].values():
-        props = res["Properties"]
-        if res["Type"] == "AWS::DynamoDB::Table" and "TimeToLiveSpecification" in props:
+    from infra.cfn import Resolver
+
+    tpl = template()
+    resolver = Resolver(tpl, {"Prefix": prefix})
+    for res in tpl["Resources"].values():
+        if res["Type"] == "AWS::DynamoDB::Table" and "TimeToLiveSpecification" in res["Properties"]:
+            props = resolver.resolve(res["Properties"])
             dynamodb.update_time_to_live(
-                TableName=_sub(props["TableName"], prefix),
+                TableName=props["TableName"],
                 TimeToLiveSpecification=props["TimeToLiveSpecification"],
             )
         elif res["Type"] == "AWS::CloudWatch::Alarm":
-            queue_ref = props["Dimensions"][0]["Value"]["Fn::GetAtt"][0]
-            queue_name = _sub(template()["Resources"][queue_ref]["Properties"]["QueueName"], prefix)
-            cloudwatch.put_metric_alarm(
-                AlarmName=_sub(props["AlarmName"], prefix),
-                AlarmDescription=props["AlarmDescription"],
-                Namespace=props["Namespace"],
-                MetricName=props["MetricName"],
-                Dimensions=[{"Name": "QueueName", "Value": queue_name}],
-                Statistic=props["Statistic"],
-                Period=props["Period"],
-                EvaluationPeriods=props["EvaluationPeriods"],
-                Threshold=props["Threshold"],
-                ComparisonOperator=props["ComparisonOperator"],
-                TreatMissingData=props["TreatMissingData"],
-            )
+            props = resolver.resolve(res["Properties"])
+            kwargs = {k: props[k] for k in _ALARM_KEYS if k in props}
+            kwargs["Threshold"] = float(kwargs["Threshold"])
+            cloudwatch.put_metric_alarm(**kwargs)

@@ -105,6 +105,8 @@ def prepare(environ: MutableMapping[str, str] | None = None) -> LocalEnv:
         AWS_SHARED_CREDENTIALS_FILE=os.devnull,
         AWS_EC2_METADATA_DISABLED="true",
     )
+    # EMF metrics are for CloudWatch; locally they would only be noise on stdout.
+    env.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     for key, value in _deployed_defaults().items():
         env.setdefault(key, value)
     env.setdefault("TASKAPI_PREFIX", DEFAULT_PREFIX)

@@ -15,4 +15,5 @@ os.environ.update(
     TASKAPI_PREFIX="test-",
     TASKAPI_ADMIN_TOKEN="admin-token-for-tests-only",
     POWERTOOLS_LOG_LEVEL="WARNING",
+    POWERTOOLS_METRICS_DISABLED="true",
 )

@@ -68,7 +68,7 @@ def test_a_once_task_runs_at_its_time_and_completes(local_stack: LocalStack) -> 
 class _Target(BaseHTTPRequestHandler):
     seen: list[tuple[dict[str, str], bytes]] = []
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         _Target.seen.append(({k.lower(): v for k, v in self.headers.items()}, body))
         self.send_response(200)
