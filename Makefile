@@ -29,8 +29,12 @@ check: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Figures are printed and merged into bench/results.json (~10 min: the tick bench stores 100k tasks).
 bench: $(STAMP)
 	$(BIN)/python bench/schedules.py
+	$(BIN)/python bench/tick.py
+	$(BIN)/python bench/worker.py
+	$(BIN)/python bench/lag.py
 	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(BIN)/python bench/package.py --stage $(STAGE)
 
 # build/$(STAGE)/sam.json + deployment.zip: `chalice package` with infra/ merged in (docs/deploy.md).

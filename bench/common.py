@@ -22,9 +22,14 @@ def start_emulator(prefix: str) -> Any:
     moto = MotoProcess(free_port())
     moto.start()
     os.environ.update(
-        AWS_ENDPOINT_URL=moto.endpoint, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
-        AWS_DEFAULT_REGION="us-east-1", AWS_REGION="us-east-1", TASKAPI_PREFIX=prefix,
-        POWERTOOLS_LOG_LEVEL="WARNING", POWERTOOLS_METRICS_DISABLED="true",
+        AWS_ENDPOINT_URL=moto.endpoint,
+        AWS_ACCESS_KEY_ID="bench",
+        AWS_SECRET_ACCESS_KEY="bench",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_REGION="us-east-1",
+        TASKAPI_PREFIX=prefix,
+        POWERTOOLS_LOG_LEVEL="WARNING",
+        POWERTOOLS_METRICS_DISABLED="true",
     )
     import boto3
 

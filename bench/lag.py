@@ -23,8 +23,12 @@ from common import ROOT, write_results
 
 
 def call(base: str, method: str, path: str, token: str, body: object = None) -> dict:
-    req = urllib.request.Request(base + path, method=method, data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    req = urllib.request.Request(
+        base + path,
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=30) as resp:
         return json.loads(resp.read())
 
@@ -43,10 +47,17 @@ def main() -> None:
     from local.env import free_port
 
     port, admin = free_port(), "bench-admin-token"
-    env = {**os.environ, "PORT": str(port), "MOTO_PORT": str(free_port()), "TASKAPI_ADMIN_TOKEN": admin,
-           "TASKAPI_TICK_SECONDS": "60", "POWERTOOLS_LOG_LEVEL": "WARNING"}
-    proc = subprocess.Popen([sys.executable, "-m", "local"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "MOTO_PORT": str(free_port()),
+        "TASKAPI_ADMIN_TOKEN": admin,
+        "TASKAPI_TICK_SECONDS": "60",
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "local"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(240):
@@ -64,12 +75,40 @@ def main() -> None:
         tasks = []
         for i in range(args.once):
             at = start + 20 + rng.random() * (end - start - 40)
-            tasks.append(call(base, "POST", "/tasks", tok, {
-                "title": f"once {i}", "description": "", "schedule_kind": "once", "schedule_expr": iso(at),
-                "payload": payload, "created_by": aid})["id"])
-        cron = [call(base, "POST", "/tasks", tok, {
-            "title": f"cron {i}", "description": "", "schedule_kind": "cron", "schedule_expr": "* * * * *",
-            "payload": payload, "created_by": aid, "ends_at": iso(end)})["id"] for i in range(args.cron)]
+            tasks.append(
+                call(
+                    base,
+                    "POST",
+                    "/tasks",
+                    tok,
+                    {
+                        "title": f"once {i}",
+                        "description": "",
+                        "schedule_kind": "once",
+                        "schedule_expr": iso(at),
+                        "payload": payload,
+                        "created_by": aid,
+                    },
+                )["id"]
+            )
+        cron = [
+            call(
+                base,
+                "POST",
+                "/tasks",
+                tok,
+                {
+                    "title": f"cron {i}",
+                    "description": "",
+                    "schedule_kind": "cron",
+                    "schedule_expr": "* * * * *",
+                    "payload": payload,
+                    "created_by": aid,
+                    "ends_at": iso(end),
+                },
+            )["id"]
+            for i in range(args.cron)
+        ]
         created = time.time()
         time.sleep(max(0.0, end - time.time()) + 15)
         lags = []
@@ -81,11 +120,17 @@ def main() -> None:
         proc.wait(timeout=30)
     lags.sort()
     q = lambda p: lags[min(len(lags) - 1, int(p * len(lags)))]  # noqa: E731
-    figures = {"dispatch_lag_p50_s": round(q(0.5), 3), "dispatch_lag_p99_s": round(q(0.99), 3),
-               "dispatch_lag_max_s": round(lags[-1], 3), "dispatch_lag_fires": len(lags),
-               "dispatch_lag_tick_seconds": 60}
-    print(f"start lag over {len(lags)} fires ({args.once} once + {args.cron} cron tasks, tick 60 s; "
-          f"creating took {created - start:.0f} s): p50 {q(0.5):.3f} s, p99 {q(0.99):.3f} s, max {lags[-1]:.3f} s")
+    figures = {
+        "dispatch_lag_p50_s": round(q(0.5), 3),
+        "dispatch_lag_p99_s": round(q(0.99), 3),
+        "dispatch_lag_max_s": round(lags[-1], 3),
+        "dispatch_lag_fires": len(lags),
+        "dispatch_lag_tick_seconds": 60,
+    }
+    print(
+        f"start lag over {len(lags)} fires ({args.once} once + {args.cron} cron tasks, tick 60 s; "
+        f"creating took {created - start:.0f} s): p50 {q(0.5):.3f} s, p99 {q(0.99):.3f} s, max {lags[-1]:.3f} s"
+    )
     write_results(figures)
 
 

@@ -26,20 +26,55 @@ T0 = 1_900_000_000 - 1_900_000_000 % 3600  # an hour boundary, far from the wall
 def seed(dynamodb, start: int, n: int, due_at: int, shards: int) -> None:
     from chalicelib.dispatch import shard_for
 
-    sched = json.dumps({"schedule_kind": "cron", "schedule_expr": "0 * * * *", "timezone": "UTC", "jitter_seconds": 0,
-                        "starts_at": None, "ends_at": None, "misfire_policy": "run_once", "anchor": "2030-01-01T00:00:00Z"})
-    spec = json.dumps({"title": "bench", "description": "", "priority": 5, "max_retries": 0, "backoff_strategy": "fixed",
-                       "payload": {"steps": [{"id": "a", "type": "log", "message": "x"}]}})
+    sched = json.dumps(
+        {
+            "schedule_kind": "cron",
+            "schedule_expr": "0 * * * *",
+            "timezone": "UTC",
+            "jitter_seconds": 0,
+            "starts_at": None,
+            "ends_at": None,
+            "misfire_policy": "run_once",
+            "anchor": "2030-01-01T00:00:00Z",
+        }
+    )
+    spec = json.dumps(
+        {
+            "title": "bench",
+            "description": "",
+            "priority": 5,
+            "max_retries": 0,
+            "backoff_strategy": "fixed",
+            "payload": {"steps": [{"id": "a", "type": "log", "message": "x"}]},
+        }
+    )
     items = []
     for i in range(start, start + n):
         tid = f"00000000-0000-4000-8000-{i:012d}"
-        items.append({"PutRequest": {"Item": {
-            "task_id": {"S": tid}, "created_by": {"S": AGENT}, "created_at": {"S": "2030-01-01T00:00:00Z"},
-            "created_sk": {"S": f"2030-01-01T00:00:00Z#{i:020d}#{tid}"}, "updated_at": {"S": "2030-01-01T00:00:00Z"},
-            "status": {"S": "active"}, "schedule_kind": {"S": "cron"}, "priority": {"N": "5"}, "version": {"N": "1"},
-            "schedule_version": {"N": "1"}, "spec": {"S": spec}, "sched": {"S": sched},
-            "due_shard": {"S": shard_for(tid)}, "due_at": {"N": str(due_at)}, "run_count": {"N": "0"},
-            "failure_count": {"N": "0"}}}})
+        items.append(
+            {
+                "PutRequest": {
+                    "Item": {
+                        "task_id": {"S": tid},
+                        "created_by": {"S": AGENT},
+                        "created_at": {"S": "2030-01-01T00:00:00Z"},
+                        "created_sk": {"S": f"2030-01-01T00:00:00Z#{i:020d}#{tid}"},
+                        "updated_at": {"S": "2030-01-01T00:00:00Z"},
+                        "status": {"S": "active"},
+                        "schedule_kind": {"S": "cron"},
+                        "priority": {"N": "5"},
+                        "version": {"N": "1"},
+                        "schedule_version": {"N": "1"},
+                        "spec": {"S": spec},
+                        "sched": {"S": sched},
+                        "due_shard": {"S": shard_for(tid)},
+                        "due_at": {"N": str(due_at)},
+                        "run_count": {"N": "0"},
+                        "failure_count": {"N": "0"},
+                    }
+                }
+            }
+        )
         if len(items) == 25:
             dynamodb.batch_write_item(RequestItems={PREFIX + "tasks": items})
             items = []
@@ -51,9 +86,12 @@ def raw_tick(dynamodb, sqs, queue_url: str, now: int, horizon: int, shards: int)
     """The essential work of a tick and nothing else."""
     sent = 0
     for shard in range(shards):
-        kwargs = {"TableName": PREFIX + "tasks", "IndexName": "due",
-                  "KeyConditionExpression": "due_shard = :s AND due_at <= :h",
-                  "ExpressionAttributeValues": {":s": {"S": str(shard)}, ":h": {"N": str(horizon)}}}
+        kwargs = {
+            "TableName": PREFIX + "tasks",
+            "IndexName": "due",
+            "KeyConditionExpression": "due_shard = :s AND due_at <= :h",
+            "ExpressionAttributeValues": {":s": {"S": str(shard)}, ":h": {"N": str(horizon)}},
+        }
         items: list = []
         while True:
             page = dynamodb.query(**kwargs)
@@ -62,16 +100,26 @@ def raw_tick(dynamodb, sqs, queue_url: str, now: int, horizon: int, shards: int)
                 break
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         for i in range(0, len(items), 10):
-            chunk = items[i:i + 10]
-            sqs.send_message_batch(QueueUrl=queue_url, Entries=[
-                {"Id": str(n), "MessageBody": json.dumps({"task_id": it["task_id"]["S"], "fire": it["due_at"]["N"]}),
-                 "DelaySeconds": max(0, int(it["due_at"]["N"]) - now)} for n, it in enumerate(chunk)])
+            chunk = items[i : i + 10]
+            sqs.send_message_batch(
+                QueueUrl=queue_url,
+                Entries=[
+                    {
+                        "Id": str(n),
+                        "MessageBody": json.dumps({"task_id": it["task_id"]["S"], "fire": it["due_at"]["N"]}),
+                        "DelaySeconds": max(0, int(it["due_at"]["N"]) - now),
+                    }
+                    for n, it in enumerate(chunk)
+                ],
+            )
             for it in chunk:
-                dynamodb.update_item(TableName=PREFIX + "tasks", Key={"task_id": it["task_id"]},
-                                     UpdateExpression="SET due_at = :n",
-                                     ConditionExpression="due_at = :o",
-                                     ExpressionAttributeValues={":n": {"N": str(int(it["due_at"]["N"]) + 3600)},
-                                                                ":o": it["due_at"]})
+                dynamodb.update_item(
+                    TableName=PREFIX + "tasks",
+                    Key={"task_id": it["task_id"]},
+                    UpdateExpression="SET due_at = :n",
+                    ConditionExpression="due_at = :o",
+                    ExpressionAttributeValues={":n": {"N": str(int(it["due_at"]["N"]) + 3600)}, ":o": it["due_at"]},
+                )
             sent += len(chunk)
     return sent
 
@@ -101,9 +149,11 @@ def main() -> None:
             report = dispatch.run_tick(wiring.now_precise())
             ours_s = time.perf_counter() - t
         assert report.dispatched == args.due, report
-        depth_ours = int(sqs.get_queue_attributes(QueueUrl=wiring.queue_url("normal"),
-                                                  AttributeNames=["ApproximateNumberOfMessagesDelayed"])
-                         ["Attributes"]["ApproximateNumberOfMessagesDelayed"])
+        depth_ours = int(
+            sqs.get_queue_attributes(
+                QueueUrl=wiring.queue_url("normal"), AttributeNames=["ApproximateNumberOfMessagesDelayed"]
+            )["Attributes"]["ApproximateNumberOfMessagesDelayed"]
+        )
 
         # the raw baseline on the same 1,000 items, due again, into an empty queue
         seed(ddb, 0, args.due, T0 + 3600, shards)
@@ -139,11 +189,15 @@ def main() -> None:
         "tick_bench_queue_depth_after": depth_ours,
     }
     print(f"tick, {args.due} due among {args.due}: {small.total} requests {small.calls}")
-    print(f"tick, {args.due} due among {args.stored}: {big.total} requests {big.calls}  "
-          f"(ratio {ratio:.3f}; moto scans the whole table per index query, so this tick took {big_s:.1f} s "
-          f"and seeding {seed_s:.0f} s — time on moto, not on DynamoDB)")
-    print(f"tick seconds per 1k due: ours {ours_s * 1000 / args.due:.2f} s, raw boto3 {raw_s * 1000 / args.due:.2f} s, "
-          f"ratio {ours_s / raw_s:.2f} (queue depth 0 → {depth_ours})")
+    print(
+        f"tick, {args.due} due among {args.stored}: {big.total} requests {big.calls}  "
+        f"(ratio {ratio:.3f}; moto scans the whole table per index query, so this tick took {big_s:.1f} s "
+        f"and seeding {seed_s:.0f} s — time on moto, not on DynamoDB)"
+    )
+    print(
+        f"tick seconds per 1k due: ours {ours_s * 1000 / args.due:.2f} s, raw boto3 {raw_s * 1000 / args.due:.2f} s, "
+        f"ratio {ours_s / raw_s:.2f} (queue depth 0 → {depth_ours})"
+    )
     write_results(figures)
 
 

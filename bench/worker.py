@@ -42,8 +42,12 @@ def drain_with_handler(sqs, queue_url: str, queue_arn: str, handler, want: int) 
     done, busy = 0, 0.0
     idle = 0
     while done < want and idle < 50:
-        msgs = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, AttributeNames=["All"],
-                                   MessageAttributeNames=["All"]).get("Messages") or []
+        msgs = (
+            sqs.receive_message(
+                QueueUrl=queue_url, MaxNumberOfMessages=10, AttributeNames=["All"], MessageAttributeNames=["All"]
+            ).get("Messages")
+            or []
+        )
         if not msgs:
             idle += 1
             time.sleep(0.05)
@@ -55,8 +59,10 @@ def drain_with_handler(sqs, queue_url: str, queue_arn: str, handler, want: int) 
         busy += time.perf_counter() - t
         ok = [m for m in msgs if m["MessageId"] not in failed]
         if ok:
-            sqs.delete_message_batch(QueueUrl=queue_url, Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(ok)])
+            sqs.delete_message_batch(
+                QueueUrl=queue_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(ok)],
+            )
         done += len(ok)
     return done, busy
 
@@ -72,14 +78,28 @@ def raw_worker(ddb, sqs, queue_url: str, want: int) -> int:
             key = {"task_id": {"S": body["task_id"]}}
             ddb.get_item(TableName=PREFIX + "tasks", Key=key, ConsistentRead=True)
             run_key = {"task_id": {"S": body["task_id"]}, "run_id": {"S": f"raw-{body['fire']}"}}
-            ddb.put_item(TableName=PREFIX + "runs", Item={**run_key, "status": {"S": "running"}},
-                         ConditionExpression="attribute_not_exists(run_id)")
-            ddb.update_item(TableName=PREFIX + "runs", Key=run_key, UpdateExpression="SET #s = :s",
-                            ExpressionAttributeNames={"#s": "status"}, ExpressionAttributeValues={":s": {"S": "succeeded"}})
-            ddb.update_item(TableName=PREFIX + "tasks", Key=key, UpdateExpression="ADD run_count :one",
-                            ExpressionAttributeValues={":one": {"N": "1"}})
-        sqs.delete_message_batch(QueueUrl=queue_url, Entries=[
-            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)])
+            ddb.put_item(
+                TableName=PREFIX + "runs",
+                Item={**run_key, "status": {"S": "running"}},
+                ConditionExpression="attribute_not_exists(run_id)",
+            )
+            ddb.update_item(
+                TableName=PREFIX + "runs",
+                Key=run_key,
+                UpdateExpression="SET #s = :s",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":s": {"S": "succeeded"}},
+            )
+            ddb.update_item(
+                TableName=PREFIX + "tasks",
+                Key=key,
+                UpdateExpression="ADD run_count :one",
+                ExpressionAttributeValues={":one": {"N": "1"}},
+            )
+        sqs.delete_message_batch(
+            QueueUrl=queue_url,
+            Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)],
+        )
         done += len(msgs)
     return done
 
@@ -98,10 +118,18 @@ def main() -> None:
         from chalicelib.config import settings
 
         ddb, sqs = boto3.client("dynamodb"), boto3.client("sqs")
-        ddb.put_item(TableName=PREFIX + "agents", Item={
-            "agent_id": {"S": "11111111-1111-4111-8111-111111111111"}, "name": {"S": "bench"},
-            "created_at": {"S": "2030-01-01T00:00:00Z"}, "status": {"S": "active"}, "token_hash": {"S": "x"},
-            "signing_secret": {"S": "whsec_bench"}, "task_count": {"N": "0"}})
+        ddb.put_item(
+            TableName=PREFIX + "agents",
+            Item={
+                "agent_id": {"S": "11111111-1111-4111-8111-111111111111"},
+                "name": {"S": "bench"},
+                "created_at": {"S": "2030-01-01T00:00:00Z"},
+                "status": {"S": "active"},
+                "token_hash": {"S": "x"},
+                "signing_secret": {"S": "whsec_bench"},
+                "task_count": {"N": "0"},
+            },
+        )
         fire = T0 + 3600
         wiring.set_clock(lambda: float(fire))  # the fires are due now: no DelaySeconds to wait out
         seed(ddb, 0, args.runs, fire, settings().due_shards)
@@ -140,8 +168,10 @@ def main() -> None:
     sqs_requests = sum(n for op, n in per_run.items() if op.startswith("sqs."))
     handler_ms = busy * 1000 / args.runs  # wall time of the handler per run (records run concurrently)
     config = json.loads((ROOT / ".chalice" / "config.json").read_text())["stages"]["prod"]
-    memory_gb = config["lambda_functions"]["worker_normal"].get("lambda_memory_size",
-                                                                  config.get("lambda_memory_size", 128)) / 1024
+    memory_gb = (
+        config["lambda_functions"]["worker_normal"].get("lambda_memory_size", config.get("lambda_memory_size", 128))
+        / 1024
+    )
     lambda_requests = 1 / 10  # one worker invocation per batch of 10; ticks are ~1,440 a day in all
     cost = {
         "dynamodb_writes": wcu * PRICES["dynamodb_write_unit"] * 1e6,
@@ -162,11 +192,14 @@ def main() -> None:
         "cost_per_million_runs_usd": round(total, 2),
         "cost_per_million_runs_breakdown_usd": {k: round(v, 3) for k, v in cost.items()},
     }
-    print(f"worker: {args.runs / ours_s:.1f} runs/s, raw boto3 {args.runs / raw_s:.1f} runs/s, "
-          f"ratio {raw_s / ours_s:.2f}")
+    print(
+        f"worker: {args.runs / ours_s:.1f} runs/s, raw boto3 {args.runs / raw_s:.1f} runs/s, ratio {raw_s / ours_s:.2f}"
+    )
     print("requests per scheduled run:", json.dumps(per_run))
-    print(f"capacity per run: {wcu:.2f} WCU, {rcu:.2f} RCU; handler {handler_ms:.1f} ms/run on moto "
-          f"at {memory_gb * 1024:.0f} MB")
+    print(
+        f"capacity per run: {wcu:.2f} WCU, {rcu:.2f} RCU; handler {handler_ms:.1f} ms/run on moto "
+        f"at {memory_gb * 1024:.0f} MB"
+    )
     print(f"cost per million runs: ${total:.2f}  " + ", ".join(f"{k} ${v:.3f}" for k, v in cost.items()))
     write_results(figures)
 

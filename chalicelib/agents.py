@@ -61,7 +61,7 @@ def _admin_token_hash() -> str | None:
 def authenticate(authorization: str | None) -> Caller:
     if not authorization or not authorization.startswith("Bearer "):
         raise Unauthorized("send Authorization: Bearer <token>", headers={"WWW-Authenticate": "Bearer"})
-    token = authorization[len("Bearer "):].strip()
+    token = authorization[len("Bearer ") :].strip()
     if token.startswith(TOKEN_PREFIX):
         return Caller(agent_id=_agent_for(token))
     admin = _admin_token_hash()

@@ -36,14 +36,25 @@ def problem(err: ApiError) -> Response:
     return _response(err.status, err.problem(), err.headers, "application/problem+json")
 
 
-def route(path: str, method: str, summary: str, *, request: type[BaseModel] | None = None,
-          response: type[BaseModel] | None = None, status: int = 200, auth: bool = True,
-          errors: tuple[int, ...] = (), query: tuple[tuple[str, str, str], ...] = (),
-          headers: tuple[tuple[str, str], ...] = (), tag: str = "") -> Callable[[Handler], Handler]:
+def route(
+    path: str,
+    method: str,
+    summary: str,
+    *,
+    request: type[BaseModel] | None = None,
+    response: type[BaseModel] | None = None,
+    status: int = 200,
+    auth: bool = True,
+    errors: tuple[int, ...] = (),
+    query: tuple[tuple[str, str, str], ...] = (),
+    headers: tuple[tuple[str, str], ...] = (),
+    tag: str = "",
+) -> Callable[[Handler], Handler]:
     """Register a route and its OpenAPI operation. The handler gets (request, caller, **params)
     and returns (status, body[, headers]) or a body for `status`."""
-    openapi.OPERATIONS.append(Operation(path, method, summary, request, response, status, auth, errors,
-                                        query, headers, (tag,) if tag else ()))
+    openapi.OPERATIONS.append(
+        Operation(path, method, summary, request, response, status, auth, errors, query, headers, (tag,) if tag else ())
+    )
 
     def deco(fn: Handler) -> Handler:
         @bp.route(path, methods=[method], content_types=[JSON, "application/json; charset=utf-8", "text/plain"])
@@ -92,6 +103,7 @@ def task_response(task: Any, status: int = 200, extra: dict[str, str] | None = N
 
 # ---- public --------------------------------------------------------------------------------
 
+
 @route("/health", "GET", "Liveness and readiness", response=contracts.Health, auth=False, tag="meta")
 def health(req: Any, caller: None) -> Any:
     return {"status": "ok"}
@@ -104,8 +116,17 @@ def openapi_document(req: Any, caller: None) -> Any:
 
 # ---- agents (admin) ------------------------------------------------------------------------
 
-@route("/agents", "POST", "Create an agent; its token and signing secret are shown only here",
-       request=contracts.AgentCreate, response=contracts.AgentCreated, status=201, errors=(403,), tag="agents")
+
+@route(
+    "/agents",
+    "POST",
+    "Create an agent; its token and signing secret are shown only here",
+    request=contracts.AgentCreate,
+    response=contracts.AgentCreated,
+    status=201,
+    errors=(403,),
+    tag="agents",
+)
 def create_agent(req: Any, caller: Caller) -> Any:
     caller.require_admin()
     spec = parse(contracts.AgentCreate, body(req))
@@ -119,8 +140,14 @@ def list_agents(req: Any, caller: Caller) -> Any:
     return {"agents": agents.list_agents()}
 
 
-@route("/agents/{agent_id}/revoke", "POST", "Revoke an agent's token (effective on the next request)",
-       response=contracts.Agent, errors=(403, 404), tag="agents")
+@route(
+    "/agents/{agent_id}/revoke",
+    "POST",
+    "Revoke an agent's token (effective on the next request)",
+    response=contracts.Agent,
+    errors=(403, 404),
+    tag="agents",
+)
 def revoke_agent(req: Any, caller: Caller, agent_id: str) -> Any:
     caller.require_admin()
     return agents.revoke_agent(agent_id)
@@ -128,17 +155,38 @@ def revoke_agent(req: Any, caller: Caller, agent_id: str) -> Any:
 
 # ---- tasks ---------------------------------------------------------------------------------
 
-@route("/tasks", "POST", "Create a task", request=contracts.TaskCreate, response=contracts.Task, status=201,
-       errors=(403, 413, 429), headers=(("Idempotency-Key", "Replays return the first response for 24 h"),), tag="tasks")
+
+@route(
+    "/tasks",
+    "POST",
+    "Create a task",
+    request=contracts.TaskCreate,
+    response=contracts.Task,
+    status=201,
+    errors=(403, 413, 429),
+    headers=(("Idempotency-Key", "Replays return the first response for 24 h"),),
+    tag="tasks",
+)
 def create_task(req: Any, caller: Caller) -> Any:
     task, _ = tasks.create_task(caller, body(req), req.headers.get("idempotency-key"), wiring.now())
     return task_response(task, 201, {"Location": f"/tasks/{task.task_id}"})
 
 
-@route("/tasks", "GET", "List the caller's tasks, newest first", response=contracts.TaskList, errors=(403,),
-       query=(("status", "string", "active|paused|canceled|completed"), ("created_by", "string", "agent id"),
-              ("schedule_kind", "string", "cron|rrule|once|event"), ("limit", "integer", "1–200, default 50"),
-              ("offset", "integer", "≥ 0, default 0")), tag="tasks")
+@route(
+    "/tasks",
+    "GET",
+    "List the caller's tasks, newest first",
+    response=contracts.TaskList,
+    errors=(403,),
+    query=(
+        ("status", "string", "active|paused|canceled|completed"),
+        ("created_by", "string", "agent id"),
+        ("schedule_kind", "string", "cron|rrule|once|event"),
+        ("limit", "integer", "1–200, default 50"),
+        ("offset", "integer", "≥ 0, default 0"),
+    ),
+    tag="tasks",
+)
 def list_tasks(req: Any, caller: Caller) -> Any:
     return tasks.list_tasks(caller, query(req), wiring.now())
 
@@ -148,8 +196,16 @@ def get_task(req: Any, caller: Caller, task_id: str) -> Any:
     return task_response(tasks.load(caller, task_id))
 
 
-@route("/tasks/{task_id}", "PUT", "Update a task (partial)", request=contracts.TaskUpdate, response=contracts.Task,
-       errors=(404, 409, 412, 413), headers=(("If-Match", "The version you read (ETag)"),), tag="tasks")
+@route(
+    "/tasks/{task_id}",
+    "PUT",
+    "Update a task (partial)",
+    request=contracts.TaskUpdate,
+    response=contracts.Task,
+    errors=(404, 409, 412, 413),
+    headers=(("If-Match", "The version you read (ETag)"),),
+    tag="tasks",
+)
 def update_task(req: Any, caller: Caller, task_id: str) -> Any:
     task = tasks.update_task(caller, task_id, body(req), req.headers.get("if-match"), wiring.now())
     return task_response(task)
@@ -157,9 +213,17 @@ def update_task(req: Any, caller: Caller, task_id: str) -> Any:
 
 # ---- lifecycle -----------------------------------------------------------------------------
 
+
 def _lifecycle(name: str, summary: str, request: type[BaseModel] | None = None) -> Callable[[Handler], Handler]:
-    return route(f"/tasks/{{task_id}}/{name}", "POST", summary, request=request, response=contracts.Task,
-                 errors=(404, 409), tag="lifecycle")
+    return route(
+        f"/tasks/{{task_id}}/{name}",
+        "POST",
+        summary,
+        request=request,
+        response=contracts.Task,
+        errors=(404, 409),
+        tag="lifecycle",
+    )
 
 
 @_lifecycle("pause", "Pause: no scheduled or event run starts while paused")
@@ -182,43 +246,85 @@ def snooze_task(req: Any, caller: Caller, task_id: str) -> Any:
     return task_response(lifecycle.snooze(caller, task_id, body(req), wiring.now()))
 
 
-@route("/tasks/{task_id}/run_now", "POST", "Run once now, outside the schedule", request=contracts.RunNowRequest,
-       response=contracts.RunAccepted, status=202, errors=(404, 409), tag="lifecycle")
+@route(
+    "/tasks/{task_id}/run_now",
+    "POST",
+    "Run once now, outside the schedule",
+    request=contracts.RunNowRequest,
+    response=contracts.RunAccepted,
+    status=202,
+    errors=(404, 409),
+    tag="lifecycle",
+)
 def run_now(req: Any, caller: Caller, task_id: str) -> Any:
     return 202, {"run": lifecycle.run_now(caller, task_id, body(req, required=False), wiring.now())}
 
 
 # ---- schedules -----------------------------------------------------------------------------
 
-@route("/tasks/{task_id}/preview", "GET", "The task's next fire instants", response=contracts.SchedulePreview,
-       errors=(404,), query=(("count", "integer", "1–100, default 10"), ("after", "string", "RFC 3339, default now")),
-       tag="schedules")
+
+@route(
+    "/tasks/{task_id}/preview",
+    "GET",
+    "The task's next fire instants",
+    response=contracts.SchedulePreview,
+    errors=(404,),
+    query=(("count", "integer", "1–100, default 10"), ("after", "string", "RFC 3339, default now")),
+    tag="schedules",
+)
 def preview_task(req: Any, caller: Caller, task_id: str) -> Any:
     return previews.for_task(tasks.load(caller, task_id), query(req), wiring.now())
 
 
-@route("/schedules/preview", "POST", "Check an expression before creating a task", request=contracts.SchedulePreviewRequest,
-       response=contracts.SchedulePreview, tag="schedules")
+@route(
+    "/schedules/preview",
+    "POST",
+    "Check an expression before creating a task",
+    request=contracts.SchedulePreviewRequest,
+    response=contracts.SchedulePreview,
+    tag="schedules",
+)
 def preview_schedule(req: Any, caller: Caller) -> Any:
     return previews.for_request(body(req), wiring.now())
 
 
 # ---- runs and events -----------------------------------------------------------------------
 
-@route("/tasks/{task_id}/runs", "GET", "The task's runs, newest first", response=contracts.RunList, errors=(404,),
-       query=(("limit", "integer", "1–200, default 50"), ("cursor", "string", "next_cursor of the previous page")),
-       tag="runs")
+
+@route(
+    "/tasks/{task_id}/runs",
+    "GET",
+    "The task's runs, newest first",
+    response=contracts.RunList,
+    errors=(404,),
+    query=(("limit", "integer", "1–200, default 50"), ("cursor", "string", "next_cursor of the previous page")),
+    tag="runs",
+)
 def list_runs(req: Any, caller: Caller, task_id: str) -> Any:
     return history.list_runs(tasks.load(caller, task_id), query(req), wiring.now())
 
 
-@route("/tasks/{task_id}/runs/{run_id}", "GET", "One run with its attempts' outcome and step outputs",
-       response=contracts.Run, errors=(404,), tag="runs")
+@route(
+    "/tasks/{task_id}/runs/{run_id}",
+    "GET",
+    "One run with its attempts' outcome and step outputs",
+    response=contracts.Run,
+    errors=(404,),
+    tag="runs",
+)
 def get_run(req: Any, caller: Caller, task_id: str, run_id: str) -> Any:
     return history.get_run(tasks.load(caller, task_id), run_id, wiring.now())
 
 
-@route("/events", "POST", "Publish an event: starts the caller's matching event tasks", request=contracts.EventCreate,
-       response=contracts.EventAccepted, status=202, errors=(413,), tag="events")
+@route(
+    "/events",
+    "POST",
+    "Publish an event: starts the caller's matching event tasks",
+    request=contracts.EventCreate,
+    response=contracts.EventAccepted,
+    status=202,
+    errors=(413,),
+    tag="events",
+)
 def post_event(req: Any, caller: Caller) -> Any:
     return 202, events.post_event(caller, body(req), wiring.now())

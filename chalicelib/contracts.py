@@ -156,7 +156,15 @@ class TaskUpdate(_In):
     misfire_policy: Any = None
 
 
-SCHEDULE_FIELDS = ("schedule_kind", "schedule_expr", "timezone", "jitter_seconds", "starts_at", "ends_at", "misfire_policy")
+SCHEDULE_FIELDS = (
+    "schedule_kind",
+    "schedule_expr",
+    "timezone",
+    "jitter_seconds",
+    "starts_at",
+    "ends_at",
+    "misfire_policy",
+)
 
 
 class Task(TaskFields):

@@ -87,7 +87,9 @@ def plan(due: DueTask, schedule: schedules.Schedule, now: datetime, horizon: dat
     """Pure: the fires of one task to dispatch now, given its pending fire `due.due_at`."""
     first = from_epoch(due.due_at)
     grace = settings().lookahead_seconds
-    missed = schedules.plan_missed(schedule, first, now, due.sched.get("misfire_policy") or "run_once", grace_seconds=grace)
+    missed = schedules.plan_missed(
+        schedule, first, now, due.sched.get("misfire_policy") or "run_once", grace_seconds=grace
+    )
     to_run: list[datetime] = list(missed.run)
     nxt = missed.next_after
     if not to_run and not missed.skipped:
@@ -98,8 +100,15 @@ def plan(due: DueTask, schedule: schedules.Schedule, now: datetime, horizon: dat
     band = band_for(due.priority)
     sends = tuple(Send(_message(due, epoch(f)), band) for f in to_run)
     skipped = tuple(_message(due, epoch(f)) for f in missed.skipped)
-    return Plan(due.task_id, due.due_at, due.schedule_version, sends, skipped,
-                epoch(nxt) if nxt is not None else None, epoch(to_run[-1]) if to_run else None)
+    return Plan(
+        due.task_id,
+        due.due_at,
+        due.schedule_version,
+        sends,
+        skipped,
+        epoch(nxt) if nxt is not None else None,
+        epoch(to_run[-1]) if to_run else None,
+    )
 
 
 def _message(due: DueTask, fire: int) -> RunMessage:
@@ -114,8 +123,14 @@ def _message(due: DueTask, fire: int) -> RunMessage:
 
 
 def _due_of(item: TaskModel) -> DueTask:
-    return DueTask(item.task_id, item.created_by, item.sched or {}, int(item.schedule_version or 1),
-                   int(item.priority or 5), int(item.due_at or 0))
+    return DueTask(
+        item.task_id,
+        item.created_by,
+        item.sched or {},
+        int(item.schedule_version or 1),
+        int(item.priority or 5),
+        int(item.due_at or 0),
+    )
 
 
 def _schedule(due: DueTask, now: datetime) -> schedules.Schedule:
@@ -126,7 +141,9 @@ def shard_for(task_id: str) -> str:
     return str(int(hashlib.sha256(task_id.encode()).hexdigest()[:8], 16) % settings().due_shards)
 
 
-def build_schedule(sched: dict[str, Any], task_id: str, now: datetime, *, check_past: bool = False) -> schedules.Schedule:
+def build_schedule(
+    sched: dict[str, Any], task_id: str, now: datetime, *, check_past: bool = False
+) -> schedules.Schedule:
     """The parsed schedule of a stored (or about to be stored) task."""
     try:
         return schedules.parse_schedule(
@@ -153,6 +170,7 @@ def first_fire(schedule: schedules.Schedule, now: datetime) -> datetime | None:
 
 # ---- I/O -----------------------------------------------------------------------------------
 
+
 def send_all(sends: list[Send]) -> set[str]:
     """Send in batches of 10 per band; returns the run ids SQS accepted."""
     sqs = wiring.client("sqs")
@@ -166,14 +184,21 @@ def send_all(sends: list[Send]) -> set[str]:
             chunk = items[i : i + 10]
             resp = sqs.send_message_batch(
                 QueueUrl=url,
-                Entries=[{"Id": str(n), "MessageBody": s.message.to_json(),
-                          "DelaySeconds": delay_for(s.message.scheduled_for, wiring.now_precise().timestamp())}
-                         for n, s in enumerate(chunk)],
+                Entries=[
+                    {
+                        "Id": str(n),
+                        "MessageBody": s.message.to_json(),
+                        "DelaySeconds": delay_for(s.message.scheduled_for, wiring.now_precise().timestamp()),
+                    }
+                    for n, s in enumerate(chunk)
+                ],
             )
             for entry in resp.get("Successful", []):
                 ok.add(chunk[int(entry["Id"])].message.run_id)
             for entry in resp.get("Failed", []):
-                logger.warning("send_failed", extra={"run_id": chunk[int(entry["Id"])].message.run_id, "code": entry.get("Code")})
+                logger.warning(
+                    "send_failed", extra={"run_id": chunk[int(entry["Id"])].message.run_id, "code": entry.get("Code")}
+                )
     return ok
 
 
@@ -201,7 +226,9 @@ def advance(p: Plan) -> bool:
 
 def record_missed(p: Plan, now: datetime, max_attempts: int = 1) -> None:
     for msg in p.missed:
-        runs.put_new(msg, runs.new_doc(msg, status="skipped", skip_reason="missed", max_attempts=max_attempts, now=now), now)
+        runs.put_new(
+            msg, runs.new_doc(msg, status="skipped", skip_reason="missed", max_attempts=max_attempts, now=now), now
+        )
 
 
 def execute(plans: list[Plan], now: datetime) -> tuple[int, int]:
@@ -229,8 +256,9 @@ def execute(plans: list[Plan], now: datetime) -> tuple[int, int]:
 
 
 def _acquire_shard(shard: int, holder: str, now: datetime) -> bool:
-    lease = KeyModel(f"tick#shard#{shard}", holder=holder, until=epoch(now) + SHARD_LEASE_SECONDS,
-                     expires_at=now + timedelta(days=1))
+    lease = KeyModel(
+        f"tick#shard#{shard}", holder=holder, until=epoch(now) + SHARD_LEASE_SECONDS, expires_at=now + timedelta(days=1)
+    )
     try:
         lease.save(condition=KeyModel.key.does_not_exist() | (KeyModel.until < epoch(now)))
     except PutError as e:
@@ -278,8 +306,15 @@ def run_tick(now: datetime) -> TickReport:
                 report.skipped += skipped
         finally:
             _release_shard(shard, holder)
-    logger.info("tick", extra={"dispatched": report.dispatched, "skipped": report.skipped, "tasks": report.tasks,
-                               "shards_busy": report.shards_busy})
+    logger.info(
+        "tick",
+        extra={
+            "dispatched": report.dispatched,
+            "skipped": report.skipped,
+            "tasks": report.tasks,
+            "shards_busy": report.shards_busy,
+        },
+    )
     return report
 
 

@@ -17,8 +17,9 @@ class ApiError(Exception):
     title = "Internal Server Error"
     slug = "internal"
 
-    def __init__(self, detail: str = "", errors: list[FieldError] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, detail: str = "", errors: list[FieldError] | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(detail or self.title)
         self.detail = detail or self.title
         self.errors = errors or []

@@ -46,8 +46,11 @@ def post_event(caller: Caller, data: Any, now: datetime) -> dict[str, Any]:
 def emit(agent_id: str, name: str, data: Any, *, depth: int, now: datetime) -> str:
     """The `emit` step: publish an internal event for the same agent."""
     if depth > settings().event_chain_limit:
-        raise StepFailed("chain_too_deep", f"event chain is deeper than {settings().event_chain_limit} "
-                         "emits (a loop?)", retryable=False)
+        raise StepFailed(
+            "chain_too_deep",
+            f"event chain is deeper than {settings().event_chain_limit} emits (a loop?)",
+            retryable=False,
+        )
     try:
         parse(EventCreate, {"name": name, "data": data if isinstance(data, dict) else {"value": data}})
     except (BadRequest, PayloadTooLarge) as e:
@@ -70,14 +73,26 @@ def publish(agent_id: str, name: str, data: Any, *, depth: int, now: datetime) -
         at = epoch(now)
         if task.snoozed_until and task.snoozed_until > (iso(now) or ""):
             at = epoch(datetime.fromisoformat(task.snoozed_until.replace("Z", "+00:00")))
-        msg = RunMessage(task.task_id, runs.event_run_id(epoch(now), event_id, task.task_id), agent_id, "event", at,
-                         None, event_id, depth)
+        msg = RunMessage(
+            task.task_id,
+            runs.event_run_id(epoch(now), event_id, task.task_id),
+            agent_id,
+            "event",
+            at,
+            None,
+            event_id,
+            depth,
+        )
         max_attempts = int((task.spec or {}).get("max_retries", 3)) + 1
         runs.put_new(msg, runs.new_doc(msg, status="queued", max_attempts=max_attempts, now=now, event=event), now)
         sends.append(dispatch.Send(msg, band_for(int(task.priority or 5))))
         started.append({"task_id": task.task_id, "run_id": msg.run_id})
-    EventModel(agent_id, event_id, doc={**event, "runs": started, "depth": depth},
-               expires_at=now + timedelta(days=settings().run_retention_days)).save()
+    EventModel(
+        agent_id,
+        event_id,
+        doc={**event, "runs": started, "depth": depth},
+        expires_at=now + timedelta(days=settings().run_retention_days),
+    ).save()
     if sends:
         dispatch.send_all(sends)
     return {"event_id": event_id, "runs": started}

@@ -44,8 +44,9 @@ def list_runs(task: TaskModel, query: dict[str, str], now: datetime) -> dict[str
     out: list[dict[str, Any]] = []
     last: str | None = None
     more = False
-    for rec in RunModel.query(task.task_id, cond, scan_index_forward=False, consistent_read=True,
-                              filter_condition=RunModel.expires_at > now):
+    for rec in RunModel.query(
+        task.task_id, cond, scan_index_forward=False, consistent_read=True, filter_condition=RunModel.expires_at > now
+    ):
         if len(out) == limit:
             more = True
             break

@@ -29,8 +29,16 @@ from chalicelib.validation import parse
 Change = Callable[[TaskModel], bool]  # mutates the task; False = nothing to do (idempotent no-op)
 
 
-def _transition(caller: Caller, task_id: str, allowed: tuple[str, ...], action: str, change: Change,
-                now: datetime, *, on_save: Callable[[TaskModel, TaskModel], None] | None = None) -> TaskModel:
+def _transition(
+    caller: Caller,
+    task_id: str,
+    allowed: tuple[str, ...],
+    action: str,
+    change: Change,
+    now: datetime,
+    *,
+    on_save: Callable[[TaskModel, TaskModel], None] | None = None,
+) -> TaskModel:
     for _ in range(8):
         task = load(caller, task_id)
         read = copy.deepcopy(task)
@@ -106,8 +114,9 @@ def cancel(caller: Caller, task_id: str, now: datetime) -> TaskModel:
         # A canceled task no longer counts against its agent's quota (best effort: a crash
         # here leaves the count one too high, never too low).
         try:
-            AgentModel(task.created_by).update(actions=[AgentModel.task_count.add(-1)],
-                                               condition=AgentModel.task_count > 0)
+            AgentModel(task.created_by).update(
+                actions=[AgentModel.task_count.add(-1)], condition=AgentModel.task_count > 0
+            )
         except UpdateError:
             pass
 
@@ -156,8 +165,7 @@ def run_now(caller: Caller, task_id: str, data: Any, now: datetime) -> dict[str,
     max_attempts = int((task.spec or {}).get("max_retries", 3)) + 1
     doc = runs.new_doc(msg, status="queued", max_attempts=max_attempts, now=now, input=req.input)
     runs.put_new(msg, doc, now)
-    wiring.client("sqs").send_message(QueueUrl=wiring.queue_url(band_for(int(task.priority or 5))),
-                                      MessageBody=msg.to_json())
+    wiring.client("sqs").send_message(
+        QueueUrl=wiring.queue_url(band_for(int(task.priority or 5))), MessageBody=msg.to_json()
+    )
     return doc
-
-

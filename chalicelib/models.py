@@ -87,8 +87,15 @@ class TaskModel(Model):
         others write (agents: version; ticks: due_at/inflight_at; workers: counters and
         status), so a full-item save can never undo a concurrent update."""
         cond = TaskModel.version == read.version
-        for attr in (TaskModel.due_at, TaskModel.inflight_at, TaskModel.run_count, TaskModel.failure_count,
-                     TaskModel.status, TaskModel.last_run_at, TaskModel.schedule_version):
+        for attr in (
+            TaskModel.due_at,
+            TaskModel.inflight_at,
+            TaskModel.run_count,
+            TaskModel.failure_count,
+            TaskModel.status,
+            TaskModel.last_run_at,
+            TaskModel.schedule_version,
+        ):
             value = getattr(read, attr.attr_name)
             cond &= attr.does_not_exist() if value is None else (attr == value)
         return cond
@@ -152,4 +159,3 @@ class EventModel(Model):
     event_id = UnicodeAttribute(range_key=True)
     doc = JSONAttribute()
     expires_at = TTLAttribute(null=True)
-

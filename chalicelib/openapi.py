@@ -36,9 +36,7 @@ def document() -> dict[str, Any]:
     for op in OPERATIONS:
         models.update(m for m in (op.request, op.response) if m is not None)
     ordered = sorted(models, key=lambda m: m.__name__)
-    _, schema = models_json_schema(
-        [(m, "validation") for m in ordered], ref_template="#/components/schemas/{model}"
-    )
+    _, schema = models_json_schema([(m, "validation") for m in ordered], ref_template="#/components/schemas/{model}")
     components = schema.get("$defs", {})
     paths: dict[str, dict[str, Any]] = {}
     for op in OPERATIONS:
@@ -46,15 +44,29 @@ def document() -> dict[str, Any]:
             {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
             for n in re.findall(r"{(\w+)}", op.path)
         ]
-        params += [{"name": n, "in": "query", "required": False, "schema": {"type": t}, "description": d} for n, t, d in op.query]
-        params += [{"name": n, "in": "header", "required": False, "schema": {"type": "string"}, "description": d} for n, d in op.headers]
+        params += [
+            {"name": n, "in": "query", "required": False, "schema": {"type": t}, "description": d}
+            for n, t, d in op.query
+        ]
+        params += [
+            {"name": n, "in": "header", "required": False, "schema": {"type": "string"}, "description": d}
+            for n, d in op.headers
+        ]
         entry: dict[str, Any] = {
             "summary": op.summary,
             "operationId": f"{op.method.lower()}_{re.sub(r'[^a-z0-9]+', '_', op.path.lower()).strip('_')}",
             "responses": {
                 str(op.status): {
                     "description": "OK",
-                    **({"content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{op.response.__name__}"}}}} if op.response else {}),
+                    **(
+                        {
+                            "content": {
+                                "application/json": {"schema": {"$ref": f"#/components/schemas/{op.response.__name__}"}}
+                            }
+                        }
+                        if op.response
+                        else {}
+                    ),
                 },
                 **{
                     str(code): {

@@ -36,8 +36,10 @@ def _count_after(count: Any, after: str | None, now: datetime) -> tuple[int, dat
 
 
 def _result(schedule: schedules.Schedule, count: int, after: datetime) -> dict[str, Any]:
-    return {"next_runs": [iso(t) for t in schedules.preview(schedule, after, count)],
-            "description": schedules.describe(schedule)}
+    return {
+        "next_runs": [iso(t) for t in schedules.preview(schedule, after, count)],
+        "description": schedules.describe(schedule),
+    }
 
 
 def for_task(task: TaskModel, query: dict[str, str], now: datetime) -> dict[str, Any]:
@@ -53,7 +55,9 @@ def for_request(data: Any, now: datetime) -> dict[str, Any]:
     if req.schedule_kind != "event" and not req.schedule_expr:
         raise BadRequest.field("schedule_expr", f"is required for schedule_kind {req.schedule_kind!r}")
     count, after = _count_after(req.count, req.after, now)
-    sched = req.model_dump(include={"schedule_kind", "schedule_expr", "timezone", "jitter_seconds", "starts_at", "ends_at"})
+    sched = req.model_dump(
+        include={"schedule_kind", "schedule_expr", "timezone", "jitter_seconds", "starts_at", "ends_at"}
+    )
     sched["anchor"] = iso(now)
     # Jitter needs a task id for its stable offset; a preview without a task shows offset 0.
     schedule = dispatch.build_schedule(sched, "", now, check_past=True)

@@ -60,12 +60,28 @@ class RunMessage:
                 raise ValueError(f"{name} is missing or not a string")
         if not isinstance(data.get("scheduled_for"), int) or data["trigger"] not in ("schedule", "run_now", "event"):
             raise ValueError("scheduled_for or trigger is invalid")
-        return cls(data["task_id"], data["run_id"], data["agent_id"], data["trigger"], data["scheduled_for"],
-                   data.get("schedule_version"), data.get("event_id"), int(data.get("depth") or 0))
+        return cls(
+            data["task_id"],
+            data["run_id"],
+            data["agent_id"],
+            data["trigger"],
+            data["scheduled_for"],
+            data.get("schedule_version"),
+            data.get("event_id"),
+            int(data.get("depth") or 0),
+        )
 
 
-def new_doc(msg: RunMessage, *, status: str, max_attempts: int, now: datetime, input: Any = None,
-            event: Any = None, skip_reason: str | None = None) -> dict[str, Any]:
+def new_doc(
+    msg: RunMessage,
+    *,
+    status: str,
+    max_attempts: int,
+    now: datetime,
+    input: Any = None,
+    event: Any = None,
+    skip_reason: str | None = None,
+) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "id": msg.run_id,
         "task_id": msg.task_id,
@@ -94,7 +110,9 @@ def expiry(now: datetime) -> datetime:
 
 def put_new(msg: RunMessage, doc: dict[str, Any], now: datetime) -> bool:
     """Create the run record once; False when it already exists (a repeated fire)."""
-    rec = RunModel(msg.task_id, msg.run_id, agent_id=msg.agent_id, doc=doc, status=doc["status"], expires_at=expiry(now))
+    rec = RunModel(
+        msg.task_id, msg.run_id, agent_id=msg.agent_id, doc=doc, status=doc["status"], expires_at=expiry(now)
+    )
     try:
         rec.save(condition=RunModel.run_id.does_not_exist())
     except PutError as e:

@@ -36,6 +36,7 @@ SPEC_FIELDS = tuple(f for f in TaskCreate.model_fields if f not in SCHEDULE_FIEL
 
 # ---- representation ------------------------------------------------------------------------
 
+
 def represent(t: TaskModel, now: datetime) -> dict[str, Any]:
     spec, sched = t.spec or {}, t.sched or {}
     nxt = dispatch.pending_fire(t, now)
@@ -61,6 +62,7 @@ def represent(t: TaskModel, now: datetime) -> dict[str, Any]:
 
 # ---- validation ----------------------------------------------------------------------------
 
+
 def _validated(data: dict[str, Any], caller: Caller) -> TaskCreate:
     spec = parse(TaskCreate, data)
     errors: list[FieldError] = []
@@ -85,7 +87,9 @@ def _validated(data: dict[str, Any], caller: Caller) -> TaskCreate:
     if caller.is_admin:
         _require_agent(spec.created_by)
     elif spec.created_by != caller.agent_id:
-        raise Forbidden("created_by must be the calling agent's id", [FieldError("created_by", "must be the caller's agent_id")])
+        raise Forbidden(
+            "created_by must be the calling agent's id", [FieldError("created_by", "must be the caller's agent_id")]
+        )
     if spec.dedupe_key is not None and spec.dedupe_window_seconds is None:
         spec.dedupe_window_seconds = 3600
     if spec.concurrency_key is not None and spec.concurrency_limit is None:
@@ -118,6 +122,7 @@ def _event_key(agent_id: str, sched: dict[str, Any]) -> str | None:
 
 
 # ---- create --------------------------------------------------------------------------------
+
 
 def create_task(caller: Caller, data: Any, idempotency_key: str | None, now: datetime) -> tuple[TaskModel, bool]:
     """Returns (task, created). A replayed Idempotency-Key returns the first task, created=False."""
@@ -165,8 +170,11 @@ def create_task(caller: Caller, data: Any, idempotency_key: str | None, now: dat
     # between them leaves at worst a quota count one too high, or an idempotency key without
     # its task (a retry then gets 409 until the key expires), never a partial task.
     if idem_key:
-        claim = KeyModel(idem_key, value={"task_id": task_id, "body_hash": body_hash},
-                         expires_at=now + timedelta(seconds=IDEMPOTENCY_TTL))
+        claim = KeyModel(
+            idem_key,
+            value={"task_id": task_id, "body_hash": body_hash},
+            expires_at=now + timedelta(seconds=IDEMPOTENCY_TTL),
+        )
         try:
             claim.save(condition=KeyModel.key.does_not_exist() | (KeyModel.expires_at < now))
         except PutError as e:
@@ -185,7 +193,9 @@ def create_task(caller: Caller, data: Any, idempotency_key: str | None, now: dat
         if idem_key:
             KeyModel(idem_key).delete()
         if e.cause_response_code == "ConditionalCheckFailedException":
-            raise TooManyRequests(f"agent {agent_id} has reached its quota of {settings().max_tasks_per_agent} tasks") from None
+            raise TooManyRequests(
+                f"agent {agent_id} has reached its quota of {settings().max_tasks_per_agent} tasks"
+            ) from None
         raise
     task.save(condition=TaskModel.task_id.does_not_exist())
     dispatch.dispatch_if_soon(task, now)  # a first fire before the next tick's look-ahead goes out now
@@ -209,6 +219,7 @@ def _idempotent_replay(key: str, body_hash: str, now: datetime) -> TaskModel | N
 
 
 # ---- read ----------------------------------------------------------------------------------
+
 
 def load(caller: Caller, task_id: str) -> TaskModel:
     """The caller's task, or 404 — also for another agent's task, so foreign ids stay invisible."""
@@ -259,7 +270,9 @@ def list_tasks(caller: Caller, query: dict[str, str], now: datetime) -> dict[str
         raise BadRequest("; ".join(f"{e.field}: {e.message}" for e in errors), errors)
     if not caller.is_admin:
         if created_by is not None and created_by != caller.agent_id:
-            raise Forbidden("an agent can only list its own tasks", [FieldError("created_by", "must be the caller's agent_id")])
+            raise Forbidden(
+                "an agent can only list its own tasks", [FieldError("created_by", "must be the caller's agent_id")]
+            )
         created_by = caller.agent_id
 
     cond = None
@@ -291,12 +304,13 @@ def list_tasks(caller: Caller, query: dict[str, str], now: datetime) -> dict[str
 
 # ---- update --------------------------------------------------------------------------------
 
+
 def parse_if_match(value: str | None) -> int | None:
     if value is None:
         return None
     v = value.strip().removeprefix("W/").strip('"')
     if not v.isdigit():
-        raise BadRequest.field("If-Match", "must be the task's version, e.g. \"3\"")
+        raise BadRequest.field("If-Match", 'must be the task\'s version, e.g. "3"')
     return int(v)
 
 
@@ -315,7 +329,11 @@ def update_task(caller: Caller, task_id: str, data: Any, if_match: str | None, n
             raise PreconditionFailed(f"If-Match {expected} does not match the task's version {task.version}")
         if "created_by" in given and given["created_by"] != task.created_by:
             raise BadRequest.field("created_by", "cannot change")
-        current = {**(task.spec or {}), **{k: (task.sched or {}).get(k) for k in SCHEDULE_FIELDS}, "created_by": task.created_by}
+        current = {
+            **(task.spec or {}),
+            **{k: (task.sched or {}).get(k) for k in SCHEDULE_FIELDS},
+            "created_by": task.created_by,
+        }
         merged = {**current, **given}
         if "dedupe_key" in given and given["dedupe_key"] is None and "dedupe_window_seconds" not in given:
             merged["dedupe_window_seconds"] = None

@@ -62,14 +62,18 @@ def _record(record: SQSRecord) -> None:
 
 
 def _visible_in(queue_url: str, receipt: str, seconds: int) -> None:
-    wiring.client("sqs").change_message_visibility(QueueUrl=queue_url, ReceiptHandle=receipt,
-                                                   VisibilityTimeout=max(0, min(43_200, seconds)))
+    wiring.client("sqs").change_message_visibility(
+        QueueUrl=queue_url, ReceiptHandle=receipt, VisibilityTimeout=max(0, min(43_200, seconds))
+    )
 
 
 def _dead_letter(queue_url: str, body: str, reason: str) -> None:
     dlq = queue_url + "-dlq"
-    wiring.client("sqs").send_message(QueueUrl=dlq, MessageBody=body, MessageAttributes={
-        "reason": {"DataType": "String", "StringValue": reason[:256]}})
+    wiring.client("sqs").send_message(
+        QueueUrl=dlq,
+        MessageBody=body,
+        MessageAttributes={"reason": {"DataType": "String", "StringValue": reason[:256]}},
+    )
     logger.error("run_dead_lettered", extra={"reason": reason})
 
 
@@ -106,8 +110,11 @@ def process(body: str, queue_url: str, receipt: str, now: datetime) -> str:
         metrics.run_finished("skipped")
         logger.info("run_skipped", extra={**log, "skip_reason": reason})
         return reason
-    doc = rec.doc if rec is not None else runs.new_doc(msg, status="queued", max_attempts=max_attempts, now=now,
-                                                         event=_event_of(msg))
+    doc = (
+        rec.doc
+        if rec is not None
+        else runs.new_doc(msg, status="queued", max_attempts=max_attempts, now=now, event=_event_of(msg))
+    )
     if int(doc.get("attempt") or 0) == 0 and spec.get("dedupe_key"):
         if not _dedupe(msg, spec["dedupe_key"], int(spec.get("dedupe_window_seconds") or 3600), now):
             _skip(msg, rec, "deduplicated", max_attempts, now)
@@ -115,8 +122,9 @@ def process(body: str, queue_url: str, receipt: str, now: datetime) -> str:
             return "deduplicated"
     slot = None
     if spec.get("concurrency_key"):
-        slot = _acquire_slot(msg, spec["concurrency_key"], int(spec.get("concurrency_limit") or 1),
-                             _lease_seconds(spec), now)
+        slot = _acquire_slot(
+            msg, spec["concurrency_key"], int(spec.get("concurrency_limit") or 1), _lease_seconds(spec), now
+        )
         if slot is None:
             if rec is None:
                 runs.put_new(msg, doc, now)
@@ -161,8 +169,14 @@ def _lease_seconds(spec: dict[str, Any]) -> int:
 
 def _skip(msg: RunMessage, rec: RunModel | None, reason: str, max_attempts: int, now: datetime) -> None:
     if rec is None:
-        doc = runs.new_doc(msg, status="skipped", skip_reason=reason, max_attempts=max_attempts, now=now,
-                           event=_event_of(msg) if msg.event_id else None)
+        doc = runs.new_doc(
+            msg,
+            status="skipped",
+            skip_reason=reason,
+            max_attempts=max_attempts,
+            now=now,
+            event=_event_of(msg) if msg.event_id else None,
+        )
         if runs.put_new(msg, doc, now):
             return
         rec = runs.get(msg.task_id, msg.run_id, now)
@@ -170,8 +184,9 @@ def _skip(msg: RunMessage, rec: RunModel | None, reason: str, max_attempts: int,
             return
     doc = {**rec.doc, "status": "skipped", "skip_reason": reason, "finished_at": iso(now), "next_attempt_at": None}
     try:
-        rec.update(actions=[RunModel.doc.set(doc), RunModel.status.set("skipped")],
-                   condition=RunModel.status == rec.status)
+        rec.update(
+            actions=[RunModel.doc.set(doc), RunModel.status.set("skipped")], condition=RunModel.status == rec.status
+        )
     except UpdateError:
         pass  # someone else finished or claimed it meanwhile
 
@@ -179,10 +194,15 @@ def _skip(msg: RunMessage, rec: RunModel | None, reason: str, max_attempts: int,
 def _dedupe(msg: RunMessage, key: str, window: int, now: datetime) -> bool:
     """One conditional write: the first run in the window takes the key."""
     k = f"dedupe#{msg.agent_id}#{key}"
-    rec = KeyModel(k, holder=msg.run_id, until=int(now.timestamp()) + window, expires_at=now + timedelta(seconds=window))
+    rec = KeyModel(
+        k, holder=msg.run_id, until=int(now.timestamp()) + window, expires_at=now + timedelta(seconds=window)
+    )
     try:
-        rec.save(condition=KeyModel.key.does_not_exist() | (KeyModel.until <= int(now.timestamp()))
-                 | (KeyModel.holder == msg.run_id))
+        rec.save(
+            condition=KeyModel.key.does_not_exist()
+            | (KeyModel.until <= int(now.timestamp()))
+            | (KeyModel.holder == msg.run_id)
+        )
     except PutError as e:
         if e.cause_response_code == "ConditionalCheckFailedException":
             return False
@@ -217,13 +237,26 @@ def _claim(msg: RunMessage, rec: RunModel | None, doc: dict[str, Any], lease: in
     running claim whose lease expired: a crashed worker) to running."""
     t = int(now.timestamp())
     attempt = int(doc.get("attempt") or 0) + 1
-    new = {**doc, "status": "running", "attempt": attempt, "started_at": iso(now), "next_attempt_at": None,
-           "finished_at": None}
+    new = {
+        **doc,
+        "status": "running",
+        "attempt": attempt,
+        "started_at": iso(now),
+        "next_attempt_at": None,
+        "finished_at": None,
+    }
     if attempt == 1:  # how late the first attempt started, at a precision started_at does not show
         new["start_lag_ms"] = int((now.timestamp() - msg.scheduled_for) * 1000)
     if rec is None:
-        fresh = RunModel(msg.task_id, msg.run_id, agent_id=msg.agent_id, doc=new, status="running",
-                         lease_until=t + lease, expires_at=runs.expiry(now))
+        fresh = RunModel(
+            msg.task_id,
+            msg.run_id,
+            agent_id=msg.agent_id,
+            doc=new,
+            status="running",
+            lease_until=t + lease,
+            expires_at=runs.expiry(now),
+        )
         try:
             fresh.save(condition=RunModel.run_id.does_not_exist())
             return fresh
@@ -233,15 +266,24 @@ def _claim(msg: RunMessage, rec: RunModel | None, doc: dict[str, Any], lease: in
         rec = runs.get(msg.task_id, msg.run_id, now)
         if rec is None or rec.status in FINAL:
             return None
-        new = {**rec.doc, "status": "running", "attempt": int(rec.doc.get("attempt") or 0) + 1, "started_at": iso(now),
-               "next_attempt_at": None}
+        new = {
+            **rec.doc,
+            "status": "running",
+            "attempt": int(rec.doc.get("attempt") or 0) + 1,
+            "started_at": iso(now),
+            "next_attempt_at": None,
+        }
     if rec.status == "running" and (rec.lease_until or 0) > t:
         return None
-    cond = (RunModel.status == rec.status)
-    cond &= RunModel.lease_until.does_not_exist() if rec.lease_until is None else (RunModel.lease_until == rec.lease_until)
+    cond = RunModel.status == rec.status
+    cond &= (
+        RunModel.lease_until.does_not_exist() if rec.lease_until is None else (RunModel.lease_until == rec.lease_until)
+    )
     try:
-        rec.update(actions=[RunModel.doc.set(new), RunModel.status.set("running"), RunModel.lease_until.set(t + lease)],
-                   condition=cond)
+        rec.update(
+            actions=[RunModel.doc.set(new), RunModel.status.set("running"), RunModel.lease_until.set(t + lease)],
+            condition=cond,
+        )
     except UpdateError as e:
         if e.cause_response_code == "ConditionalCheckFailedException":
             return None
@@ -249,8 +291,9 @@ def _claim(msg: RunMessage, rec: RunModel | None, doc: dict[str, Any], lease: in
     return rec
 
 
-def _execute(task: TaskModel, msg: RunMessage, rec: RunModel, queue_url: str, receipt: str, now: datetime,
-             log: dict[str, Any]) -> str:
+def _execute(
+    task: TaskModel, msg: RunMessage, rec: RunModel, queue_url: str, receipt: str, now: datetime, log: dict[str, Any]
+) -> str:
     doc = dict(rec.doc)
     attempt = int(doc["attempt"])
     if attempt == 1:
@@ -273,12 +316,21 @@ def _execute(task: TaskModel, msg: RunMessage, rec: RunModel, queue_url: str, re
     def emit(name: str, data: Any) -> str:
         return events.emit(msg.agent_id, name, data, depth=msg.depth + 1, now=wiring.now())
 
-    result = pipeline.run_pipeline((task.spec or {}).get("payload") or {}, ctx, emit=emit,
-                                   clock=lambda: wiring.now_precise().timestamp())
+    result = pipeline.run_pipeline(
+        (task.spec or {}).get("payload") or {}, ctx, emit=emit, clock=lambda: wiring.now_precise().timestamp()
+    )
     finished = wiring.now()
     doc["steps"] = [
-        {"id": s.id, "type": s.type, "status": s.status, "started_at": s.started_at, "duration_ms": s.duration_ms,
-         "output": s.output, "output_truncated": s.output_truncated, "error": s.error}
+        {
+            "id": s.id,
+            "type": s.type,
+            "status": s.status,
+            "started_at": s.started_at,
+            "duration_ms": s.duration_ms,
+            "output": s.output,
+            "output_truncated": s.output_truncated,
+            "error": s.error,
+        }
         for s in result.steps
     ]
     doc["duration_ms"] = int((time.monotonic() - started) * 1000)
@@ -313,18 +365,26 @@ def _save_doc(rec: RunModel, doc: dict[str, Any], status: str) -> None:
 
 
 def _count(task: TaskModel, msg: RunMessage, status: str, finished: datetime) -> None:
-    actions: list[Any] = [TaskModel.last_run_at.set(iso(finished) or ""), TaskModel.last_run_status.set(status),
-                          TaskModel.run_count.add(1)]
+    actions: list[Any] = [
+        TaskModel.last_run_at.set(iso(finished) or ""),
+        TaskModel.last_run_status.set(status),
+        TaskModel.run_count.add(1),
+    ]
     if status == "failed":
         actions.append(TaskModel.failure_count.add(1))
     TaskModel(task.task_id).update(actions=actions, condition=TaskModel.task_id.exists())
     # A once task, or an rrule whose occurrences are exhausted, completes after its last run.
-    if (msg.trigger == "schedule" and task.schedule_kind in ("once", "rrule") and task.due_at is None
-            and task.inflight_at == msg.scheduled_for):
+    if (
+        msg.trigger == "schedule"
+        and task.schedule_kind in ("once", "rrule")
+        and task.due_at is None
+        and task.inflight_at == msg.scheduled_for
+    ):
         try:
             TaskModel(task.task_id).update(
                 actions=[TaskModel.status.set("completed")],
-                condition=(TaskModel.status == "active") & TaskModel.due_at.does_not_exist()
+                condition=(TaskModel.status == "active")
+                & TaskModel.due_at.does_not_exist()
                 & (TaskModel.schedule_version == msg.schedule_version),
             )
         except UpdateError:

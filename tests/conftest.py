@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import os
 
-for var in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_SQS"):
+for var in (
+    "AWS_ENDPOINT_URL",
+    "AWS_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_ENDPOINT_URL_DYNAMODB",
+    "AWS_ENDPOINT_URL_SQS",
+):
     os.environ.pop(var, None)
 os.environ.update(
     AWS_ACCESS_KEY_ID="testing",

@@ -25,8 +25,9 @@ def _agent(stack: LocalStack) -> dict[str, Any]:
 
 
 def _call(stack: LocalStack, agent: dict[str, Any], method: str, path: str, body: Any = None) -> requests.Response:
-    return requests.request(method, stack.base_url + path, json=body, timeout=10,
-                            headers={"Authorization": f"Bearer {agent['token']}"})
+    return requests.request(
+        method, stack.base_url + path, json=body, timeout=10, headers={"Authorization": f"Bearer {agent['token']}"}
+    )
 
 
 def _task(stack: LocalStack, agent: dict[str, Any], **fields: Any) -> dict[str, Any]:
@@ -40,8 +41,9 @@ def _runs(stack: LocalStack, agent: dict[str, Any], task_id: str) -> list[dict[s
     return _call(stack, agent, "GET", f"/tasks/{task_id}/runs").json()["runs"]
 
 
-def _until_finished(stack: LocalStack, agent: dict[str, Any], task_id: str, count: int = 1,
-                    timeout: float = 30) -> list[dict[str, Any]]:
+def _until_finished(
+    stack: LocalStack, agent: dict[str, Any], task_id: str, count: int = 1, timeout: float = 30
+) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         runs = _runs(stack, agent, task_id)
@@ -54,8 +56,13 @@ def _until_finished(stack: LocalStack, agent: dict[str, Any], task_id: str, coun
 def test_a_once_task_runs_at_its_time_and_completes(local_stack: LocalStack) -> None:
     agent = _agent(local_stack)
     at = (datetime.now(UTC) + timedelta(seconds=4)).replace(microsecond=0)
-    t = _task(local_stack, agent, schedule_kind="once", schedule_expr=at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-              payload={"steps": [{"id": "say", "type": "log", "message": "{{ task.title }}"}]})
+    t = _task(
+        local_stack,
+        agent,
+        schedule_kind="once",
+        schedule_expr=at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        payload={"steps": [{"id": "say", "type": "log", "message": "{{ task.title }}"}]},
+    )
     [run] = _until_finished(local_stack, agent, t["id"])
     assert run["status"] == "succeeded" and run["trigger"] == "schedule"
     assert run["scheduled_for"] == at.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -86,8 +93,16 @@ def test_run_now_http_step_is_signed_and_idempotent(local_stack: LocalStack) -> 
     try:
         agent = _agent(local_stack)
         url = f"http://127.0.0.1:{server.server_port}/hook"
-        t = _task(local_stack, agent, schedule_kind="event", payload={"steps": [
-            {"id": "call", "type": "http", "method": "POST", "url": url, "body": {"who": "{{ input.who }}"}}]})
+        t = _task(
+            local_stack,
+            agent,
+            schedule_kind="event",
+            payload={
+                "steps": [
+                    {"id": "call", "type": "http", "method": "POST", "url": url, "body": {"who": "{{ input.who }}"}}
+                ]
+            },
+        )
         r = _call(local_stack, agent, "POST", f"/tasks/{t['id']}/run_now", {"input": {"who": "e2e"}})
         assert r.status_code == 202, r.text
         run_id = r.json()["run"]["id"]
@@ -106,10 +121,24 @@ def test_run_now_http_step_is_signed_and_idempotent(local_stack: LocalStack) -> 
 
 def test_an_event_chain_runs_over_http(local_stack: LocalStack) -> None:
     agent = _agent(local_stack)
-    first = _task(local_stack, agent, schedule_kind="event", schedule_expr="order.*", payload={"steps": [
-        {"id": "next", "type": "emit", "name": "invoice.requested", "data": {"order": "{{ event.data.id }}"}}]})
-    second = _task(local_stack, agent, schedule_kind="event", schedule_expr="invoice.requested", payload={"steps": [
-        {"id": "say", "type": "log", "message": "invoice for {{ event.data.order }}"}]})
+    first = _task(
+        local_stack,
+        agent,
+        schedule_kind="event",
+        schedule_expr="order.*",
+        payload={
+            "steps": [
+                {"id": "next", "type": "emit", "name": "invoice.requested", "data": {"order": "{{ event.data.id }}"}}
+            ]
+        },
+    )
+    second = _task(
+        local_stack,
+        agent,
+        schedule_kind="event",
+        schedule_expr="invoice.requested",
+        payload={"steps": [{"id": "say", "type": "log", "message": "invoice for {{ event.data.order }}"}]},
+    )
     r = _call(local_stack, agent, "POST", "/events", {"name": "order.created", "data": {"id": 42}})
     assert r.status_code == 202 and [x["task_id"] for x in r.json()["runs"]] == [first["id"]]
     [a] = _until_finished(local_stack, agent, first["id"])

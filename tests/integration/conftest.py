@@ -63,14 +63,24 @@ class Api:
     def __init__(self, client: Any) -> None:
         self.c = client
 
-    def call(self, method: str, path: str, body: Any = None, token: str | None = None, headers: dict[str, str] | None = None,
-             raw: bytes | str | None = None) -> Any:
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+        raw: bytes | str | None = None,
+    ) -> Any:
         h = {"Content-Type": "application/json", **(headers or {})}
         if token is not None:
             h["Authorization"] = f"Bearer {token}"
         payload = raw if raw is not None else (json.dumps(body) if body is not None else None)
-        resp = getattr(self.c.http, method.lower())(path, headers=h, body=payload) if payload is not None else \
-            getattr(self.c.http, method.lower())(path, headers=h)
+        resp = (
+            getattr(self.c.http, method.lower())(path, headers=h, body=payload)
+            if payload is not None
+            else getattr(self.c.http, method.lower())(path, headers=h)
+        )
         resp.data = json.loads(resp.body) if resp.body else None
         return resp
 

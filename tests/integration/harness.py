@@ -67,8 +67,13 @@ class Workers:
 
         sqs = boto3.client("sqs")
         for band in bands:
-            resp = sqs.receive_message(QueueUrl=queue_url(band), MaxNumberOfMessages=max_messages, WaitTimeSeconds=0,
-                                       AttributeNames=["All"], MessageAttributeNames=["All"])
+            resp = sqs.receive_message(
+                QueueUrl=queue_url(band),
+                MaxNumberOfMessages=max_messages,
+                WaitTimeSeconds=0,
+                AttributeNames=["All"],
+                MessageAttributeNames=["All"],
+            )
             messages = resp.get("Messages") or []
             if not messages:
                 continue
@@ -82,8 +87,10 @@ class Workers:
             failed = lambda_events.failed_ids(handler(event, None), [m["MessageId"] for m in messages])
             done = [m for m in messages if failed is not None and m["MessageId"] not in failed]
             if done:
-                sqs.delete_message_batch(QueueUrl=queue_url(band), Entries=[
-                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)])
+                sqs.delete_message_batch(
+                    QueueUrl=queue_url(band),
+                    Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
+                )
             return len(messages)
         return 0
 

@@ -17,8 +17,13 @@ def test_health_and_openapi_need_no_token(api):
 
 
 def test_missing_and_unknown_tokens_are_401_problems(api):
-    for headers in ({}, {"Authorization": "Basic abc"}, {"Authorization": "Bearer nope"},
-                    {"Authorization": "Bearer tapi_zz_yy"}, {"Authorization": "Bearer tapi_" + "0" * 32 + "_x"}):
+    for headers in (
+        {},
+        {"Authorization": "Basic abc"},
+        {"Authorization": "Bearer nope"},
+        {"Authorization": "Bearer tapi_zz_yy"},
+        {"Authorization": "Bearer tapi_" + "0" * 32 + "_x"},
+    ):
         r = api.call("GET", "/tasks", headers=headers)
         assert r.status_code == 401, headers
         assert r.headers["Content-Type"] == "application/problem+json"
@@ -34,7 +39,9 @@ def test_admin_creates_agent_token_shown_once_and_stored_hashed(api):
     listed = api.call("GET", "/agents", headers=ADMIN).data["agents"]
     assert [a["agent_id"] for a in listed] == [created["agent_id"]]
     assert "token" not in listed[0] and "signing_secret" not in listed[0]
-    item = boto3.client("dynamodb").get_item(TableName="test-agents", Key={"agent_id": {"S": created["agent_id"]}})["Item"]
+    item = boto3.client("dynamodb").get_item(TableName="test-agents", Key={"agent_id": {"S": created["agent_id"]}})[
+        "Item"
+    ]
     assert item["token_hash"]["S"] == hashlib.sha256(created["token"].encode()).hexdigest()
     assert created["token"] not in str(item)
 
@@ -46,8 +53,11 @@ def test_tokens_are_unique(api):
 
 def test_agent_cannot_call_admin_routes(api):
     agent = api.agent()
-    for method, path, body in (("POST", "/agents", {"name": "x"}), ("GET", "/agents", None),
-                               ("POST", f"/agents/{agent['agent_id']}/revoke", None)):
+    for method, path, body in (
+        ("POST", "/agents", {"name": "x"}),
+        ("GET", "/agents", None),
+        ("POST", f"/agents/{agent['agent_id']}/revoke", None),
+    ):
         r = api.call(method, path, body, token=agent["token"])
         assert r.status_code == 403, path
         assert r.headers["Content-Type"] == "application/problem+json"

@@ -72,14 +72,17 @@ def _due_tasks(api, agent, n):
     return [_create(api, agent, title=f"t{i}", schedule_expr="*/10 * * * *")["id"] for i in range(n)]
 
 
-@pytest.mark.parametrize(("event", "nth"), [
-    ("before-call.sqs.SendMessageBatch", 0),   # before send
-    ("after-call.sqs.SendMessageBatch", 0),    # after send, before advance
-    ("before-call.sqs.SendMessageBatch", 1),   # mid batch: the second batch
-    ("before-call.dynamodb.UpdateItem", 0),    # before the first advance
-    ("before-call.dynamodb.UpdateItem", 5),    # between advances
-    ("before-call.dynamodb.Query", 0),         # before reading due work
-])
+@pytest.mark.parametrize(
+    ("event", "nth"),
+    [
+        ("before-call.sqs.SendMessageBatch", 0),  # before send
+        ("after-call.sqs.SendMessageBatch", 0),  # after send, before advance
+        ("before-call.sqs.SendMessageBatch", 1),  # mid batch: the second batch
+        ("before-call.dynamodb.UpdateItem", 0),  # before the first advance
+        ("before-call.dynamodb.UpdateItem", 5),  # between advances
+        ("before-call.dynamodb.Query", 0),  # before reading due work
+    ],
+)
 def test_no_lost_fire_and_one_run_per_fire_whatever_step_crashes(api, clock, workers, event, nth):
     agent = api.agent()
     ids = _due_tasks(api, agent, 25)
@@ -132,15 +135,40 @@ def _bulk_tasks(n: int, due_at: int, start: int = 0) -> None:
     with TaskModel.batch_write() as batch:
         for i in range(start, start + n):
             tid = f"00000000-0000-4000-8000-{i:012d}"
-            batch.save(TaskModel(
-                tid, created_by="11111111-1111-4111-8111-111111111111", created_at="2027-03-01T00:00:00Z",
-                created_sk=f"2027-03-01T00:00:00#{tid}", updated_at="2027-03-01T00:00:00Z", status="active",
-                schedule_kind="cron", priority=5, version=1, schedule_version=1,
-                spec={"title": "x", "description": "", "payload": {"steps": [{"id": "a", "type": "log", "message": "x"}]},
-                      "priority": 5, "max_retries": 0, "backoff_strategy": "fixed"},
-                sched={"schedule_kind": "cron", "schedule_expr": "0 * * * *", "timezone": "UTC", "jitter_seconds": 0,
-                       "starts_at": None, "ends_at": None, "misfire_policy": "run_once", "anchor": "2027-03-01T00:00:00Z"},
-                due_shard=shard_for(tid), due_at=due_at))
+            batch.save(
+                TaskModel(
+                    tid,
+                    created_by="11111111-1111-4111-8111-111111111111",
+                    created_at="2027-03-01T00:00:00Z",
+                    created_sk=f"2027-03-01T00:00:00#{tid}",
+                    updated_at="2027-03-01T00:00:00Z",
+                    status="active",
+                    schedule_kind="cron",
+                    priority=5,
+                    version=1,
+                    schedule_version=1,
+                    spec={
+                        "title": "x",
+                        "description": "",
+                        "payload": {"steps": [{"id": "a", "type": "log", "message": "x"}]},
+                        "priority": 5,
+                        "max_retries": 0,
+                        "backoff_strategy": "fixed",
+                    },
+                    sched={
+                        "schedule_kind": "cron",
+                        "schedule_expr": "0 * * * *",
+                        "timezone": "UTC",
+                        "jitter_seconds": 0,
+                        "starts_at": None,
+                        "ends_at": None,
+                        "misfire_policy": "run_once",
+                        "anchor": "2027-03-01T00:00:00Z",
+                    },
+                    due_shard=shard_for(tid),
+                    due_at=due_at,
+                )
+            )
 
 
 def test_tick_cost_follows_due_work_not_stored_work(clock):
@@ -206,8 +234,11 @@ def test_tick_survives_a_task_whose_schedule_no_longer_parses(api, clock):
     good = _create(api, agent, schedule_expr="*/10 * * * *")
     bad = _create(api, agent, schedule_expr="*/10 * * * *")
     boto3.client("dynamodb").update_item(
-        TableName="test-tasks", Key={"task_id": {"S": bad["id"]}}, UpdateExpression="SET sched = :s",
-        ExpressionAttributeValues={":s": {"S": '{"schedule_kind": "cron", "schedule_expr": "garbage"}'}})
+        TableName="test-tasks",
+        Key={"task_id": {"S": bad["id"]}},
+        UpdateExpression="SET sched = :s",
+        ExpressionAttributeValues={":s": {"S": '{"schedule_kind": "cron", "schedule_expr": "garbage"}'}},
+    )
     clock.advance(9 * 60 + 30)
     report = tick(clock)
     assert report.dispatched == 1 and len(report.errors) == 1

@@ -12,8 +12,12 @@ from tests.integration.harness import RequestCounter, run_records
 
 def _event_task(api, agent, pattern, **over):
     over.setdefault("payload", {"steps": [{"id": "s", "type": "log", "message": "{{ event.name }}"}]})
-    r = api.call("POST", "/tasks", task_body(agent["agent_id"], schedule_kind="event", schedule_expr=pattern, **over),
-                 token=agent["token"])
+    r = api.call(
+        "POST",
+        "/tasks",
+        task_body(agent["agent_id"], schedule_kind="event", schedule_expr=pattern, **over),
+        token=agent["token"],
+    )
     assert r.status_code == 201, r.body
     return r.data
 
@@ -22,17 +26,20 @@ def _post(api, agent, name, data=None):
     return api.call("POST", "/events", {"name": name, "data": data or {}}, token=agent["token"])
 
 
-@pytest.mark.parametrize(("pattern", "name", "match"), [
-    ("order.created", "order.created", True),
-    ("order.created", "order.updated", False),
-    ("order.*", "order.created", True),
-    ("order.*", "order.created.v2", True),
-    ("order.*", "order", False),
-    ("order.*", "orders.created", False),
-    ("*", "anything.at.all", True),
-    ("a.b.*", "a.b.c", True),
-    ("a.b.*", "a.c.b", False),
-])
+@pytest.mark.parametrize(
+    ("pattern", "name", "match"),
+    [
+        ("order.created", "order.created", True),
+        ("order.created", "order.updated", False),
+        ("order.*", "order.created", True),
+        ("order.*", "order.created.v2", True),
+        ("order.*", "order", False),
+        ("order.*", "orders.created", False),
+        ("*", "anything.at.all", True),
+        ("a.b.*", "a.b.c", True),
+        ("a.b.*", "a.c.b", False),
+    ],
+)
 def test_pattern_matching_table(api, clock, pattern, name, match):
     agent = api.agent()
     t = _event_task(api, agent, pattern)
@@ -80,10 +87,18 @@ def test_paused_and_canceled_tasks_do_not_run_snoozed_ones_wait(api, clock, work
 
 def test_emit_chains_three_tasks(api, clock, workers):
     agent = api.agent()
-    first = _event_task(api, agent, "chain.start", payload={"steps": [
-        {"id": "e", "type": "emit", "name": "chain.middle", "data": {"n": "{{ event.data.n }}"}}]})
-    middle = _event_task(api, agent, "chain.middle", payload={"steps": [
-        {"id": "e", "type": "emit", "name": "chain.end", "data": {"n": "{{ event.data.n }}"}}]})
+    first = _event_task(
+        api,
+        agent,
+        "chain.start",
+        payload={"steps": [{"id": "e", "type": "emit", "name": "chain.middle", "data": {"n": "{{ event.data.n }}"}}]},
+    )
+    middle = _event_task(
+        api,
+        agent,
+        "chain.middle",
+        payload={"steps": [{"id": "e", "type": "emit", "name": "chain.end", "data": {"n": "{{ event.data.n }}"}}]},
+    )
     last = _event_task(api, agent, "chain.end")
     _post(api, agent, "chain.start", {"n": 7})
     for _ in range(5):
@@ -96,8 +111,13 @@ def test_emit_chains_three_tasks(api, clock, workers):
 
 def test_emit_loop_is_stopped_by_the_depth_limit(api, clock, workers):
     agent = api.agent()
-    loop = _event_task(api, agent, "loop.tick", max_retries=0,
-                       payload={"steps": [{"id": "again", "type": "emit", "name": "loop.tick"}]})
+    loop = _event_task(
+        api,
+        agent,
+        "loop.tick",
+        max_retries=0,
+        payload={"steps": [{"id": "again", "type": "emit", "name": "loop.tick"}]},
+    )
     _post(api, agent, "loop.tick")
     for _ in range(20):
         if workers.drain() == 0:
@@ -109,8 +129,17 @@ def test_emit_loop_is_stopped_by_the_depth_limit(api, clock, workers):
     assert failed[0]["error"]["type"] == "chain_too_deep" and "deeper than 10" in failed[0]["error"]["message"]
 
 
-@pytest.mark.parametrize("body", [{"name": ""}, {"name": "has space"}, {"name": "x" * 257}, {"name": "ok", "data": []},
-                                  {"data": {}}, {"name": "ok", "extra": 1}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"name": ""},
+        {"name": "has space"},
+        {"name": "x" * 257},
+        {"name": "ok", "data": []},
+        {"data": {}},
+        {"name": "ok", "extra": 1},
+    ],
+)
 def test_event_validation(api, clock, body):
     agent = api.agent()
     r = api.call("POST", "/events", body, token=agent["token"])

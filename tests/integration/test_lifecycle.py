@@ -54,8 +54,10 @@ def test_lifecycle_routes_are_tenant_isolated(api, clock):
     assert api.call("GET", f"/tasks/{t['id']}", token=a["token"]).data["status"] == "active"
 
 
-@pytest.mark.parametrize("body", [{}, {"delay_seconds": 0}, {"delay_seconds": 604801}, {"delay_seconds": "5"},
-                                  {"delay_seconds": 5, "why": "x"}])
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"delay_seconds": 0}, {"delay_seconds": 604801}, {"delay_seconds": "5"}, {"delay_seconds": 5, "why": "x"}],
+)
 def test_snooze_validation(api, clock, body):
     agent = api.agent()
     t = _create(api, agent)
@@ -92,7 +94,9 @@ def test_once_task_snoozed_after_dispatch_runs_once_at_its_new_time(api, clock, 
     workers.drain()
     recs = sorted(run_records(t["id"]), key=lambda r: r["scheduled_for"])
     assert [(r["status"], r["scheduled_for"]) for r in recs] == [
-        ("skipped", "2027-03-01T12:00:40Z"), ("succeeded", "2027-03-01T12:01:10Z")]
+        ("skipped", "2027-03-01T12:00:40Z"),
+        ("succeeded", "2027-03-01T12:01:10Z"),
+    ]
     assert api.call("GET", f"/tasks/{t['id']}", token=agent["token"]).data["status"] == "completed"
 
 
@@ -145,7 +149,9 @@ def test_racing_pause_and_cancel_never_lose_an_update(api, clock):
             barrier.wait()
             codes.append(_do(api, agent, tid, action).status_code)
 
-        threads = [threading.Thread(target=act, args=(a, t["id"], barrier, codes)) for a in ("pause", "cancel", "pause")]
+        threads = [
+            threading.Thread(target=act, args=(a, t["id"], barrier, codes)) for a in ("pause", "cancel", "pause")
+        ]
         for th in threads:
             th.start()
         for th in threads:
@@ -164,12 +170,19 @@ def test_preview_routes(api, clock):
     # 02:30 local does not exist on 2027-03-28 (02:00 → 03:00): that day fires at 03:00 EEST
     assert r.data["next_runs"] == ["2027-03-27T00:30:00Z", "2027-03-28T00:00:00Z", "2027-03-28T23:30:00Z"]
     assert r.data["description"]
-    p = api.call("POST", "/schedules/preview", {"schedule_kind": "cron", "schedule_expr": "0 9 * * MON", "count": 2,
-                                                "after": "2027-03-01T00:00:00Z"}, token=agent["token"])
+    p = api.call(
+        "POST",
+        "/schedules/preview",
+        {"schedule_kind": "cron", "schedule_expr": "0 9 * * MON", "count": 2, "after": "2027-03-01T00:00:00Z"},
+        token=agent["token"],
+    )
     assert p.status_code == 200 and p.data["next_runs"] == ["2027-03-01T09:00:00Z", "2027-03-08T09:00:00Z"]
-    for bad in ({"schedule_kind": "cron", "schedule_expr": "0 25 * * *"}, {"schedule_kind": "cron"},
-                {"schedule_kind": "cron", "schedule_expr": "* * * * *", "count": 0},
-                {"schedule_kind": "cron", "schedule_expr": "* * * * *", "after": "soon"}):
+    for bad in (
+        {"schedule_kind": "cron", "schedule_expr": "0 25 * * *"},
+        {"schedule_kind": "cron"},
+        {"schedule_kind": "cron", "schedule_expr": "* * * * *", "count": 0},
+        {"schedule_kind": "cron", "schedule_expr": "* * * * *", "after": "soon"},
+    ):
         b = api.call("POST", "/schedules/preview", bad, token=agent["token"])
         assert b.status_code == 400 and b.data["errors"], bad
     assert api.call("GET", f"/tasks/{t['id']}/preview?count=101", token=agent["token"]).status_code == 400

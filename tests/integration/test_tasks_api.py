@@ -35,7 +35,9 @@ def test_create_applies_defaults_and_returns_location_and_etag(api):
 
 def test_dedupe_and_concurrency_defaults(api):
     agent = api.agent()
-    t = api.call("POST", "/tasks", task_body(agent["agent_id"], dedupe_key="d", concurrency_key="c"), token=agent["token"]).data
+    t = api.call(
+        "POST", "/tasks", task_body(agent["agent_id"], dedupe_key="d", concurrency_key="c"), token=agent["token"]
+    ).data
     assert t["dedupe_window_seconds"] == 3600 and t["concurrency_limit"] == 1
 
 
@@ -56,8 +58,18 @@ BAD_FIELDS = [
     ({"payload": {"steps": []}}, "payload.steps"),
     ({"payload": {"steps": [{"id": "a", "type": "teleport"}]}}, "payload.steps[0]"),
     ({"payload": {"steps": [{"id": "a", "type": "http", "url": "ftp://x"}]}}, "payload.steps[0].url"),
-    ({"payload": {"steps": [{"id": "a", "type": "log", "message": "x", "timeout_seconds": 61}]}}, "payload.steps[0].timeout_seconds"),
-    ({"payload": {"steps": [{"id": "a", "type": "log", "message": "x"}, {"id": "a", "type": "log", "message": "y"}]}}, "payload.steps"),
+    (
+        {"payload": {"steps": [{"id": "a", "type": "log", "message": "x", "timeout_seconds": 61}]}},
+        "payload.steps[0].timeout_seconds",
+    ),
+    (
+        {
+            "payload": {
+                "steps": [{"id": "a", "type": "log", "message": "x"}, {"id": "a", "type": "log", "message": "y"}]
+            }
+        },
+        "payload.steps",
+    ),
     ({"payload": {"steps": [{"id": "a", "type": "log", "message": "x", "colour": 1}]}}, "payload.steps[0].colour"),
     ({"created_by": "not-a-uuid"}, "created_by"),
     ({"priority": 0}, "priority"),
@@ -105,7 +117,7 @@ def test_missing_required_fields_are_each_named(api):
     assert {"title", "description", "schedule_kind", "payload", "created_by"} <= named
 
 
-@pytest.mark.parametrize("raw", ["{not json", "[1, 2]", "\"text\"", "null", "{\"a\":" * 5000])
+@pytest.mark.parametrize("raw", ["{not json", "[1, 2]", '"text"', "null", '{"a":' * 5000])
 def test_malformed_bodies_are_400(api, raw):
     agent = api.agent()
     r = api.call("POST", "/tasks", raw=raw, token=agent["token"])
@@ -171,8 +183,12 @@ def test_idempotency_key_replays_the_first_response(api):
 def test_foreign_and_unknown_tasks_are_404_everywhere(api):
     a, b = api.agent("a"), api.agent("b")
     tid = api.call("POST", "/tasks", task_body(a["agent_id"]), token=a["token"]).data["id"]
-    for method, path, body in (("GET", f"/tasks/{tid}", None), ("PUT", f"/tasks/{tid}", {"title": "mine now"}),
-                               ("GET", "/tasks/00000000-0000-4000-8000-000000000000", None), ("GET", "/tasks/garbage", None)):
+    for method, path, body in (
+        ("GET", f"/tasks/{tid}", None),
+        ("PUT", f"/tasks/{tid}", {"title": "mine now"}),
+        ("GET", "/tasks/00000000-0000-4000-8000-000000000000", None),
+        ("GET", "/tasks/garbage", None),
+    ):
         r = api.call(method, path, body, token=b["token"])
         assert r.status_code == 404, (method, path)
         assert r.headers["Content-Type"] == "application/problem+json"
@@ -186,7 +202,9 @@ def test_list_is_newest_first_with_filters_and_pages(api):
     ids = []
     for i in range(7):
         kind = {"schedule_kind": "event", "schedule_expr": "order.*"} if i % 2 else {}
-        ids.append(api.call("POST", "/tasks", task_body(agent["agent_id"], title=f"t{i}", **kind), token=tok).data["id"])
+        ids.append(
+            api.call("POST", "/tasks", task_body(agent["agent_id"], title=f"t{i}", **kind), token=tok).data["id"]
+        )
     r = api.call("GET", "/tasks?limit=3", token=tok).data
     assert [t["id"] for t in r["tasks"]] == ids[::-1][:3] and r["next_offset"] == 3 and r["limit"] == 3
     r2 = api.call("GET", "/tasks?limit=3&offset=6", token=tok).data
@@ -200,10 +218,19 @@ def test_list_is_newest_first_with_filters_and_pages(api):
     assert len(every) == 7
 
 
-@pytest.mark.parametrize(("qs", "field"), [("limit=0", "limit"), ("limit=201", "limit"), ("limit=x", "limit"),
-                                           ("offset=-1", "offset"), ("status=sleeping", "status"),
-                                           ("schedule_kind=weekly", "schedule_kind"), ("created_by=nope", "created_by"),
-                                           ("colour=red", "colour")])
+@pytest.mark.parametrize(
+    ("qs", "field"),
+    [
+        ("limit=0", "limit"),
+        ("limit=201", "limit"),
+        ("limit=x", "limit"),
+        ("offset=-1", "offset"),
+        ("status=sleeping", "status"),
+        ("schedule_kind=weekly", "schedule_kind"),
+        ("created_by=nope", "created_by"),
+        ("colour=red", "colour"),
+    ],
+)
 def test_list_query_validation(api, qs, field):
     agent = api.agent()
     r = api.call("GET", f"/tasks?{qs}", token=agent["token"])
@@ -242,11 +269,17 @@ def test_put_if_match(api):
     t = api.call("POST", "/tasks", task_body(agent["agent_id"]), token=agent["token"]).data
     stale = api.call("PUT", f"/tasks/{t['id']}", {"title": "a"}, token=agent["token"], headers={"If-Match": '"99"'})
     assert stale.status_code == 412
-    ok = api.call("PUT", f"/tasks/{t['id']}", {"title": "b"}, token=agent["token"], headers={"If-Match": f'"{t["version"]}"'})
+    ok = api.call(
+        "PUT", f"/tasks/{t['id']}", {"title": "b"}, token=agent["token"], headers={"If-Match": f'"{t["version"]}"'}
+    )
     assert ok.status_code == 200
-    again = api.call("PUT", f"/tasks/{t['id']}", {"title": "c"}, token=agent["token"], headers={"If-Match": f'"{t["version"]}"'})
+    again = api.call(
+        "PUT", f"/tasks/{t['id']}", {"title": "c"}, token=agent["token"], headers={"If-Match": f'"{t["version"]}"'}
+    )
     assert again.status_code == 412
-    garbage = api.call("PUT", f"/tasks/{t['id']}", {"title": "c"}, token=agent["token"], headers={"If-Match": "yesterday"})
+    garbage = api.call(
+        "PUT", f"/tasks/{t['id']}", {"title": "c"}, token=agent["token"], headers={"If-Match": "yesterday"}
+    )
     assert garbage.status_code == 400
 
 
@@ -263,9 +296,13 @@ def test_put_created_by_is_immutable_and_unknown_fields_rejected(api):
 def test_put_on_canceled_task_is_409(api):
     agent = api.agent()
     t = api.call("POST", "/tasks", task_body(agent["agent_id"]), token=agent["token"]).data
-    boto3.client("dynamodb").update_item(TableName="test-tasks", Key={"task_id": {"S": t["id"]}},
-                                         UpdateExpression="SET #s = :c", ExpressionAttributeNames={"#s": "status"},
-                                         ExpressionAttributeValues={":c": {"S": "canceled"}})
+    boto3.client("dynamodb").update_item(
+        TableName="test-tasks",
+        Key={"task_id": {"S": t["id"]}},
+        UpdateExpression="SET #s = :c",
+        ExpressionAttributeNames={"#s": "status"},
+        ExpressionAttributeValues={":c": {"S": "canceled"}},
+    )
     r = api.call("PUT", f"/tasks/{t['id']}", {"title": "x"}, token=agent["token"])
     assert r.status_code == 409 and r.headers["Content-Type"] == "application/problem+json"
 
@@ -282,7 +319,9 @@ def test_twenty_parallel_creates_are_all_stored(api):
     listed = api.call("GET", "/tasks?limit=200", token=agent["token"]).data["tasks"]
     assert sorted(t["title"] for t in listed) == sorted(f"p{i}" for i in range(20))
     assert _count_items("test-tasks") == 20
-    item = boto3.client("dynamodb").get_item(TableName="test-agents", Key={"agent_id": {"S": agent["agent_id"]}})["Item"]
+    item = boto3.client("dynamodb").get_item(TableName="test-agents", Key={"agent_id": {"S": agent["agent_id"]}})[
+        "Item"
+    ]
     assert item["task_count"]["N"] == "20"  # the quota counter lost no increment
 
 

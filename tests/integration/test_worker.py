@@ -73,8 +73,18 @@ def target(monkeypatch: pytest.MonkeyPatch) -> Iterator[Target]:
 
 
 def _http_payload(url: str) -> dict:
-    return {"steps": [{"id": "call", "type": "http", "method": "POST", "url": url, "body": {"run": "{{ run.id }}"},
-                       "timeout_seconds": 5}]}
+    return {
+        "steps": [
+            {
+                "id": "call",
+                "type": "http",
+                "method": "POST",
+                "url": url,
+                "body": {"run": "{{ run.id }}"},
+                "timeout_seconds": 5,
+            }
+        ]
+    }
 
 
 def test_redelivery_of_a_finished_run_does_not_execute_again(api, clock, workers, target):
@@ -176,8 +186,9 @@ def test_dedupe_within_and_after_the_window(api, clock, workers):
     second = api.call("POST", f"/tasks/{t['id']}/run_now", token=agent["token"]).data["run"]
     workers.drain()
     # the two runs execute concurrently in one batch: exactly one takes the window
-    outcomes = sorted((r["status"], r["skip_reason"]) for r in run_records(t["id"])
-                      if r["id"] in (first["id"], second["id"]))
+    outcomes = sorted(
+        (r["status"], r["skip_reason"]) for r in run_records(t["id"]) if r["id"] in (first["id"], second["id"])
+    )
     assert outcomes == [("skipped", "deduplicated"), ("succeeded", None)]
     clock.advance(601)
     third = api.call("POST", f"/tasks/{t['id']}/run_now", token=agent["token"]).data["run"]

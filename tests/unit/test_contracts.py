@@ -9,7 +9,10 @@ from chalicelib.errors import BadRequest
 from chalicelib.validation import json_body, parse
 
 BASE = {
-    "title": "t", "description": "", "schedule_kind": "cron", "schedule_expr": "* * * * *",
+    "title": "t",
+    "description": "",
+    "schedule_kind": "cron",
+    "schedule_expr": "* * * * *",
     "payload": {"steps": [{"id": "a", "type": "log", "message": "x"}]},
     "created_by": "00000000-0000-4000-8000-000000000000",
 }
@@ -26,15 +29,18 @@ def test_valid_body_gets_defaults():
     assert (t.priority, t.max_retries, t.timezone, t.misfire_policy) == (5, 3, "UTC", "run_once")
 
 
-@pytest.mark.parametrize(("patch", "field"), [
-    ({"priority": True}, "priority"),          # bools are not integers here
-    ({"priority": "3"}, "priority"),           # no string coercion
-    ({"title": None}, "title"),
-    ({"payload": {"steps": [{"id": "a", "type": "http", "url": "gopher://x"}]}}, "payload.steps[0].url"),
-    ({"payload": {"steps": [{"id": "a b", "type": "log", "message": "x"}]}}, "payload.steps[0].id"),
-    ({"payload": {"steps": [{"id": "a", "type": "sqs"}]}}, "payload.steps[0].queue_url"),
-    ({"extra": 1}, "extra"),
-])
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        ({"priority": True}, "priority"),  # bools are not integers here
+        ({"priority": "3"}, "priority"),  # no string coercion
+        ({"title": None}, "title"),
+        ({"payload": {"steps": [{"id": "a", "type": "http", "url": "gopher://x"}]}}, "payload.steps[0].url"),
+        ({"payload": {"steps": [{"id": "a b", "type": "log", "message": "x"}]}}, "payload.steps[0].id"),
+        ({"payload": {"steps": [{"id": "a", "type": "sqs"}]}}, "payload.steps[0].queue_url"),
+        ({"extra": 1}, "extra"),
+    ],
+)
 def test_errors_name_the_field(patch, field):
     assert field in _fields({**BASE, **patch})
 

@@ -11,16 +11,33 @@ from hypothesis import strategies as st
 from chalicelib.retry import backoff_seconds, bounds
 
 
-@pytest.mark.parametrize(("strategy", "attempt", "expected"), [
-    ("fixed", 1, 10), ("fixed", 7, 10),
-    ("linear", 1, 10), ("linear", 3, 30), ("linear", 400, 3600),
-])
+@pytest.mark.parametrize(
+    ("strategy", "attempt", "expected"),
+    [
+        ("fixed", 1, 10),
+        ("fixed", 7, 10),
+        ("linear", 1, 10),
+        ("linear", 3, 30),
+        ("linear", 400, 3600),
+    ],
+)
 def test_deterministic_strategies(strategy, attempt, expected):
     assert backoff_seconds(strategy, attempt) == expected
 
 
 def test_exponential_jitter_ceiling_doubles_then_caps():
-    assert [bounds("exponential_jitter", a)[1] for a in range(1, 11)] == [10, 20, 40, 80, 160, 320, 640, 1280, 2560, 3600]
+    assert [bounds("exponential_jitter", a)[1] for a in range(1, 11)] == [
+        10,
+        20,
+        40,
+        80,
+        160,
+        320,
+        640,
+        1280,
+        2560,
+        3600,
+    ]
 
 
 @given(attempt=st.integers(1, 40), seed=st.integers(0, 2**32))
