@@ -37,35 +37,57 @@ def iso(t: float) -> str:
     return datetime.fromtimestamp(t, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+class LocalStackProcess:
+    """`python -m local` in a subprocess on free ports, ready when entered, stopped on exit."""
+
+    def __init__(self, tick_seconds: int = 60) -> None:
+        sys.path.insert(0, str(ROOT))
+        from local.env import free_port
+
+        self.port, self.moto_port, self.admin = free_port(), free_port(), "bench-admin-token"
+        self.prefix = "tasksapi-bench-"
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.moto_endpoint = f"http://127.0.0.1:{self.moto_port}"
+        self.admin_headers = {"Authorization": f"Bearer {self.admin}"}
+        self.env = {
+            **os.environ,
+            "PORT": str(self.port),
+            "MOTO_PORT": str(self.moto_port),
+            "TASKAPI_ADMIN_TOKEN": self.admin,
+            "TASKAPI_TICK_SECONDS": str(tick_seconds),
+            "TASKAPI_PREFIX": self.prefix,
+            "POWERTOOLS_LOG_LEVEL": "WARNING",
+        }
+
+    def __enter__(self) -> LocalStackProcess:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "local"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(self.base + "/health", timeout=1)
+                return self
+            except OSError:
+                time.sleep(0.5)
+        raise RuntimeError("the local stack did not become ready")
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=30)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--once", type=int, default=200)
     ap.add_argument("--cron", type=int, default=10)
     ap.add_argument("--minutes", type=int, default=3)
     args = ap.parse_args()
-    sys.path.insert(0, str(ROOT))
-    from local.env import free_port
-
-    port, admin = free_port(), "bench-admin-token"
-    env = {
-        **os.environ,
-        "PORT": str(port),
-        "MOTO_PORT": str(free_port()),
-        "TASKAPI_ADMIN_TOKEN": admin,
-        "TASKAPI_TICK_SECONDS": "60",
-        "POWERTOOLS_LOG_LEVEL": "WARNING",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "local"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(base + "/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
+    with LocalStackProcess(tick_seconds=60) as stack:
+        base, admin = stack.base, stack.admin
         agent = call(base, "POST", "/agents", admin, {"name": "lag-bench"})
         tok, aid = agent["token"], agent["agent_id"]
         payload = {"steps": [{"id": "noop", "type": "log", "message": "tick"}]}
@@ -115,9 +137,6 @@ def main() -> None:
         for tid in tasks + cron:
             runs = call(base, "GET", f"/tasks/{tid}/runs?limit=200", tok)["runs"]
             lags += [r["start_lag_ms"] / 1000 for r in runs if r.get("start_lag_ms") is not None]
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
     lags.sort()
     q = lambda p: lags[min(len(lags) - 1, int(p * len(lags)))]  # noqa: E731
     figures = {
