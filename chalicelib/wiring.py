@@ -20,6 +20,7 @@ from botocore.config import Config
 from chalicelib.config import settings
 
 _lock = threading.Lock()
+_urls_lock = threading.Lock()
 _clock: Callable[[], float] = time.time
 _sleep: Callable[[float], None] = time.sleep
 
@@ -37,7 +38,8 @@ def client(service: str) -> Any:
 
 
 def queue_url(band: str) -> str:
-    return _queue_urls()[band]
+    with _urls_lock:  # parallel tick shards would otherwise each look the URLs up
+        return _queue_urls()[band]
 
 
 @lru_cache(maxsize=1)
