@@ -1,7 +1,9 @@
 """The tick loop: the EventBridge rule of the deployed stack, calling the same scheduled handler.
 
-Ticks fall on wall-clock multiples of the period (as `rate(1 minute)` does), and the first one
-runs at start. Ticks never overlap here; a tick that overruns skips the boundaries it missed
+Ticks fall half a period after wall-clock multiples of the period (…:30 for a minute), and the
+first one runs at start. Dispatch runs ahead of the fires, so a tick never needs to be on the
+minute — and off it, its burst of database work does not land on the instant most schedules
+fire (…:00), where it would delay their runs. Ticks never overlap here; a tick that overruns skips the boundaries it missed
 (logged), where EventBridge would have started concurrent invocations.
 """
 
@@ -21,8 +23,9 @@ Handler = Callable[[dict[str, Any], Any], Any]
 
 
 def next_boundary(now: float, period: float) -> float:
-    """The first wall-clock multiple of `period` strictly after `now`."""
-    return (math.floor(now / period) + 1) * period
+    """The first instant strictly after `now` that is half a period past a multiple of `period`."""
+    offset = period / 2
+    return (math.floor((now - offset) / period) + 1) * period + offset
 
 
 class TickLoop(threading.Thread):
