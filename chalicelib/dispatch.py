@@ -72,7 +72,8 @@ class Plan:
     sends: tuple[Send, ...]
     missed: tuple[RunMessage, ...]
     next_due: int | None
-    last_sent: int | None
+    first_sent: int | None  # the earliest fire sent: the task's next execution until it starts
+    missed_truncated: bool = False  # more fires were missed than are recorded (see plan_missed)
 
 
 @dataclass
@@ -109,7 +110,8 @@ def plan(due: DueTask, schedule: schedules.Schedule, now: datetime, horizon: dat
         sends,
         skipped,
         epoch(nxt) if nxt is not None else None,
-        epoch(to_run[-1]) if to_run else None,
+        epoch(to_run[0]) if to_run else None,
+        missed.skipped_truncated,
     )
 
 
@@ -210,10 +212,12 @@ def advance(p: Plan) -> bool:
     actions: list[Any] = []
     if p.next_due is None:
         actions += [TaskModel.due_at.remove(), TaskModel.due_shard.remove()]
+        if not p.sends:  # every remaining fire was missed and skipped: nothing will run to complete it
+            actions.append(TaskModel.status.set("completed"))
     else:
         actions.append(TaskModel.due_at.set(p.next_due))
-    if p.last_sent is not None:
-        actions.append(TaskModel.inflight_at.set(p.last_sent))
+    if p.first_sent is not None:
+        actions.append(TaskModel.inflight_at.set(p.first_sent))
     try:
         t.update(
             actions=actions,
@@ -227,6 +231,8 @@ def advance(p: Plan) -> bool:
 
 
 def record_missed(p: Plan, now: datetime, max_attempts: int = 1) -> None:
+    if p.missed_truncated:  # said out loud: nothing is dropped silently
+        logger.warning("missed_fires_truncated", extra={"task_id": p.task_id, "recorded": len(p.missed)})
     for msg in p.missed:
         runs.put_new(
             msg, runs.new_doc(msg, status="skipped", skip_reason="missed", max_attempts=max_attempts, now=now), now

@@ -94,7 +94,10 @@ def publish(agent_id: str, name: str, data: Any, *, depth: int, now: datetime) -
         expires_at=now + timedelta(days=settings().run_retention_days),
     ).save()
     if sends:
-        dispatch.send_all(sends)
+        accepted = dispatch.send_all(sends)
+        for send in sends:
+            if send.message.run_id not in accepted:
+                runs.fail_unqueued(send.message, now, "SQS did not accept the run message")
     return {"event_id": event_id, "runs": started}
 
 

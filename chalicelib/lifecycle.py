@@ -125,26 +125,47 @@ def cancel(caller: Caller, task_id: str, now: datetime) -> TaskModel:
 
 
 def snooze(caller: Caller, task_id: str, data: Any, now: datetime) -> TaskModel:
+    """Move the next scheduled execution later; the cadence after it is unchanged.
+
+    Only that one fire is fenced off (if it was already dispatched, its run is recorded
+    `skipped`/`superseded` up front, which its message then finds): the schedule version is
+    not bumped, so retries and waiting runs of earlier fires are unaffected."""
     req = parse(SnoozeRequest, data)
+    moved: dict[str, int] = {}
 
     def change(task: TaskModel) -> bool:
+        moved.clear()
         if task.schedule_kind == "event":  # no schedule: its event runs wait until the snooze ends
             until = now.timestamp() + req.delay_seconds
-            task.schedule_version = int(task.schedule_version or 1) + 1
             task.snoozed_until = iso(datetime.fromtimestamp(until, tz=now.tzinfo))
             task.snooze_reason = req.reason
             return True
         pending = dispatch.pending_fire(task, now)
         if pending is None:
             raise Conflict("the task has no scheduled execution to snooze")
+        if task.inflight_at is not None and pending == int(task.inflight_at):
+            moved.update(fire=pending, version=int(task.schedule_version or 1))
         new = pending + req.delay_seconds
-        _unschedule(task)
+        task.inflight_at = None
         task.due_shard, task.due_at = dispatch.shard_for(task.task_id), new
         task.snoozed_until = iso(datetime.fromtimestamp(new, tz=now.tzinfo))
         task.snooze_reason = req.reason
         return True
 
     task = _transition(caller, task_id, ("active",), "snooze", change, now)
+    if moved:
+        msg = RunMessage(
+            task.task_id,
+            runs.scheduled_run_id(task.task_id, moved["fire"], moved["version"]),
+            task.created_by,
+            "schedule",
+            moved["fire"],
+            moved["version"],
+        )
+        max_attempts = int((task.spec or {}).get("max_retries", 3)) + 1
+        runs.put_new(
+            msg, runs.new_doc(msg, status="skipped", skip_reason="superseded", max_attempts=max_attempts, now=now), now
+        )
     dispatch.dispatch_if_soon(task, now)
     return task
 
@@ -165,7 +186,11 @@ def run_now(caller: Caller, task_id: str, data: Any, now: datetime) -> dict[str,
     max_attempts = int((task.spec or {}).get("max_retries", 3)) + 1
     doc = runs.new_doc(msg, status="queued", max_attempts=max_attempts, now=now, input=req.input)
     runs.put_new(msg, doc, now)
-    wiring.client("sqs").send_message(
-        QueueUrl=wiring.queue_url(band_for(int(task.priority or 5))), MessageBody=msg.to_json()
-    )
+    try:
+        wiring.client("sqs").send_message(
+            QueueUrl=wiring.queue_url(band_for(int(task.priority or 5))), MessageBody=msg.to_json()
+        )
+    except Exception as e:
+        runs.fail_unqueued(msg, now, f"the run could not be queued: {e}")
+        raise
     return doc

@@ -130,3 +130,18 @@ def get(task_id: str, run_id: str, now: datetime) -> RunModel | None:
     if rec.expires_at is not None and rec.expires_at < now:
         return None  # past retention: DynamoDB's TTL deletes lazily, moto never
     return rec
+
+
+def fail_unqueued(msg: RunMessage, now: datetime, reason: str) -> None:
+    """A run whose message SQS did not accept would stay `queued` forever: record it failed."""
+    try:
+        rec = RunModel.get(msg.task_id, msg.run_id, consistent_read=True)
+    except DoesNotExist:
+        return
+    doc = {
+        **rec.doc,
+        "status": "failed",
+        "finished_at": iso(now),
+        "error": {"type": "enqueue_failed", "message": reason[:500], "step": None},
+    }
+    rec.update(actions=[RunModel.doc.set(doc), RunModel.status.set("failed")], condition=RunModel.status == "queued")

@@ -131,17 +131,17 @@ def create_task(caller: Caller, data: Any, idempotency_key: str | None, now: dat
     if not isinstance(data, dict):
         raise BadRequest.field("body", "must be a JSON object")
     spec = _validated(data, caller)
+    agent_id = spec.created_by
+    idem_key = f"idem#{agent_id}#{idempotency_key}" if idempotency_key else None
+    body_hash = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+    if idem_key:  # before the schedule checks: a `once` time may have passed since the first try
+        replay = _idempotent_replay(idem_key, body_hash, now)
+        if replay is not None:
+            return replay, False
     task_id = str(uuid.uuid4())
     spec_doc, sched = _split(spec, now)
     schedule = dispatch.build_schedule(sched, task_id, now, check_past=True)
     fire = dispatch.first_fire(schedule, now)
-    agent_id = spec.created_by
-    idem_key = f"idem#{agent_id}#{idempotency_key}" if idempotency_key else None
-    body_hash = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
-    if idem_key:
-        replay = _idempotent_replay(idem_key, body_hash, now)
-        if replay is not None:
-            return replay, False
 
     task = TaskModel(
         task_id,

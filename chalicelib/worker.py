@@ -22,11 +22,11 @@ from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 
-from chalicelib import events, metrics, pipeline, retry, runs, wiring
+from chalicelib import dispatch, events, metrics, pipeline, retry, runs, schedules, wiring
 from chalicelib.log import logger
 from chalicelib.models import AgentModel, KeyModel, RunModel, TaskModel
 from chalicelib.runs import RunMessage
-from chalicelib.timefmt import iso
+from chalicelib.timefmt import from_epoch, iso
 
 FINAL = ("succeeded", "failed", "skipped")
 SLOT_WAIT_SECONDS = 2  # a run waiting for a concurrency slot looks again this soon
@@ -53,7 +53,8 @@ async def _record_async(record: SQSRecord) -> None:
 
 def _record(record: SQSRecord) -> None:
     try:
-        process(record.body, record.queue_url, record.receipt_handle, wiring.now_precise())
+        receives = int(record.attributes.approximate_receive_count or 1)
+        process(record.body, record.queue_url, record.receipt_handle, wiring.now_precise(), receives)
     except ReportFailure:
         raise
     except Exception:
@@ -77,7 +78,7 @@ def _dead_letter(queue_url: str, body: str, reason: str) -> None:
     logger.error("run_dead_lettered", extra={"reason": reason})
 
 
-def process(body: str, queue_url: str, receipt: str, now: datetime) -> str:
+def process(body: str, queue_url: str, receipt: str, now: datetime, receive_count: int = 1) -> str:
     """Handle one run message. Returns what happened (for logs and tests); raises
     ReportFailure to leave the message on the queue."""
     try:
@@ -107,6 +108,8 @@ def process(body: str, queue_url: str, receipt: str, now: datetime) -> str:
     reason = skip_reason(task, msg)
     if reason is not None:
         _skip(msg, rec, reason, max_attempts, now)
+        if reason != "superseded":
+            complete_if_last(task, msg, now)
         metrics.run_finished("skipped")
         logger.info("run_skipped", extra={**log, "skip_reason": reason})
         return reason
@@ -118,18 +121,22 @@ def process(body: str, queue_url: str, receipt: str, now: datetime) -> str:
     if int(doc.get("attempt") or 0) == 0 and spec.get("dedupe_key"):
         if not _dedupe(msg, spec["dedupe_key"], int(spec.get("dedupe_window_seconds") or 3600), now):
             _skip(msg, rec, "deduplicated", max_attempts, now)
+            complete_if_last(task, msg, now)
             metrics.run_finished("skipped")
             return "deduplicated"
-    slot = None
+    slot, fresh_slot = None, False
     if spec.get("concurrency_key"):
-        slot = _acquire_slot(
+        slot, fresh_slot = _acquire_slot(
             msg, spec["concurrency_key"], int(spec.get("concurrency_limit") or 1), _lease_seconds(spec), now
         )
         if slot is None:
             if rec is None:
                 runs.put_new(msg, doc, now)
-            _visible_in(queue_url, receipt, SLOT_WAIT_SECONDS)
+            # Waits back off with the receive count, so a long queue of waiting runs stays far
+            # below the queue's maxReceiveCount (1000) and is never dead-lettered.
+            _visible_in(queue_url, receipt, min(30, SLOT_WAIT_SECONDS + receive_count // 10))
             raise ReportFailure("waiting for a concurrency slot")
+    claimed = None
     try:
         claimed = _claim(msg, rec, doc, _lease_seconds(spec), now)
         if claimed is None:  # another worker holds a live claim on this run
@@ -140,7 +147,9 @@ def process(body: str, queue_url: str, receipt: str, now: datetime) -> str:
             _visible_in(queue_url, receipt, lease + 30)
         return _execute(task, msg, claimed, queue_url, receipt, now, log)
     finally:
-        if slot is not None:
+        # A duplicate copy of a run that is executing elsewhere finds the slot already held in
+        # the run's name: it must not release what the running copy still uses.
+        if slot is not None and (claimed is not None or fresh_slot):
             _release_slot(slot, msg.run_id)
 
 
@@ -210,19 +219,22 @@ def _dedupe(msg: RunMessage, key: str, window: int, now: datetime) -> bool:
     return True
 
 
-def _acquire_slot(msg: RunMessage, key: str, limit: int, lease: int, now: datetime) -> str | None:
-    """Concurrency slots are leases with expiry, so a crashed worker's slot frees itself."""
+def _acquire_slot(msg: RunMessage, key: str, limit: int, lease: int, now: datetime) -> tuple[str | None, bool]:
+    """Concurrency slots are leases with expiry, so a crashed worker's slot frees itself.
+    Returns (slot key, fresh): fresh is False when the run already held that slot."""
     t = int(now.timestamp())
-    for i in range(limit):
-        k = f"conc#{msg.agent_id}#{key}#{i}"
-        slot = KeyModel(k, holder=msg.run_id, until=t + lease, expires_at=now + timedelta(seconds=lease + 3600))
-        try:
-            slot.save(condition=KeyModel.key.does_not_exist() | (KeyModel.until < t) | (KeyModel.holder == msg.run_id))
-            return k
-        except PutError as e:
-            if e.cause_response_code != "ConditionalCheckFailedException":
-                raise
-    return None
+    for held in (False, True):
+        for i in range(limit):
+            k = f"conc#{msg.agent_id}#{key}#{i}"
+            slot = KeyModel(k, holder=msg.run_id, until=t + lease, expires_at=now + timedelta(seconds=lease + 3600))
+            cond = (KeyModel.holder == msg.run_id) if held else (KeyModel.key.does_not_exist() | (KeyModel.until < t))
+            try:
+                slot.save(condition=cond)
+                return k, not held
+            except PutError as e:
+                if e.cause_response_code != "ConditionalCheckFailedException":
+                    raise
+    return None, False
 
 
 def _release_slot(key: str, run_id: str) -> None:
@@ -373,19 +385,22 @@ def _count(task: TaskModel, msg: RunMessage, status: str, finished: datetime) ->
     if status == "failed":
         actions.append(TaskModel.failure_count.add(1))
     TaskModel(task.task_id).update(actions=actions, condition=TaskModel.task_id.exists())
-    # A once task, or an rrule whose occurrences are exhausted, completes after its last run.
-    if (
-        msg.trigger == "schedule"
-        and task.schedule_kind in ("once", "rrule")
-        and task.due_at is None
-        and task.inflight_at == msg.scheduled_for
-    ):
-        try:
-            TaskModel(task.task_id).update(
-                actions=[TaskModel.status.set("completed")],
-                condition=(TaskModel.status == "active")
-                & TaskModel.due_at.does_not_exist()
-                & (TaskModel.schedule_version == msg.schedule_version),
-            )
-        except UpdateError:
-            pass  # rescheduled or paused meanwhile: not complete
+    complete_if_last(task, msg, finished)
+
+
+def complete_if_last(task: TaskModel, msg: RunMessage, now: datetime) -> None:
+    """A once task, or an rrule whose occurrences are exhausted, completes after its last
+    scheduled run finishes (succeeded, failed or skipped). Decided from the schedule itself,
+    not from dispatch state, which the tick may not have advanced yet."""
+    if msg.trigger != "schedule" or task.schedule_kind not in ("once", "rrule"):
+        return
+    schedule = dispatch.build_schedule(task.sched or {}, task.task_id, now)
+    if schedules.next_fire(schedule, from_epoch(msg.scheduled_for)) is not None:
+        return
+    try:
+        TaskModel(task.task_id).update(
+            actions=[TaskModel.status.set("completed")],
+            condition=(TaskModel.status == "active") & (TaskModel.schedule_version == msg.schedule_version),
+        )
+    except UpdateError:
+        pass  # rescheduled, paused or canceled meanwhile: not complete

@@ -227,7 +227,7 @@ class _Calls:
             code = f.f_code
             if code.co_filename.endswith("chalicelib/worker.py") and self.worker:
                 return self.worker
-            if code.co_filename.endswith("dispatch.py") and code.co_name == "run_tick":
+            if code.co_filename.endswith("dispatch.py") and code.co_name in ("run_tick", "_tick_shard"):
                 return "tick"
             if code.co_filename.endswith("chalicelib/api.py") and code.co_name == "handler":
                 return "api_handler"

@@ -253,3 +253,62 @@ def test_undecodable_message_goes_to_the_dlq_with_a_reason(api, clock, workers):
     dlq = sqs.receive_message(QueueUrl=queue_url("normal") + "-dlq", MessageAttributeNames=["All"])["Messages"]
     assert dlq[0]["Body"] == "{not json" and "undecodable" in dlq[0]["MessageAttributes"]["reason"]["StringValue"]
     assert wiring.queue_url("normal") == queue_url("normal")
+
+
+def test_a_duplicate_of_a_running_run_does_not_free_its_concurrency_slot(api, clock, workers):
+    agent = api.agent()
+    t = _create(api, agent, concurrency_key="crm", concurrency_limit=1)
+    api.call("POST", f"/tasks/{t['id']}/run_now", token=agent["token"])
+    [body] = all_messages()
+    # GIVEN the run is executing elsewhere: it holds slot 0 and a live claim
+    slot_key = f"conc#{agent['agent_id']}#crm#0"
+    KeyModel(slot_key, holder=body["run_id"], until=int(clock.t) + 300).save()
+    rec = RunModel.get(t["id"], body["run_id"])
+    rec.update(actions=[RunModel.status.set("running"), RunModel.lease_until.set(int(clock.t) + 300)])
+    # WHEN a duplicate copy of its message is delivered
+    workers.drain()
+    # THEN the copy backs off and the running copy keeps its slot
+    assert KeyModel.get(slot_key).holder == body["run_id"]
+    assert RunModel.get(t["id"], body["run_id"]).status == "running"
+
+
+def test_snooze_does_not_supersede_a_retry_of_an_earlier_fire(api, clock, workers, target):
+    agent = api.agent()
+    target.status = 500
+    t = _create(
+        api,
+        agent,
+        schedule_expr="*/10 * * * *",
+        payload=_http_payload(target.url),
+        max_retries=2,
+        backoff_strategy="fixed",
+    )
+    clock.advance(9 * 60 + 30)
+    from chalicelib import dispatch
+
+    dispatch.run_tick(wiring.now_precise())
+    clock.advance(30)  # 12:10:00: the run fails once and waits 10 s for its retry
+    workers.drain()
+    first = run_records(t["id"])[0]
+    assert first["status"] == "retrying"
+    # WHEN the agent snoozes the next execution (12:20) by ten minutes
+    r = api.call("POST", f"/tasks/{t['id']}/snooze", {"delay_seconds": 600}, token=agent["token"])
+    assert r.status_code == 200 and r.data["next_run_at"] == "2027-03-01T12:30:00Z"
+    # THEN the 12:10 run's retry still happens
+    target.status = 200
+    clock.advance(11)
+    workers.drain()
+    again = {r["id"]: r for r in run_records(t["id"])}[first["id"]]
+    assert again["status"] == "succeeded" and again["attempt"] == 2
+
+
+def test_a_once_task_whose_only_run_is_deduplicated_completes(api, clock, workers):
+    agent = api.agent()
+    t = _create(api, agent, schedule_kind="once", schedule_expr="2027-03-01T12:00:30Z", dedupe_key="k")
+    api.call("POST", f"/tasks/{t['id']}/run_now", token=agent["token"])
+    workers.drain()  # the run_now takes the dedupe window
+    clock.advance(30)
+    workers.drain()
+    reasons = sorted(str(r["skip_reason"]) for r in run_records(t["id"]))
+    assert reasons == ["None", "deduplicated"]
+    assert api.call("GET", f"/tasks/{t['id']}", token=agent["token"]).data["status"] == "completed"
