@@ -95,3 +95,15 @@ def test_admin_acts_on_any_agents_tasks(api):
     assert r.status_code == 201, r.body
     assert api.call("GET", f"/tasks/{r.data['id']}", token=agent["token"]).status_code == 200
     assert api.call("GET", f"/tasks/{r.data['id']}", headers=ADMIN).status_code == 200
+
+
+def test_any_content_type_is_read_as_json(api):
+    # curl -d sends application/x-www-form-urlencoded unless told otherwise
+    r = api.call(
+        "POST", "/agents", {"name": "curl"}, headers={**ADMIN, "Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert r.status_code == 201, r.body
+    bad = api.call(
+        "POST", "/agents", raw="name=curl", headers={**ADMIN, "Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert bad.status_code == 400 and bad.headers["Content-Type"] == "application/problem+json"
