@@ -8,8 +8,9 @@ from datetime import datetime
 from typing import Any
 
 from chalicelib import runs
-from chalicelib.errors import BadRequest, FieldError, NotFound
+from chalicelib.errors import BadRequest, NotFound
 from chalicelib.models import RunModel, TaskModel
+from chalicelib.validation import query_int, raise_if, unknown_query
 
 RUN_QUERY = {"limit", "cursor"}
 
@@ -30,16 +31,9 @@ def _uncursor(cursor: str) -> str:
 
 
 def list_runs(task: TaskModel, query: dict[str, str], now: datetime) -> dict[str, Any]:
-    errors = [FieldError(k, "unknown query parameter") for k in sorted(set(query) - RUN_QUERY)]
-    limit = 50
-    try:
-        limit = int(query.get("limit", "50"))
-        if not 1 <= limit <= 200:
-            raise ValueError
-    except ValueError:
-        errors.append(FieldError("limit", "must be an integer between 1 and 200"))
-    if errors:
-        raise BadRequest("; ".join(f"{e.field}: {e.message}" for e in errors), errors)
+    errors = unknown_query(query, RUN_QUERY)
+    limit = query_int(query, "limit", 50, 1, 200, errors)
+    raise_if(errors)
     cond = RunModel.run_id < _uncursor(query["cursor"]) if "cursor" in query else None
     out: list[dict[str, Any]] = []
     last: str | None = None

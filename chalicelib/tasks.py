@@ -28,7 +28,7 @@ from chalicelib.errors import (
 )
 from chalicelib.models import AgentModel, KeyModel, TaskModel
 from chalicelib.timefmt import epoch, iso, iso_epoch
-from chalicelib.validation import parse
+from chalicelib.validation import parse, query_int, unknown_query
 
 IDEMPOTENCY_TTL = 24 * 3600
 SPEC_FIELDS = tuple(f for f in TaskCreate.model_fields if f not in SCHEDULE_FIELDS and f != "created_by")
@@ -240,22 +240,9 @@ LIST_QUERY = {"status", "created_by", "schedule_kind", "limit", "offset"}
 
 
 def list_tasks(caller: Caller, query: dict[str, str], now: datetime) -> dict[str, Any]:
-    errors: list[FieldError] = []
-    for name in sorted(set(query) - LIST_QUERY):
-        errors.append(FieldError(name, "unknown query parameter"))
-    limit, offset = 50, 0
-    try:
-        limit = int(query.get("limit", "50"))
-        if not 1 <= limit <= 200:
-            raise ValueError
-    except ValueError:
-        errors.append(FieldError("limit", "must be an integer between 1 and 200"))
-    try:
-        offset = int(query.get("offset", "0"))
-        if offset < 0:
-            raise ValueError
-    except ValueError:
-        errors.append(FieldError("offset", "must be an integer ≥ 0"))
+    errors = unknown_query(query, LIST_QUERY)
+    limit = query_int(query, "limit", 50, 1, 200, errors)
+    offset = query_int(query, "offset", 0, 0, None, errors)
     status, kind, created_by = query.get("status"), query.get("schedule_kind"), query.get("created_by")
     if status is not None and status not in ("active", "paused", "canceled", "completed"):
         errors.append(FieldError("status", "must be one of active, paused, canceled, completed"))

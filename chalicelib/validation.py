@@ -66,3 +66,25 @@ def json_body(raw: bytes | None, max_bytes: int, *, required: bool = True) -> An
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise BadRequest.field("body", f"is not valid JSON ({e})") from None
+
+
+def query_int(query: dict[str, str], name: str, default: int, lo: int, hi: int | None, errors: list[FieldError]) -> int:
+    """An integer query parameter in [lo, hi]; a bad value is added to `errors` (all reported at once)."""
+    try:
+        value = int(query.get(name, str(default)))
+        if value < lo or (hi is not None and value > hi):
+            raise ValueError
+        return value
+    except ValueError:
+        bounds = f"between {lo} and {hi}" if hi is not None else f"≥ {lo}"
+        errors.append(FieldError(name, f"must be an integer {bounds}"))
+        return default
+
+
+def unknown_query(query: dict[str, str], allowed: set[str]) -> list[FieldError]:
+    return [FieldError(k, "unknown query parameter") for k in sorted(set(query) - allowed)]
+
+
+def raise_if(errors: list[FieldError]) -> None:
+    if errors:
+        raise BadRequest("; ".join(f"{e.field}: {e.message}" for e in errors), errors)
