@@ -56,3 +56,56 @@ def test_no_input_yields_a_5xx_or_a_partial_write(api, data):
     assert r2.status_code < 500, (patch, r2.body)
     q = data.draw(st.text(alphabet="abcdefghijklmnopqrstuvwxyz=&0123456789-", max_size=20))
     assert api.call("GET", f"/tasks?{q}", token=agent["token"]).status_code < 500
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_no_body_on_the_other_routes_yields_a_5xx(api, data):
+    holder = test_no_body_on_the_other_routes_yields_a_5xx
+    if not hasattr(holder, "_ctx"):
+        agent = api.agent()
+        task = api.call("POST", "/tasks", task_body(agent["agent_id"]), token=agent["token"]).data
+        holder._ctx = (agent, task["id"])  # type: ignore[attr-defined]
+    agent, tid = holder._ctx  # type: ignore[attr-defined]
+    method, path = data.draw(
+        st.sampled_from(
+            [
+                ("POST", "/events"),
+                ("POST", f"/tasks/{tid}/snooze"),
+                ("POST", f"/tasks/{tid}/run_now"),
+                ("POST", "/schedules/preview"),
+                ("POST", "/agents"),
+                ("POST", f"/tasks/{tid}/pause"),
+                ("POST", f"/tasks/{tid}/resume"),
+            ]
+        )
+    )
+    body = data.draw(
+        json_values
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "name",
+                    "data",
+                    "delay_seconds",
+                    "reason",
+                    "input",
+                    "schedule_kind",
+                    "schedule_expr",
+                    "timezone",
+                    "count",
+                    "after",
+                    "jitter_seconds",
+                    "starts_at",
+                    "ends_at",
+                ]
+            ),
+            json_values,
+            max_size=5,
+        )
+    )
+    r = api.call(method, path, body, token=agent["token"])
+    assert r.status_code < 500, (method, path, body, r.body)
+    q = data.draw(st.text(alphabet="abcdefghijklmnopqrstuvwxyz=&0123456789-:TZ", max_size=30))
+    for p in (f"/tasks/{tid}/preview?{q}", f"/tasks/{tid}/runs?{q}"):
+        assert api.call("GET", p, token=agent["token"]).status_code < 500, p
