@@ -103,6 +103,8 @@ def process(body: str, queue_url: str, receipt: str, now: datetime, receive_coun
     rec = runs.get(msg.task_id, msg.run_id, now)
     if rec is not None and rec.status in FINAL:
         return "duplicate"
+    if rec is not None and rec.status == "running" and (rec.lease_until or 0) > now.timestamp():
+        return "in_progress"  # a copy of a run executing elsewhere: that copy records the outcome
     spec = task.spec or {}
     max_attempts = int(spec.get("max_retries", 3)) + 1
     reason = skip_reason(task, msg)

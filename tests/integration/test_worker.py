@@ -312,3 +312,16 @@ def test_a_once_task_whose_only_run_is_deduplicated_completes(api, clock, worker
     reasons = sorted(str(r["skip_reason"]) for r in run_records(t["id"]))
     assert reasons == ["None", "deduplicated"]
     assert api.call("GET", f"/tasks/{t['id']}", token=agent["token"]).data["status"] == "completed"
+
+
+def test_a_copy_of_a_running_run_never_overwrites_it(api, clock, workers):
+    agent = api.agent()
+    t = _create(api, agent)
+    api.call("POST", f"/tasks/{t['id']}/run_now", token=agent["token"])
+    [body] = all_messages()
+    rec = RunModel.get(t["id"], body["run_id"])
+    rec.update(actions=[RunModel.status.set("running"), RunModel.lease_until.set(int(clock.t) + 300)])
+    api.call("POST", f"/tasks/{t['id']}/cancel", token=agent["token"])
+    workers.drain()  # the copy would be skipped as task_canceled, but the run is executing elsewhere
+    assert RunModel.get(t["id"], body["run_id"]).status == "running"
+    assert all_messages() == []
