@@ -7,7 +7,7 @@ environment variable; `.chalice/config.json` sets them per stage.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 
 PRIORITY_BANDS = ("high", "normal", "low")
@@ -43,7 +43,6 @@ class Settings:
     max_tasks_per_agent: int = 10_000
     max_step_output_bytes: int = 8 * 1024
     event_chain_limit: int = 10
-    queue_urls: dict[str, str] = field(default_factory=dict)
 
     def table(self, name: str) -> str:
         return f"{self.prefix}{name}"

@@ -206,9 +206,10 @@ def send_all(sends: list[Send]) -> set[str]:
     return ok
 
 
-def advance(p: Plan) -> bool:
-    """Move the task past what was dispatched, only if nothing changed since we read it."""
-    t = TaskModel(p.task_id)
+def advance(p: Plan, into: TaskModel | None = None) -> bool:
+    """Move the task past what was dispatched, only if nothing changed since we read it.
+    `into` (optional) receives the item as written, so a caller holding it need not re-read."""
+    t = into if into is not None else TaskModel(p.task_id)
     actions: list[Any] = []
     if p.next_due is None:
         actions += [TaskModel.due_at.remove(), TaskModel.due_shard.remove()]
@@ -239,7 +240,7 @@ def record_missed(p: Plan, now: datetime, max_attempts: int = 1) -> None:
         )
 
 
-def execute(plans: list[Plan], now: datetime) -> tuple[int, int]:
+def execute(plans: list[Plan], now: datetime, models: dict[str, TaskModel] | None = None) -> tuple[int, int]:
     """Do the I/O for a set of plans: record missed fires, then per band and ≤ 10 messages at
     a time send and advance, so a crash re-sends at most one batch. Returns (sent, skipped)."""
     for p in plans:
@@ -258,7 +259,7 @@ def execute(plans: list[Plan], now: datetime) -> tuple[int, int]:
             ok = send_all([s for c in chunk for s in c.sends]) if band else set()
             for c in chunk:
                 if all(s.message.run_id in ok for s in c.sends):
-                    advance(c)
+                    advance(c, (models or {}).get(c.task_id))
                     sent += len(c.sends)
     return sent, sum(len(p.missed) for p in plans)
 
@@ -354,10 +355,19 @@ def dispatch_if_soon(task: TaskModel, now: datetime) -> int:
         return 0
     due = _due_of(task)
     p = plan(due, _schedule(due, now), now, horizon)
-    sent, _ = execute([p], now)
-    if sent:
-        task.refresh(consistent_read=True)
+    sent, _ = execute([p], now, {task.task_id: task})  # the advance writes the new state into `task`
     return sent
+
+
+def schedule_next(task: TaskModel, fire: datetime | None) -> None:
+    """Point an active task at its next fire: into the due index, or — nothing left of a
+    finite schedule — `completed`. Event tasks have no fire and stay active."""
+    if fire is not None:
+        task.due_shard, task.due_at = shard_for(task.task_id), epoch(fire)
+        return
+    task.due_shard = task.due_at = None
+    if task.schedule_kind != "event":
+        task.status = "completed"
 
 
 def pending_fire(task: TaskModel, now: datetime) -> int | None:

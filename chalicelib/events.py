@@ -7,6 +7,7 @@ one index query per dot in its name (plus two), whatever the number of stored ta
 
 from __future__ import annotations
 
+import json
 import secrets
 from datetime import datetime, timedelta
 from typing import Any
@@ -36,8 +37,6 @@ def post_event(caller: Caller, data: Any, now: datetime) -> dict[str, Any]:
     if caller.agent_id is None:
         raise BadRequest("events belong to an agent: call POST /events with the agent's token")
     req = parse(EventCreate, data)
-    import json
-
     if len(json.dumps(req.data, separators=(",", ":"))) > MAX_DATA_BYTES:
         raise PayloadTooLarge(f"event data is over {MAX_DATA_BYTES} bytes serialized")
     return publish(caller.agent_id, req.name, req.data, depth=0, now=now)

@@ -87,13 +87,8 @@ def resume(caller: Caller, task_id: str, now: datetime) -> TaskModel:
             return False
         _unschedule(task)
         # Missed occurrences while paused are not run: the next fire is computed from now.
-        fire = dispatch.next_fire_from(task, now)
-        if fire is None and task.schedule_kind != "event":
-            task.status = "completed"
-        else:
-            task.status = "active"
-            if fire is not None:
-                task.due_shard, task.due_at = dispatch.shard_for(task.task_id), epoch(fire)
+        task.status = "active"
+        dispatch.schedule_next(task, dispatch.next_fire_from(task, now))
         return True
 
     task = _transition(caller, task_id, ("paused", "active"), "resume", change, now)

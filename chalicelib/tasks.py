@@ -27,7 +27,7 @@ from chalicelib.errors import (
     TooManyRequests,
 )
 from chalicelib.models import AgentModel, KeyModel, TaskModel
-from chalicelib.timefmt import epoch, iso, iso_epoch
+from chalicelib.timefmt import iso, iso_epoch
 from chalicelib.validation import parse, query_int, unknown_query
 
 IDEMPOTENCY_TTL = 24 * 3600
@@ -161,10 +161,7 @@ def create_task(caller: Caller, data: Any, idempotency_key: str | None, now: dat
         run_count=0,
         failure_count=0,
     )
-    if fire is not None:
-        task.due_shard, task.due_at = dispatch.shard_for(task_id), epoch(fire)
-    elif spec.schedule_kind != "event":
-        task.status = "completed"  # e.g. an rrule whose every occurrence lies before starts_at/after ends_at
+    dispatch.schedule_next(task, fire)  # completed at once if every occurrence lies outside starts_at/ends_at
     # Three conditional writes rather than one transaction: moto's in-process and server modes
     # copy whole tables inside TransactWriteItems, which races under parallel requests. A crash
     # between them leaves at worst a quota count one too high, or an idempotency key without
@@ -346,12 +343,10 @@ def update_task(caller: Caller, task_id: str, data: Any, if_match: str | None, n
             task.snoozed_until = task.snooze_reason = None
             if task.status == "completed" and fire is not None:
                 task.status = "active"
-            if task.status == "active" and fire is not None:
-                task.due_shard, task.due_at = dispatch.shard_for(task_id), epoch(fire)
+            if task.status == "active":
+                dispatch.schedule_next(task, fire)
             else:
                 task.due_shard = task.due_at = None
-                if task.status == "active" and spec.schedule_kind != "event":
-                    task.status = "completed"
         try:
             task.save_versioned(read)
         except PutError as e:

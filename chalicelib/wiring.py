@@ -44,9 +44,6 @@ def queue_url(band: str) -> str:
 
 @lru_cache(maxsize=1)
 def _queue_urls() -> dict[str, str]:
-    configured = settings().queue_urls
-    if configured:
-        return dict(configured)
     sqs = client("sqs")
     from chalicelib.config import PRIORITY_BANDS
 

@@ -173,8 +173,12 @@ def _event_of(msg: RunMessage) -> Any:
     return events.load(msg.agent_id, msg.event_id)
 
 
+def _steps(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    return list((spec.get("payload") or {}).get("steps") or [])
+
+
 def _lease_seconds(spec: dict[str, Any]) -> int:
-    steps = (spec.get("payload") or {}).get("steps") or []
+    steps = _steps(spec)
     return min(MAX_LEASE_SECONDS, sum(int(s.get("timeout_seconds") or 30) for s in steps) + 30)
 
 
@@ -312,7 +316,9 @@ def _execute(
     attempt = int(doc["attempt"])
     if attempt == 1:
         metrics.dispatch_lag(now.timestamp() - msg.scheduled_for)
-    agent = AgentModel.get(msg.agent_id)
+    # Only HTTP steps sign requests: other pipelines skip the agent read on this hot path.
+    signs = any(s.get("type") == "http" for s in _steps(task.spec or {}))
+    secret = AgentModel.get(msg.agent_id).signing_secret if signs else ""
     from chalicelib import tasks as tasks_mod  # the representation lives with the task routes
 
     ctx = pipeline.RunContext(
@@ -323,7 +329,7 @@ def _execute(
         task_id=msg.task_id,
         run_id=msg.run_id,
         attempt=attempt,
-        signing_secret=agent.signing_secret,
+        signing_secret=secret,
     )
     started = time.monotonic()
 
