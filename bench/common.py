@@ -52,10 +52,13 @@ class Requests:
     def __init__(self, clients: list[Any]) -> None:
         self.clients = clients
         self.calls: dict[str, int] = {}
+        self.params: dict[str, list[dict[str, Any]]] = {}  # request parameters per operation
 
-    def _hook(self, model: Any, **_: Any) -> None:
+    def _hook(self, model: Any, params: Any = None, **_: Any) -> None:
         key = f"{model.service_model.service_name}.{model.name}"
         self.calls[key] = self.calls.get(key, 0) + 1
+        if isinstance(params, dict):
+            self.params.setdefault(key, []).append(params)
 
     def __enter__(self) -> Requests:
         for c in self.clients:
@@ -75,6 +78,6 @@ def app_clients() -> list[Any]:
     """Every botocore client the app uses: the wiring module's and each PynamoDB model's."""
     from chalicelib import models, wiring
 
-    tables = (models.TaskModel, models.RunModel, models.AgentModel, models.KeyModel, models.EventModel)
+    tables = (models.TaskModel, models.RunModel, models.AgentModel, models.KeyModel, models.EventModel, models.DueModel)
     pynamo = {id(c): c for c in (m._get_connection().connection.client for m in tables)}
     return [wiring.client("sqs"), *pynamo.values()]

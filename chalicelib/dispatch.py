@@ -1,14 +1,21 @@
 """Dispatch: send each due fire to its priority band's run queue before it is due.
 
-The tick runs every minute. For each shard of the sparse `due` index it takes a lease
-(so two overlapping ticks never work the same shard), reads only tasks whose next fire
-lies before the look-ahead horizon, and for each task: plans (pure), sends the run
-messages with `DelaySeconds` so SQS releases them at the fire instant, then advances the
-task's `due_at` with a write conditioned on the fire and schedule version it read.
+A running schedule keeps exactly one pending entry in the `due` table: the next fire
+after those already sent, keyed by (shard, "<fire>#<task>"). The tick runs every minute;
+for each shard it takes a lease, reads the entries between the shard's watermark and the
+look-ahead horizon, checks each against its task (status, schedule version, snooze), sends
+the run messages with `DelaySeconds` so SQS releases them at the fire instant, writes each
+task's next entry, and moves the watermark. A fire costs one small write; entries are never
+moved or deleted (TTL removes them), where moving a GSI key costs three writes a fire.
 
-Crash safety: nothing is advanced before its message is sent, so a crash at any point
-leaves the fire due for the next tick. A crash between send and advance re-sends the same
-run id next tick; the worker's conditional claim of the run record makes that copy a no-op.
+A schedule that (re)starts — create, schedule update, resume, snooze — is written into the
+task item's sparse `due` index in the same write as the change itself, so no crash can lose
+it; its first dispatch moves it into the `due` table and clears the index attributes.
+
+Crash safety: a fire's next entry is written only after its messages were sent, and the
+watermark (or the index attributes) moves only after that, so a crash at any point leaves
+the fire to the next tick. A crash after sending re-sends the same run ids next tick; the
+worker's conditional claim of the run record makes those copies no-ops.
 """
 
 from __future__ import annotations
@@ -30,12 +37,16 @@ from chalicelib.config import band_for, settings
 from chalicelib.contracts import parse_timestamp
 from chalicelib.errors import BadRequest
 from chalicelib.log import logger
-from chalicelib.models import KeyModel, TaskModel
+from chalicelib.models import DueModel, KeyModel, TaskModel
 from chalicelib.runs import RunMessage
 from chalicelib.timefmt import epoch, from_epoch
 
 MAX_DELAY = 900  # SQS's ceiling for DelaySeconds
 SHARD_LEASE_SECONDS = 55
+# Dispatch-on-write plans this far past the tick's look-ahead, so the entry it writes lies
+# beyond any horizon a tick could have worked meanwhile (an API call lasts at most 30 s).
+WRITE_MARGIN_SECONDS = 60
+ENTRY_TTL = timedelta(days=14)  # as long as SQS keeps a message; the tick works entries long before
 
 
 @dataclass(frozen=True)
@@ -72,8 +83,8 @@ class Plan:
     sends: tuple[Send, ...]
     missed: tuple[RunMessage, ...]
     next_due: int | None
-    first_sent: int | None  # the earliest fire sent: the task's next execution until it starts
     missed_truncated: bool = False  # more fires were missed than are recorded (see plan_missed)
+    start: bool = True  # from the task's `due` index (a (re)started schedule), else a due-table entry
 
 
 @dataclass
@@ -83,10 +94,11 @@ class TickReport:
     shards: int = 0
     shards_busy: int = 0
     tasks: int = 0
+    stale: int = 0  # due-table entries of paused, canceled, changed or snoozed schedules: dropped
     errors: list[str] = field(default_factory=list)
 
 
-def plan(due: DueTask, schedule: schedules.Schedule, now: datetime, horizon: datetime) -> Plan:
+def plan(due: DueTask, schedule: schedules.Schedule, now: datetime, horizon: datetime, *, start: bool = True) -> Plan:
     """Pure: the fires of one task to dispatch now, given its pending fire `due.due_at`."""
     first = from_epoch(due.due_at)
     grace = settings().lookahead_seconds
@@ -110,8 +122,8 @@ def plan(due: DueTask, schedule: schedules.Schedule, now: datetime, horizon: dat
         sends,
         skipped,
         epoch(nxt) if nxt is not None else None,
-        epoch(to_run[0]) if to_run else None,
         missed.skipped_truncated,
+        start,
     )
 
 
@@ -206,24 +218,51 @@ def send_all(sends: list[Send]) -> set[str]:
     return ok
 
 
-def advance(p: Plan, into: TaskModel | None = None) -> bool:
-    """Move the task past what was dispatched, only if nothing changed since we read it.
-    `into` (optional) receives the item as written, so a caller holding it need not re-read."""
-    t = into if into is not None else TaskModel(p.task_id)
-    actions: list[Any] = []
-    if p.next_due is None:
-        actions += [TaskModel.due_at.remove(), TaskModel.due_shard.remove()]
-        if not p.sends:  # every remaining fire was missed and skipped: nothing will run to complete it
-            actions.append(TaskModel.status.set("completed"))
-    else:
-        actions.append(TaskModel.due_at.set(p.next_due))
-    if p.first_sent is not None:
-        actions.append(TaskModel.inflight_at.set(p.first_sent))
-    try:
-        t.update(
-            actions=actions,
-            condition=(TaskModel.due_at == p.expect_due) & (TaskModel.schedule_version == p.schedule_version),
+def slot_of(fire: int, task_id: str) -> str:
+    return f"{fire:010d}#{task_id}"
+
+
+def put_entry(task_id: str, fire: int, schedule_version: int, now: datetime) -> None:
+    """The schedule's next pending fire. Idempotent: a repeat writes the same item."""
+    DueModel(
+        shard_for(task_id),
+        slot_of(fire, task_id),
+        task_id=task_id,
+        fire=fire,
+        schedule_version=schedule_version,
+        expires_at=from_epoch(fire) + ENTRY_TTL,
+    ).save()
+
+
+def settle(p: Plan, now: datetime, into: TaskModel | None = None, *, clear_start: bool = True) -> bool:
+    """After a plan's messages were sent: write the schedule's next entry; then a started
+    schedule leaves the task's index (unless `clear_start` is False), and a schedule with
+    nothing left to send completes. `into` (optional) receives the item as written."""
+    if p.next_due is not None:
+        put_entry(p.task_id, p.next_due, p.schedule_version, now)
+    if p.start:
+        return clear_start_of(p, into) if clear_start else True
+    if p.next_due is None and not p.sends:  # every remaining fire was missed and skipped
+        return _update(
+            TaskModel(p.task_id),
+            [TaskModel.status.set("completed")],
+            (TaskModel.schedule_version == p.schedule_version) & (TaskModel.status == "active"),
         )
+    return True
+
+
+def clear_start_of(p: Plan, into: TaskModel | None = None) -> bool:
+    """Take a dispatched start out of the task's index, only if nothing changed since we read it."""
+    actions: list[Any] = [TaskModel.due_at.remove(), TaskModel.due_shard.remove()]
+    if p.next_due is None and not p.sends:  # every remaining fire was missed and skipped
+        actions.append(TaskModel.status.set("completed"))
+    cond = (TaskModel.due_at == p.expect_due) & (TaskModel.schedule_version == p.schedule_version)
+    return _update(into if into is not None else TaskModel(p.task_id), actions, cond)
+
+
+def _update(t: TaskModel, actions: list[Any], cond: Any) -> bool:
+    try:
+        t.update(actions=actions, condition=cond)
     except UpdateError as e:
         if e.cause_response_code == "ConditionalCheckFailedException":
             return False  # changed meanwhile: the new schedule version fences what we sent
@@ -240,12 +279,16 @@ def record_missed(p: Plan, now: datetime, max_attempts: int = 1) -> None:
         )
 
 
-def execute(plans: list[Plan], now: datetime, models: dict[str, TaskModel] | None = None) -> tuple[int, int]:
+def execute(
+    plans: list[Plan], now: datetime, models: dict[str, TaskModel] | None = None, *, clear_start: bool = True
+) -> tuple[int, int, set[str]]:
     """Do the I/O for a set of plans: record missed fires, then per band and ≤ 10 messages at
-    a time send and advance, so a crash re-sends at most one batch. Returns (sent, skipped)."""
+    a time send and settle, so a crash re-sends at most one batch.
+    Returns (sent, skipped, ids of the tasks whose messages SQS did not all accept)."""
     for p in plans:
         record_missed(p, now)
     sent = 0
+    unsent: set[str] = set()
     by_band: dict[str, list[Plan]] = defaultdict(list)
     for p in plans:
         by_band[p.sends[0].band if p.sends else ""].append(p)
@@ -259,9 +302,11 @@ def execute(plans: list[Plan], now: datetime, models: dict[str, TaskModel] | Non
             ok = send_all([s for c in chunk for s in c.sends]) if band else set()
             for c in chunk:
                 if all(s.message.run_id in ok for s in c.sends):
-                    advance(c, (models or {}).get(c.task_id))
+                    settle(c, now, (models or {}).get(c.task_id), clear_start=clear_start)
                     sent += len(c.sends)
-    return sent, sum(len(p.missed) for p in plans)
+                else:
+                    unsent.add(c.task_id)
+    return sent, sum(len(p.missed) for p in plans), unsent
 
 
 def _acquire_shard(shard: int, holder: str, now: datetime) -> bool:
@@ -284,6 +329,149 @@ def _release_shard(shard: int, holder: str) -> None:
         pass
 
 
+def _watermark(shard: int) -> str | None:
+    try:
+        return KeyModel.get(f"tick#through#{shard}", consistent_read=True).through
+    except KeyModel.DoesNotExist:
+        return None
+
+
+def _save_watermark(shard: int, through: str) -> None:
+    """Only forward (no TTL: losing it would make the tick re-read old entries)."""
+    try:
+        KeyModel(f"tick#through#{shard}", through=through).save(
+            condition=KeyModel.key.does_not_exist() | (KeyModel.through < through)
+        )
+    except PutError as e:
+        if e.cause_response_code != "ConditionalCheckFailedException":
+            raise
+
+
+def _snoozed_epoch(task: TaskModel) -> int | None:
+    if not task.snoozed_until:
+        return None
+    return epoch(parse_timestamp(task.snoozed_until, "snoozed_until"))
+
+
+def current(entry: DueModel, task: TaskModel | None) -> bool:
+    """Whether a due-table entry still belongs to its task's schedule: an entry outlives a
+    pause, cancel or schedule change (the version moved on) and a snooze (it moved the fires
+    before `snoozed_until` to a restart at that instant)."""
+    if task is None or task.status != "active":
+        return False
+    if int(task.schedule_version or 1) != int(entry.schedule_version):
+        return False
+    snoozed = _snoozed_epoch(task)
+    return snoozed is None or int(entry.fire) >= snoozed
+
+
+class _Budget:
+    def __init__(self, seconds: float) -> None:
+        self.stop_at = time.monotonic() + seconds
+
+    def spent(self) -> bool:
+        return time.monotonic() > self.stop_at
+
+
+def _tick_starts(shard: int, now: datetime, horizon: datetime, budget: _Budget, report: TickReport) -> None:
+    """Schedules (re)started by the API and not yet dispatched: the task's `due` index."""
+    batch: list[Plan] = []
+    for item in TaskModel.due_index.query(str(shard), TaskModel.due_at <= epoch(horizon)):
+        due = _due_of(item)
+        report.tasks += 1
+        try:
+            batch.append(plan(due, _schedule(due, now), now, horizon))
+        except Exception as e:  # noqa: BLE001 - one broken task must not stop the shard
+            report.errors.append(f"{due.task_id}: {e}")
+            logger.exception("plan_failed", extra={"task_id": due.task_id})
+        if len(batch) >= 50:
+            _run(batch, now, report)
+            batch = []
+            if budget.spent():
+                return
+    if batch:
+        _run(batch, now, report)
+
+
+def _run(plans: list[Plan], now: datetime, report: TickReport) -> set[str]:
+    sent, skipped, unsent = execute(plans, now)
+    report.dispatched, report.skipped = report.dispatched + sent, report.skipped + skipped
+    return unsent
+
+
+def _tick_entries(shard: int, now: datetime, horizon: datetime, budget: _Budget, report: TickReport) -> None:
+    """Running schedules: the due-table entries after the shard's watermark, up to the horizon."""
+    mark = _watermark(shard)
+    upper = slot_of(epoch(horizon), "~")  # after every task id at the horizon's second
+    if mark is not None and mark >= upper:
+        return  # worked up to here already (a tick with an earlier clock)
+    cond = DueModel.slot <= upper if mark is None else DueModel.slot.between(mark, upper)
+    page: list[DueModel] = []
+
+    def work(entries: list[DueModel]) -> str | None:
+        """Dispatch a page; returns the slot the watermark may move to (None: not past any)."""
+        tasks = {t.task_id: t for t in TaskModel.batch_get({e.task_id for e in entries})}
+        plans: list[Plan] = []
+        for e in entries:
+            task = tasks.get(e.task_id)
+            if not current(e, task):
+                report.stale += 1
+                continue
+            assert task is not None
+            report.tasks += 1
+            due = DueTask(
+                task.task_id,
+                task.created_by,
+                task.sched or {},
+                int(e.schedule_version),
+                int(task.priority or 5),
+                int(e.fire),
+            )
+            try:
+                plans.append(plan(due, _schedule(due, now), now, horizon, start=False))
+            except Exception as exc:  # noqa: BLE001 - one broken task must not stop the shard
+                report.errors.append(f"{due.task_id}: {exc}")
+                logger.exception("plan_failed", extra={"task_id": due.task_id})
+        unsent = _run(plans, now, report)
+        # Passed entries include stale ones and ones whose schedule no longer parses (logged);
+        # the watermark stops before the first entry whose messages SQS did not accept.
+        through = None
+        for e in entries:
+            if e.task_id in unsent:
+                break
+            through = e.slot
+        return through
+
+    pages = 0
+
+    def done(entries: list[DueModel]) -> bool:
+        """Work a page; False: stop here for this tick. The watermark moves when the tick
+        stops, and every 10 pages of a long catch-up, so a crash re-sends little."""
+        nonlocal pages
+        pages += 1
+        through = work(entries)
+        stop = through != entries[-1].slot or budget.spent()
+        if through is not None and (stop or pages % 10 == 0):
+            _save_watermark(shard, through)
+        if through != entries[-1].slot:
+            logger.warning("tick_send_failed", extra={"shard": shard})
+        elif stop:
+            logger.warning("tick_shard_out_of_time", extra={"shard": shard})
+        return not stop
+
+    for entry in DueModel.query(str(shard), cond):
+        if entry.slot == mark:
+            continue  # between() includes the watermark itself
+        page.append(entry)
+        if len(page) >= 50:
+            if not done(page):
+                return
+            page = []
+    if page and not done(page):
+        return
+    _save_watermark(shard, upper)  # every entry up to the horizon is dispatched
+
+
 def _tick_shard(shard: int, holder: str, now: datetime, horizon: datetime) -> TickReport:
     report = TickReport()
     if not _acquire_shard(shard, holder, now):
@@ -292,27 +480,13 @@ def _tick_shard(shard: int, holder: str, now: datetime, horizon: datetime) -> Ti
     report.shards = 1
     # Stop well before the lease ends: what is left stays due for the next tick, and no other
     # tick can take the shard while we still work it.
-    stop_at = time.monotonic() + SHARD_LEASE_SECONDS - 10
+    budget = _Budget(SHARD_LEASE_SECONDS - 10)
     try:
-        batch: list[Plan] = []
-        for item in TaskModel.due_index.query(str(shard), TaskModel.due_at <= epoch(horizon)):
-            due = _due_of(item)
-            report.tasks += 1
-            try:
-                batch.append(plan(due, _schedule(due, now), now, horizon))
-            except Exception as e:  # noqa: BLE001 - one broken task must not stop the shard
-                report.errors.append(f"{due.task_id}: {e}")
-                logger.exception("plan_failed", extra={"task_id": due.task_id})
-            if len(batch) >= 50:
-                sent, skipped = execute(batch, now)
-                report.dispatched, report.skipped = report.dispatched + sent, report.skipped + skipped
-                batch = []
-                if time.monotonic() > stop_at:
-                    logger.warning("tick_shard_out_of_time", extra={"shard": shard})
-                    break
-        if batch:
-            sent, skipped = execute(batch, now)
-            report.dispatched, report.skipped = report.dispatched + sent, report.skipped + skipped
+        _tick_starts(shard, now, horizon, budget, report)
+        if budget.spent():
+            logger.warning("tick_shard_out_of_time", extra={"shard": shard})
+        else:
+            _tick_entries(shard, now, horizon, budget, report)
     finally:
         _release_shard(shard, holder)
     return report
@@ -332,6 +506,7 @@ def run_tick(now: datetime) -> TickReport:
             report.shards += part.shards
             report.shards_busy += part.shards_busy
             report.tasks += part.tasks
+            report.stale += part.stale
             report.errors += part.errors
     logger.info(
         "tick",
@@ -339,6 +514,7 @@ def run_tick(now: datetime) -> TickReport:
             "dispatched": report.dispatched,
             "skipped": report.skipped,
             "tasks": report.tasks,
+            "stale": report.stale,
             "shards_busy": report.shards_busy,
         },
     )
@@ -346,16 +522,20 @@ def run_tick(now: datetime) -> TickReport:
 
 
 def dispatch_if_soon(task: TaskModel, now: datetime) -> int:
-    """Dispatch-on-write: a task whose next fire falls before the next tick's look-ahead is
-    dispatched now, so it is on time too. Returns the number of messages sent."""
+    """Dispatch-on-write: a (re)started schedule whose first fire falls before the next tick's
+    look-ahead is dispatched now, so it is on time too. Returns the number of messages sent."""
     if task.status != "active" or task.due_at is None:
         return 0
-    horizon = now + timedelta(seconds=settings().lookahead_seconds)
+    horizon = now + timedelta(seconds=settings().lookahead_seconds + WRITE_MARGIN_SECONDS)
     if task.due_at > epoch(horizon):
         return 0
     due = _due_of(task)
     p = plan(due, _schedule(due, now), now, horizon)
-    sent, _ = execute([p], now, {task.task_id: task})  # the advance writes the new state into `task`
+    # If this call was slow, a tick may have worked past the entry written here before it
+    # existed: then the start stays in the index, and the next tick dispatches it again.
+    sent, _, unsent = execute([p], now, {task.task_id: task}, clear_start=False)
+    if not unsent and wiring.now_precise().timestamp() - now.timestamp() < WRITE_MARGIN_SECONDS / 2:
+        clear_start_of(p, task)
     return sent
 
 
@@ -371,13 +551,31 @@ def schedule_next(task: TaskModel, fire: datetime | None) -> None:
 
 
 def pending_fire(task: TaskModel, now: datetime) -> int | None:
-    """The task's next execution not yet started: a dispatched fire still in the future,
-    else the next undispatched one."""
+    """The task's next execution not yet started: a (re)started schedule's first fire, a
+    snoozed fire, else the schedule's next fire after now."""
     if task.status != "active":
         return None
-    if task.inflight_at is not None and task.inflight_at > epoch(now):
-        return int(task.inflight_at)
-    return int(task.due_at) if task.due_at is not None else None
+    if task.due_at is not None:
+        return int(task.due_at)
+    snoozed = _snoozed_epoch(task)
+    if snoozed is not None and snoozed > now.timestamp():
+        return snoozed
+    nxt = next_fire_from(task, now)
+    return epoch(nxt) if nxt is not None else None
+
+
+def possibly_sent(task: TaskModel, first: int, until: int, now: datetime) -> list[int]:
+    """The fires from `first` up to (not including) `until` that a tick or dispatch-on-write
+    may already have sent: those before the furthest horizon either could have planned."""
+    reach = epoch(now) + settings().lookahead_seconds + WRITE_MARGIN_SECONDS
+    schedule = build_schedule(task.sched or {}, task.task_id, now)
+    out: list[int] = []
+    fire: int | None = first
+    while fire is not None and fire < until and fire <= reach and len(out) < 200:
+        out.append(fire)
+        nxt = schedules.next_fire(schedule, from_epoch(fire))
+        fire = epoch(nxt) if nxt is not None else None
+    return out
 
 
 def next_fire_from(task: TaskModel, now: datetime) -> datetime | None:

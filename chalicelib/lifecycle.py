@@ -66,7 +66,7 @@ def _lost_race(e: Exception) -> bool:
 
 def _unschedule(task: TaskModel) -> None:
     task.schedule_version = int(task.schedule_version or 1) + 1
-    task.due_shard = task.due_at = task.inflight_at = None
+    task.due_shard = task.due_at = None
     task.snoozed_until = task.snooze_reason = None
 
 
@@ -122,14 +122,17 @@ def cancel(caller: Caller, task_id: str, now: datetime) -> TaskModel:
 def snooze(caller: Caller, task_id: str, data: Any, now: datetime) -> TaskModel:
     """Move the next scheduled execution later; the cadence after it is unchanged.
 
-    Only that one fire is fenced off (if it was already dispatched, its run is recorded
-    `skipped`/`superseded` up front, which its message then finds): the schedule version is
-    not bumped, so retries and waiting runs of earlier fires are unaffected."""
+    The schedule restarts at the moved instant (the tick drops the pending fires before it).
+    Fires it skips that may already be on a queue are recorded `skipped`/`superseded` up front,
+    which their messages then find: the schedule version is not bumped, so retries and waiting
+    runs of earlier fires are unaffected."""
     req = parse(SnoozeRequest, data)
-    moved: dict[str, int] = {}
+    fenced: list[int] = []
+    version: list[int] = []
 
     def change(task: TaskModel) -> bool:
-        moved.clear()
+        fenced.clear()
+        version.clear()
         if task.schedule_kind == "event":  # no schedule: its event runs wait until the snooze ends
             until = now.timestamp() + req.delay_seconds
             task.snoozed_until = iso(datetime.fromtimestamp(until, tz=now.tzinfo))
@@ -138,26 +141,25 @@ def snooze(caller: Caller, task_id: str, data: Any, now: datetime) -> TaskModel:
         pending = dispatch.pending_fire(task, now)
         if pending is None:
             raise Conflict("the task has no scheduled execution to snooze")
-        if task.inflight_at is not None and pending == int(task.inflight_at):
-            moved.update(fire=pending, version=int(task.schedule_version or 1))
         new = pending + req.delay_seconds
-        task.inflight_at = None
+        fenced.extend(dispatch.possibly_sent(task, pending, new, now))
+        version.append(int(task.schedule_version or 1))
         task.due_shard, task.due_at = dispatch.shard_for(task.task_id), new
         task.snoozed_until = iso(datetime.fromtimestamp(new, tz=now.tzinfo))
         task.snooze_reason = req.reason
         return True
 
     task = _transition(caller, task_id, ("active",), "snooze", change, now)
-    if moved:
+    max_attempts = int((task.spec or {}).get("max_retries", 3)) + 1
+    for fire in fenced:
         msg = RunMessage(
             task.task_id,
-            runs.scheduled_run_id(task.task_id, moved["fire"], moved["version"]),
+            runs.scheduled_run_id(task.task_id, fire, version[0]),
             task.created_by,
             "schedule",
-            moved["fire"],
-            moved["version"],
+            fire,
+            version[0],
         )
-        max_attempts = int((task.spec or {}).get("max_retries", 3)) + 1
         runs.put_new(
             msg, runs.new_doc(msg, status="skipped", skip_reason="superseded", max_attempts=max_attempts, now=now), now
         )

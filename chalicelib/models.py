@@ -24,11 +24,14 @@ class _Meta:
 
 
 class DueIndex(GlobalSecondaryIndex["TaskModel"]):
-    """Sparse: only tasks with an undispatched fire carry `due_shard`/`due_at`."""
+    """Sparse: only tasks whose schedule (re)starts and is not yet dispatched carry
+    `due_shard`/`due_at` (after create, schedule update, resume, snooze). Later fires of
+    a running schedule live in the `due` table (DueModel), which costs one write a fire
+    where moving this index's key costs three."""
 
     class Meta:
         index_name = "due"
-        projection = IncludeProjection(["sched", "schedule_version", "priority", "created_by", "inflight_at"])
+        projection = IncludeProjection(["sched", "schedule_version", "priority", "created_by"])
 
     due_shard = UnicodeAttribute(hash_key=True)
     due_at = NumberAttribute(range_key=True)
@@ -71,8 +74,7 @@ class TaskModel(Model):
     version = NumberAttribute(default=1)  # bumped by agent-visible changes only; sent as ETag
     schedule_version = NumberAttribute(default=1)  # fencing token carried by run messages
     due_shard = UnicodeAttribute(null=True)
-    due_at = NumberAttribute(null=True)  # next undispatched fire, epoch seconds
-    inflight_at = NumberAttribute(null=True)  # last dispatched fire, epoch seconds
+    due_at = NumberAttribute(null=True)  # first fire of a (re)started schedule, epoch seconds
     event_key = UnicodeAttribute(null=True)
     snoozed_until = UnicodeAttribute(null=True)
     snooze_reason = UnicodeAttribute(null=True)
@@ -80,20 +82,23 @@ class TaskModel(Model):
     last_run_status = UnicodeAttribute(null=True)
     run_count = NumberAttribute(default=0)
     failure_count = NumberAttribute(default=0)
+    # The four counters above are folded from run records up to this run id (exclusive of
+    # later runs); readers add the finished runs after it (see counters.py).
+    counted_through = UnicodeAttribute(null=True)
 
     @staticmethod
     def unchanged_since(read: TaskModel) -> Any:
         """A condition that holds only if the item is still as `read` in every attribute that
-        others write (agents: version; ticks: due_at/inflight_at; workers: counters and
+        others write (agents: version; ticks: due_at; workers and folds: counters and
         status), so a full-item save can never undo a concurrent update."""
         cond = TaskModel.version == read.version
         for attr in (
             TaskModel.due_at,
-            TaskModel.inflight_at,
             TaskModel.run_count,
             TaskModel.failure_count,
             TaskModel.status,
             TaskModel.last_run_at,
+            TaskModel.counted_through,
             TaskModel.schedule_version,
         ):
             value = getattr(read, attr.attr_name)
@@ -137,6 +142,22 @@ class AgentModel(Model):
     task_count = NumberAttribute(default=0)
 
 
+class DueModel(Model):
+    """One pending fire of a running schedule: the tick that dispatches a fire writes the
+    task's next one here. Entries are never moved or deleted by us (TTL removes them): each
+    shard's watermark (`tick#through#<shard>` in keys) says how far the tick has worked."""
+
+    class Meta(_Meta):
+        table_name = _S.table("due")
+
+    shard = UnicodeAttribute(hash_key=True)
+    slot = UnicodeAttribute(range_key=True)  # "<fire epoch, 10 digits>#<task id>": sorts by time
+    task_id = UnicodeAttribute()
+    fire = NumberAttribute()
+    schedule_version = NumberAttribute()
+    expires_at = TTLAttribute(null=True)
+
+
 class KeyModel(Model):
     """Short-lived coordination records: idempotency keys, dedupe windows,
     concurrency leases, tick shard leases. One conditional write each."""
@@ -148,6 +169,7 @@ class KeyModel(Model):
     value = JSONAttribute(null=True)
     holder = UnicodeAttribute(null=True)
     until = NumberAttribute(null=True)
+    through = UnicodeAttribute(null=True)  # a tick shard's watermark: the last due slot dispatched
     expires_at = TTLAttribute(null=True)
 
 

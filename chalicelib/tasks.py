@@ -339,7 +339,6 @@ def update_task(caller: Caller, task_id: str, data: Any, if_match: str | None, n
             schedule = dispatch.build_schedule(sched, task_id, now, check_past=True)
             fire = dispatch.first_fire(schedule, now)
             task.schedule_version = int(task.schedule_version or 1) + 1
-            task.inflight_at = None
             task.snoozed_until = task.snooze_reason = None
             if task.status == "completed" and fire is not None:
                 task.status = "active"

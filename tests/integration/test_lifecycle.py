@@ -100,6 +100,34 @@ def test_once_task_snoozed_after_dispatch_runs_once_at_its_new_time(api, clock, 
     assert api.call("GET", f"/tasks/{t['id']}", token=agent["token"]).data["status"] == "completed"
 
 
+def test_snoozing_a_running_every_minute_schedule_skips_the_fires_it_moves(api, clock, workers):
+    agent = api.agent()
+    t = _create(api, agent, schedule_expr="* * * * *")  # 12:01 and 12:02 go out on write
+    clock.advance(30)
+    tick(clock)  # 12:12:00 horizon: nothing new; the 12:03 entry waits in the due table
+    # WHEN it is snoozed 5 minutes at 12:00:30: 12:01 → 12:06, cadence after that unchanged
+    s = _do(api, agent, t["id"], "snooze", {"delay_seconds": 300})
+    assert s.data["next_run_at"] == "2027-03-01T12:06:00Z"
+    for _ in range(9):  # until 12:09:30, a tick a minute
+        clock.advance(60)
+        tick(clock)
+        workers.drain()
+    recs = sorted(run_records(t["id"]), key=lambda r: r["scheduled_for"])
+    got = [(r["scheduled_for"][11:16], r["status"]) for r in recs]
+    # THEN the fires that may already be queued (12:01, 12:02, and 12:03 which a dispatch-on-write
+    # at 12:00:30 could have sent) are recorded superseded; 12:04 and 12:05 never run
+    assert got == [
+        ("12:01", "skipped"),
+        ("12:02", "skipped"),
+        ("12:03", "skipped"),
+        ("12:06", "succeeded"),
+        ("12:07", "succeeded"),
+        ("12:08", "succeeded"),
+        ("12:09", "succeeded"),
+    ]
+    assert api.call("GET", f"/tasks/{t['id']}", token=agent["token"]).data["next_run_at"] == "2027-03-01T12:10:00Z"
+
+
 def test_pause_skips_runs_already_dispatched(api, clock, workers):
     agent = api.agent()
     t = _create(api, agent, schedule_kind="once", schedule_expr="2027-03-01T12:00:30Z")
