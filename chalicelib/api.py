@@ -11,7 +11,7 @@ from typing import Any
 from chalice import Blueprint, Response
 from pydantic import BaseModel
 
-from chalicelib import agents, contracts, events, history, lifecycle, openapi, previews, tasks, wiring
+from chalicelib import agents, contracts, counters, events, history, lifecycle, openapi, previews, tasks, wiring
 from chalicelib.agents import Caller
 from chalicelib.config import settings
 from chalicelib.errors import ApiError
@@ -99,7 +99,8 @@ def query(req: Any) -> dict[str, str]:
 
 
 def task_response(task: Any, status: int = 200, extra: dict[str, str] | None = None) -> Response:
-    rep = tasks.represent(task, wiring.now())
+    now = wiring.now()
+    rep = tasks.represent(task, now, counters=counters.live(task, now, repair=True))
     return _response(status, rep, {"ETag": f'"{rep["version"]}"', **(extra or {})})
 
 

@@ -22,7 +22,7 @@ from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 
-from chalicelib import dispatch, events, metrics, pipeline, retry, runs, schedules, wiring
+from chalicelib import counters, dispatch, events, metrics, pipeline, retry, runs, schedules, wiring
 from chalicelib.log import logger
 from chalicelib.models import AgentModel, KeyModel, RunModel, TaskModel
 from chalicelib.runs import RunMessage
@@ -100,14 +100,19 @@ def process(body: str, queue_url: str, receipt: str, now: datetime, receive_coun
     except DoesNotExist:
         logger.warning("run_for_missing_task", extra=log)
         return "no_task"
-    rec = runs.get(msg.task_id, msg.run_id, now)
-    if rec is not None and rec.status in FINAL:
-        return "duplicate"
-    if rec is not None and rec.status == "running" and (rec.lease_until or 0) > now.timestamp():
-        return "in_progress"  # a copy of a run executing elsewhere: that copy records the outcome
     spec = task.spec or {}
     max_attempts = int(spec.get("max_retries", 3)) + 1
     reason = skip_reason(task, msg)
+    # Claim first: a scheduled fire's first delivery normally finds no record (its claim creates
+    # it), so it goes straight to the conditional Put, and the record is read only if that fails.
+    # The rest read the record first: run_now and event runs are created `queued` by the API, a
+    # redelivery is a retry, a concurrency wait or a crash, and skips and dedupe windows depend
+    # on what the record says (finished, running elsewhere, first attempt or not).
+    claim_first = msg.trigger == "schedule" and receive_count <= 1 and reason is None and not spec.get("dedupe_key")
+    rec = None if claim_first else runs.get(msg.task_id, msg.run_id, now)
+    settled = _settled(rec, now)
+    if settled is not None:
+        return settled
     if reason is not None:
         _skip(msg, rec, reason, max_attempts, now)
         if reason != "superseded":
@@ -132,6 +137,11 @@ def process(body: str, queue_url: str, receipt: str, now: datetime, receive_coun
             msg, spec["concurrency_key"], int(spec.get("concurrency_limit") or 1), _lease_seconds(spec), now
         )
         if slot is None:
+            if claim_first:  # not read yet: a copy of a finished or running run must not wait
+                rec = runs.get(msg.task_id, msg.run_id, now)
+                settled = _settled(rec, now)
+                if settled is not None:
+                    return settled
             if rec is None:
                 runs.put_new(msg, doc, now)
             # Waits back off with the receive count, so a long queue of waiting runs stays far
@@ -140,7 +150,10 @@ def process(body: str, queue_url: str, receipt: str, now: datetime, receive_coun
             raise ReportFailure("waiting for a concurrency slot")
     claimed = None
     try:
-        claimed = _claim(msg, rec, doc, _lease_seconds(spec), now)
+        outcome = _claim(msg, rec, doc, _lease_seconds(spec), now)
+        if isinstance(outcome, str):  # the claim's failed Put found the run finished or running elsewhere
+            return outcome
+        claimed = outcome
         if claimed is None:  # another worker holds a live claim on this run
             _visible_in(queue_url, receipt, 30)
             raise ReportFailure("claimed elsewhere")
@@ -153,6 +166,18 @@ def process(body: str, queue_url: str, receipt: str, now: datetime, receive_coun
         # the run's name: it must not release what the running copy still uses.
         if slot is not None and (claimed is not None or fresh_slot):
             _release_slot(slot, msg.run_id)
+
+
+def _settled(rec: RunModel | None, now: datetime) -> str | None:
+    """What a copy of a run does without touching it: drop a duplicate of a finished run, and
+    leave a run executing elsewhere (live lease) to that copy, which records the outcome."""
+    if rec is None:
+        return None
+    if rec.status in FINAL:
+        return "duplicate"
+    if rec.status == "running" and (rec.lease_until or 0) > now.timestamp():
+        return "in_progress"
+    return None
 
 
 def skip_reason(task: TaskModel, msg: RunMessage) -> str | None:
@@ -250,10 +275,62 @@ def _release_slot(key: str, run_id: str) -> None:
         pass
 
 
-def _claim(msg: RunMessage, rec: RunModel | None, doc: dict[str, Any], lease: int, now: datetime) -> RunModel | None:
+def _claim(
+    msg: RunMessage, rec: RunModel | None, doc: dict[str, Any], lease: int, now: datetime
+) -> RunModel | str | None:
     """Take the run for one attempt: create it, or move it from queued/retrying (or from a
-    running claim whose lease expired: a crashed worker) to running."""
+    running claim whose lease expired: a crashed worker) to running. Returns the claimed
+    record; None if another worker holds a live claim; "duplicate" / "in_progress" when the
+    create found the run finished or executing elsewhere."""
     t = int(now.timestamp())
+    if rec is None:
+        fresh = RunModel(
+            msg.task_id,
+            msg.run_id,
+            agent_id=msg.agent_id,
+            doc=_claimed(msg, doc, now),
+            status="running",
+            lease_until=t + lease,
+            expires_at=runs.expiry(now),
+        )
+        try:
+            fresh.save(condition=RunModel.run_id.does_not_exist())
+            return fresh
+        except PutError as e:
+            if e.cause_response_code != "ConditionalCheckFailedException":
+                raise
+        # The record exists (a redelivered or re-dispatched copy, a fire recorded up front):
+        # only now is it read. PynamoDB 6.1's save cannot ask for ALL_OLD on a failed condition.
+        rec = runs.get(msg.task_id, msg.run_id, now)
+        if rec is None:
+            return None
+        settled = _settled(rec, now)
+        if settled is not None:
+            return settled
+    if rec.status == "running" and (rec.lease_until or 0) > t:
+        return None
+    cond = RunModel.status == rec.status
+    cond &= (
+        RunModel.lease_until.does_not_exist() if rec.lease_until is None else (RunModel.lease_until == rec.lease_until)
+    )
+    try:
+        rec.update(
+            actions=[
+                RunModel.doc.set(_claimed(msg, rec.doc, now)),
+                RunModel.status.set("running"),
+                RunModel.lease_until.set(t + lease),
+            ],
+            condition=cond,
+        )
+    except UpdateError as e:
+        if e.cause_response_code == "ConditionalCheckFailedException":
+            return None
+        raise
+    return rec
+
+
+def _claimed(msg: RunMessage, doc: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """The run document for the next attempt."""
     attempt = int(doc.get("attempt") or 0) + 1
     new = {
         **doc,
@@ -265,48 +342,7 @@ def _claim(msg: RunMessage, rec: RunModel | None, doc: dict[str, Any], lease: in
     }
     if attempt == 1:  # how late the first attempt started, at a precision started_at does not show
         new["start_lag_ms"] = int((now.timestamp() - msg.scheduled_for) * 1000)
-    if rec is None:
-        fresh = RunModel(
-            msg.task_id,
-            msg.run_id,
-            agent_id=msg.agent_id,
-            doc=new,
-            status="running",
-            lease_until=t + lease,
-            expires_at=runs.expiry(now),
-        )
-        try:
-            fresh.save(condition=RunModel.run_id.does_not_exist())
-            return fresh
-        except PutError as e:
-            if e.cause_response_code != "ConditionalCheckFailedException":
-                raise
-        rec = runs.get(msg.task_id, msg.run_id, now)
-        if rec is None or rec.status in FINAL:
-            return None
-        new = {
-            **rec.doc,
-            "status": "running",
-            "attempt": int(rec.doc.get("attempt") or 0) + 1,
-            "started_at": iso(now),
-            "next_attempt_at": None,
-        }
-    if rec.status == "running" and (rec.lease_until or 0) > t:
-        return None
-    cond = RunModel.status == rec.status
-    cond &= (
-        RunModel.lease_until.does_not_exist() if rec.lease_until is None else (RunModel.lease_until == rec.lease_until)
-    )
-    try:
-        rec.update(
-            actions=[RunModel.doc.set(new), RunModel.status.set("running"), RunModel.lease_until.set(t + lease)],
-            condition=cond,
-        )
-    except UpdateError as e:
-        if e.cause_response_code == "ConditionalCheckFailedException":
-            return None
-        raise
-    return rec
+    return new
 
 
 def _execute(
@@ -322,7 +358,7 @@ def _execute(
     from chalicelib import tasks as tasks_mod  # the representation lives with the task routes
 
     ctx = pipeline.RunContext(
-        task=tasks_mod.represent(task, now),
+        task=tasks_mod.represent(task, now),  # the template's task counters are as of the last fold
         run={k: doc.get(k) for k in ("id", "trigger", "attempt", "scheduled_for", "max_attempts")},
         input=doc.get("input"),
         event=doc.get("event"),
@@ -370,7 +406,7 @@ def _execute(
         status = "failed"
     doc.update(status=status, finished_at=iso(finished), next_attempt_at=None)
     _save_doc(rec, doc, status)
-    _count(task, msg, status, finished)
+    _count(task, msg, rec, status, finished)
     metrics.run_finished(status)
     logger.info("run_finished", extra={**log, "status": status, "attempt": attempt, "duration_ms": doc["duration_ms"]})
     return status
@@ -384,31 +420,35 @@ def _save_doc(rec: RunModel, doc: dict[str, Any], status: str) -> None:
     rec.update(actions=[RunModel.doc.set(doc), RunModel.status.set(status), RunModel.lease_until.remove()])
 
 
-def _count(task: TaskModel, msg: RunMessage, status: str, finished: datetime) -> None:
-    actions: list[Any] = [
-        TaskModel.last_run_at.set(iso(finished) or ""),
-        TaskModel.last_run_status.set(status),
-        TaskModel.run_count.add(1),
-    ]
-    if status == "failed":
-        actions.append(TaskModel.failure_count.add(1))
-    TaskModel(task.task_id).update(actions=actions, condition=TaskModel.task_id.exists())
-    complete_if_last(task, msg, finished)
+def _count(task: TaskModel, msg: RunMessage, rec: RunModel, status: str, finished: datetime) -> None:
+    """The task's counters are folded from run records (counters.py): normally no task write
+    here. The worker folds when its task's fold is a day old, when the run completes the task,
+    and counts a run itself only if it finished so late that a fold may have passed over it."""
+    late = counters.count_late(task, rec, status, iso(finished) or "", finished)
+    completed = complete_if_last(task, msg, finished)
+    if not late and not completed and counters.fold_due(task, msg.run_id):
+        counters.fold(task, finished)
 
 
-def complete_if_last(task: TaskModel, msg: RunMessage, now: datetime) -> None:
+def complete_if_last(task: TaskModel, msg: RunMessage, now: datetime) -> bool:
     """A once task, or an rrule whose occurrences are exhausted, completes after its last
     scheduled run finishes (succeeded, failed or skipped). Decided from the schedule itself,
-    not from dispatch state, which the tick may not have advanced yet."""
+    not from dispatch state, which the tick may not have advanced yet.
+
+    A completed task may never run again, so its counters are folded now, through this run
+    (final, and recorded before this is called): nothing else would fold them before the run
+    records expire."""
     if msg.trigger != "schedule" or task.schedule_kind not in ("once", "rrule"):
-        return
+        return False
     schedule = dispatch.build_schedule(task.sched or {}, task.task_id, now)
     if schedules.next_fire(schedule, from_epoch(msg.scheduled_for)) is not None:
-        return
+        return False
     try:
         TaskModel(task.task_id).update(
             actions=[TaskModel.status.set("completed")],
             condition=(TaskModel.status == "active") & (TaskModel.schedule_version == msg.schedule_version),
         )
     except UpdateError:
-        pass  # rescheduled, paused or canceled meanwhile: not complete
+        return False  # rescheduled, paused or canceled meanwhile: not complete
+    counters.fold(task, now, through=msg.run_id)
+    return True

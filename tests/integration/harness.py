@@ -152,3 +152,30 @@ def crash_on(client: Any, event: str, *, after_calls: int = 0) -> Any:
 
     client.meta.events.register(event, hook)
     return lambda: client.meta.events.unregister(event, hook)
+
+
+class TableCalls:
+    """Counts DynamoDB calls per (table without its prefix, operation), e.g. ("tasks", "UpdateItem")."""
+
+    def __init__(self) -> None:
+        from collections import Counter
+
+        self.calls: Counter[tuple[str, str]] = Counter()
+
+    def _hook(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        table = str(params.get("TableName", "")).removeprefix(settings().prefix)
+        self.calls[(table, model.name)] += 1
+
+    def __enter__(self) -> TableCalls:
+        for c in app_clients():
+            c.meta.events.register("before-parameter-build.dynamodb", self._hook)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for c in app_clients():
+            c.meta.events.unregister("before-parameter-build.dynamodb", self._hook)
+
+    def writes(self, table: str) -> int:
+        return sum(
+            n for (t, op), n in self.calls.items() if t == table and op in ("PutItem", "UpdateItem", "DeleteItem")
+        )

@@ -12,11 +12,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import boto3
 import pytest
 
-from chalicelib import retry, wiring
+from chalicelib import retry, runs, wiring
 from chalicelib.config import settings
-from chalicelib.models import KeyModel, RunModel
+from chalicelib.models import KeyModel, RunModel, TaskModel
+from chalicelib.runs import RunMessage
 from tests.integration.conftest import task_body
-from tests.integration.harness import all_messages, crash_on, queue_url, run_records
+from tests.integration.harness import TableCalls, all_messages, crash_on, queue_url, run_records
 
 
 def _create(api, agent, **over):
@@ -324,4 +325,140 @@ def test_a_copy_of_a_running_run_never_overwrites_it(api, clock, workers):
     api.call("POST", f"/tasks/{t['id']}/cancel", token=agent["token"])
     workers.drain()  # the copy would be skipped as task_canceled, but the run is executing elsewhere
     assert RunModel.get(t["id"], body["run_id"]).status == "running"
+    assert all_messages() == []
+
+
+# ---- claim first: a scheduled fire's first delivery goes straight to the conditional Put ----
+
+
+def _fire_message(task_id: str, agent_id: str, fire: int) -> RunMessage:
+    version = TaskModel.get(task_id).schedule_version
+    return RunMessage(task_id, runs.scheduled_run_id(task_id, fire, version), agent_id, "schedule", fire, version)
+
+
+def _send(msg: RunMessage) -> None:
+    boto3.client("sqs").send_message(QueueUrl=queue_url("normal"), MessageBody=msg.to_json())
+
+
+def test_a_scheduled_run_is_claimed_without_reading_its_record(api, clock, workers):
+    agent = api.agent()
+    t = _create(api, agent, schedule_expr="0 0 1 1 *")
+    msg = _fire_message(t["id"], agent["agent_id"], int(clock.t))
+    _send(msg)
+    with TableCalls() as calls:
+        assert workers.drain() == 1
+    assert calls.calls[("runs", "GetItem")] == 0, calls.calls
+    assert calls.calls[("runs", "PutItem")] == 1 and calls.calls[("runs", "UpdateItem")] == 1
+    assert calls.calls[("tasks", "GetItem")] == 1 and calls.writes("tasks") == 0
+    [rec] = run_records(t["id"])
+    assert rec["id"] == msg.run_id and rec["status"] == "succeeded" and rec["attempt"] == 1
+    # WHEN a copy arrives as a first delivery (a repeated tick): the failed Put reads the record
+    _send(msg)
+    with TableCalls() as calls:
+        workers.drain()
+    assert calls.calls[("runs", "GetItem")] == 1 and calls.calls[("runs", "UpdateItem")] == 0
+    [again] = run_records(t["id"])
+    assert again == rec and all_messages() == []
+
+
+def test_a_finished_run_is_not_overwritten_by_a_skip(api, clock, workers):
+    agent = api.agent()
+    t = _create(api, agent, schedule_expr="0 0 1 1 *")
+    msg = _fire_message(t["id"], agent["agent_id"], int(clock.t))
+    _send(msg)
+    workers.drain()
+    api.call("POST", f"/tasks/{t['id']}/pause", token=agent["token"])
+    _send(msg)  # a copy of the finished run, now under a paused task and a stale version
+    workers.drain()
+    [rec] = run_records(t["id"])
+    assert rec["status"] == "succeeded" and rec["skip_reason"] is None
+
+
+def test_a_fresh_copy_of_a_running_scheduled_run_keeps_its_slot(api, clock, workers):
+    agent = api.agent()
+    t = _create(api, agent, schedule_expr="0 0 1 1 *", concurrency_key="crm", concurrency_limit=1)
+    msg = _fire_message(t["id"], agent["agent_id"], int(clock.t))
+    slot_key = f"conc#{agent['agent_id']}#crm#0"
+    KeyModel(slot_key, holder=msg.run_id, until=int(clock.t) + 300).save()
+    doc = runs.new_doc(msg, status="queued", max_attempts=4, now=clock.now)
+    runs.put_new(msg, {**doc, "status": "running", "attempt": 1}, clock.now)
+    RunModel(t["id"], msg.run_id).update(
+        actions=[RunModel.status.set("running"), RunModel.lease_until.set(int(clock.t) + 300)]
+    )
+    _send(msg)
+    workers.drain()
+    assert KeyModel.get(slot_key).holder == msg.run_id
+    rec = RunModel.get(t["id"], msg.run_id)
+    assert rec.status == "running" and rec.doc["attempt"] == 1
+    assert all_messages() == []  # in_progress: the copy is dropped, the running copy records the outcome
+
+
+def test_a_fresh_copy_takes_over_a_run_whose_claim_expired(api, clock, workers):
+    agent = api.agent()
+    t = _create(api, agent, schedule_expr="0 0 1 1 *")
+    msg = _fire_message(t["id"], agent["agent_id"], int(clock.t))
+    doc = runs.new_doc(msg, status="queued", max_attempts=4, now=clock.now)
+    runs.put_new(msg, {**doc, "status": "running", "attempt": 1}, clock.now)
+    RunModel(t["id"], msg.run_id).update(
+        actions=[RunModel.status.set("running"), RunModel.lease_until.set(int(clock.t) - 1)]
+    )
+    _send(msg)
+    workers.drain()
+    [rec] = run_records(t["id"])
+    assert rec["status"] == "succeeded" and rec["attempt"] == 2
+    assert api.call("GET", f"/tasks/{t['id']}", token=agent["token"]).data["run_count"] == 1
+
+
+def test_a_scheduled_run_waiting_for_a_slot_is_recorded_queued(api, clock, workers):
+    agent = api.agent()
+    t = _create(api, agent, schedule_expr="0 0 1 1 *", concurrency_key="crm", concurrency_limit=1)
+    slot_key = f"conc#{agent['agent_id']}#crm#0"
+    KeyModel(slot_key, holder="another-run", until=int(clock.t) + 300).save()
+    msg = _fire_message(t["id"], agent["agent_id"], int(clock.t))
+    _send(msg)
+    workers.drain()
+    [rec] = run_records(t["id"])
+    assert rec["status"] == "queued" and rec["attempt"] == 0  # a wait is not an attempt
+    KeyModel(slot_key).delete()
+    clock.advance(3)
+    workers.drain()
+    [rec] = run_records(t["id"])
+    assert rec["status"] == "succeeded" and rec["attempt"] == 1
+    assert KeyModel.count(slot_key) == 0  # released after the run
+
+
+def test_a_retry_under_a_changed_schedule_is_superseded(api, clock, workers, target):
+    """The rule kept from before claim-first: a run between attempts (`retrying`) whose schedule
+    version went stale (schedule change, pause, cancel) is skipped; only a run executing under
+    a live lease is left alone."""
+    agent = api.agent()
+    target.status = 500
+    t = _create(api, agent, schedule_expr="0 0 1 1 *", payload=_http_payload(target.url), backoff_strategy="fixed")
+    msg = _fire_message(t["id"], agent["agent_id"], int(clock.t))
+    _send(msg)
+    workers.drain()
+    assert run_records(t["id"])[0]["status"] == "retrying"
+    r = api.call("PUT", f"/tasks/{t['id']}", {"schedule_expr": "0 0 2 1 *"}, token=agent["token"])
+    assert r.status_code == 200
+    clock.advance(11)
+    workers.drain()
+    [rec] = run_records(t["id"])
+    assert (rec["status"], rec["skip_reason"], rec["attempt"]) == ("skipped", "superseded", 1)
+    assert len(target.requests) == 1
+    assert api.call("GET", f"/tasks/{t['id']}", token=agent["token"]).data["run_count"] == 0
+
+
+def test_a_fresh_copy_of_a_running_scheduled_run_is_not_skipped_over_it(api, clock, workers):
+    agent = api.agent()
+    t = _create(api, agent, schedule_expr="0 0 1 1 *")
+    msg = _fire_message(t["id"], agent["agent_id"], int(clock.t))
+    doc = runs.new_doc(msg, status="queued", max_attempts=4, now=clock.now)
+    runs.put_new(msg, {**doc, "status": "running", "attempt": 1}, clock.now)
+    RunModel(t["id"], msg.run_id).update(
+        actions=[RunModel.status.set("running"), RunModel.lease_until.set(int(clock.t) + 300)]
+    )
+    api.call("POST", f"/tasks/{t['id']}/pause", token=agent["token"])
+    _send(msg)  # a first delivery of a copy: the task is paused, but the run is executing elsewhere
+    workers.drain()
+    assert RunModel.get(t["id"], msg.run_id).status == "running"
     assert all_messages() == []
