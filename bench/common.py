@@ -53,21 +53,33 @@ class Requests:
         self.clients = clients
         self.calls: dict[str, int] = {}
         self.params: dict[str, list[dict[str, Any]]] = {}  # request parameters per operation
+        self.query_bytes: list[int] = []  # per DynamoDB Query: the size of the items it returned
 
-    def _hook(self, model: Any, params: Any = None, **_: Any) -> None:
+    def _hook(self, model: Any, **_: Any) -> None:
         key = f"{model.service_model.service_name}.{model.name}"
         self.calls[key] = self.calls.get(key, 0) + 1
+
+    def _params(self, model: Any, params: Any = None, **_: Any) -> None:
+        # before-parameter-build sees the API parameters (before-call sees the serialized body)
         if isinstance(params, dict):
-            self.params.setdefault(key, []).append(params)
+            self.params.setdefault(f"{model.service_model.service_name}.{model.name}", []).append(dict(params))
+
+    def _after(self, model: Any, parsed: Any = None, **_: Any) -> None:
+        if model.name == "Query" and isinstance(parsed, dict):
+            self.query_bytes.append(len(json.dumps(parsed.get("Items", []), default=str)))
 
     def __enter__(self) -> Requests:
         for c in self.clients:
             c.meta.events.register("before-call", self._hook)
+            c.meta.events.register("before-parameter-build", self._params)
+            c.meta.events.register("after-call.dynamodb", self._after)
         return self
 
     def __exit__(self, *exc: Any) -> None:
         for c in self.clients:
             c.meta.events.unregister("before-call", self._hook)
+            c.meta.events.unregister("before-parameter-build", self._params)
+            c.meta.events.unregister("after-call.dynamodb", self._after)
 
     @property
     def total(self) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from datetime import UTC, datetime
 
 from common import Requests, app_clients, start_emulator, write_results
 
@@ -52,6 +53,7 @@ def seed(dynamodb, start: int, n: int, due_at: int, shards: int, *, running: boo
             "payload": {"steps": [{"id": "a", "type": "log", "message": "x"}]},
         }
     )
+    created = datetime.fromtimestamp(T0, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     items: list = []
     entries: list = []
     for i in range(start, start + n):
@@ -62,9 +64,9 @@ def seed(dynamodb, start: int, n: int, due_at: int, shards: int, *, running: boo
                     "Item": {
                         "task_id": {"S": tid},
                         "created_by": {"S": AGENT},
-                        "created_at": {"S": "2030-01-01T00:00:00Z"},
-                        "created_sk": {"S": f"2030-01-01T00:00:00Z#{i:020d}#{tid}"},
-                        "updated_at": {"S": "2030-01-01T00:00:00Z"},
+                        "created_at": {"S": created},
+                        "created_sk": {"S": f"{created}#{i:020d}#{tid}"},
+                        "updated_at": {"S": created},
                         "status": {"S": "active"},
                         "schedule_kind": {"S": "cron"},
                         "priority": {"N": "5"},
@@ -109,8 +111,12 @@ def raw_tick(dynamodb, sqs, queue_url: str, now: int, horizon: int, shards: int)
     for shard in range(shards):
         kwargs = {
             "TableName": PREFIX + "due",
-            "KeyConditionExpression": "shard = :s AND slot <= :h",
-            "ExpressionAttributeValues": {":s": {"S": str(shard)}, ":h": {"S": f"{horizon:010d}#~"}},
+            "KeyConditionExpression": "shard = :s AND slot BETWEEN :w AND :h",
+            "ExpressionAttributeValues": {
+                ":s": {"S": str(shard)},
+                ":w": {"S": f"{now - 60:010d}"},  # the watermark a minute-apart tick left
+                ":h": {"S": f"{horizon:010d}#~"},
+            },
         }
         items: list = []
         while True:

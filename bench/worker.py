@@ -3,13 +3,14 @@
 - worker_runs_per_s: scheduled no-op runs (one `log` step) executed by the real worker handler fed
   by a poller loop (receive 10 → handler → delete the successes), one thread; next to
   raw_worker_runs_per_s, a raw-boto3 loop doing only the essential receive, writes and delete
-  (GetItem task, conditional PutItem run, UpdateItem run, UpdateItem task counters,
-  DeleteMessageBatch); worker_vs_raw_ratio (goal ≥ 0.6).
+  (GetItem task, conditional PutItem run, UpdateItem run, DeleteMessageBatch);
+  worker_vs_raw_ratio (goal ≥ 0.6).
 - requests_per_run: AWS requests of one scheduled run end to end (its share of the tick + the
-  worker), by service.operation, counted with botocore event hooks.
+  worker), by service.operation, counted with botocore event hooks, over a day of hourly fires
+  (the steady state: fires from the due table, one counter fold per task a day).
 - cost_per_million_runs_usd at on-demand us-east-1 prices (see PRICES and the capacity model below).
 
-Usage: python bench/worker.py [--runs 300]
+Usage: python bench/worker.py [--tasks 40] [--hours 25]
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ PRICES = {
 # Capacity model (items here are < 1 KB to write and < 4 KB to read): a write is 1 WCU, plus
 # the task `due` index's own writes when an update sets `due_at` (a key change: delete + put in
 # the index, 2) or removes it (1); a consistent GetItem is 1 RCU, an eventually consistent one
-# 0.5; BatchGetItem (eventually consistent) 0.5 an item; a Query reads 0.5 RCU per 4 KB of items,
-# counted as 0.5 per call here (a few small items per shard).
+# 0.5; BatchGetItem (eventually consistent) 0.5 an item; a Query 0.5 RCU per started 4 KB of the
+# items it returns (measured per call).
 WRITE_UNITS = {"dynamodb.PutItem": 1, "dynamodb.UpdateItem": 1, "dynamodb.DeleteItem": 1}
-READ_UNITS = {"dynamodb.GetItem": 1, "dynamodb.Query": 0.5}
+READ_UNITS = {"dynamodb.GetItem": 1}
 
 
 def index_writes(updates: list[dict]) -> int:
@@ -118,8 +119,10 @@ def raw_worker(ddb, sqs, queue_url: str, want: int) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=300)
+    ap.add_argument("--tasks", type=int, default=40)
+    ap.add_argument("--hours", type=int, default=25, help="hourly fires per task; the first is not measured")
     args = ap.parse_args()
+    runs = args.tasks * (args.hours - 1)
     moto = start_emulator(PREFIX)
     try:
         import boto3
@@ -142,59 +145,92 @@ def main() -> None:
                 "task_count": {"N": "0"},
             },
         )
-        # The steady state: the first fire starts each schedule (from the task's index) and is
-        # not measured; the second comes from the due table, as every later one does.
-        first, fire = T0 + 3600, T0 + 2 * 3600
-        now = float(first)
+        # The steady state of hourly tasks created at T0: the first fire starts each schedule
+        # (from the task's index) and is not measured; every later one comes from the due table,
+        # and within the 24 measured hours each task's counters are folded once, as every day.
+        now = float(T0 + 3600)
         wiring.set_clock(lambda: now)  # fires are due at the clock: no DelaySeconds to wait out
-        seed(ddb, 0, args.runs, first, settings().due_shards, running=False)
+        seed(ddb, 0, args.tasks, int(now), settings().due_shards, running=False)
         queue = wiring.queue_url("normal")
         arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        assert dispatch.run_tick(wiring.now_precise()).dispatched == args.runs
-        assert drain_with_handler(sqs, queue, arn, app.worker_normal, args.runs)[0] == args.runs
-        now = float(fire)
-        with Requests(app_clients()) as tick_calls:
-            assert dispatch.run_tick(wiring.now_precise()).dispatched == args.runs
-        with Requests(app_clients()) as worker_calls:
-            t = time.perf_counter()
-            done, busy = drain_with_handler(sqs, queue, arn, app.worker_normal, args.runs)
-            ours_s = time.perf_counter() - t
-        assert done == args.runs, done
+        assert dispatch.run_tick(wiring.now_precise()).dispatched == args.tasks
+        assert drain_with_handler(sqs, queue, arn, app.worker_normal, args.tasks)[0] == args.tasks
+        tick_calls, worker_calls = Requests(app_clients()), Requests(app_clients())
+        ours_s = busy = 0.0
+        for hour in range(2, args.hours + 1):
+            now = float(T0 + hour * 3600)
+            with tick_calls:
+                assert dispatch.run_tick(wiring.now_precise()).dispatched == args.tasks
+            with worker_calls:
+                t = time.perf_counter()
+                done, spent = drain_with_handler(sqs, queue, arn, app.worker_normal, args.tasks)
+                ours_s += time.perf_counter() - t
+            busy += spent
+            assert done == args.tasks, done
 
+        # A tick with nothing due: its requests (leases, watermarks, one Query of each index per
+        # shard) are a fixed cost per minute, not per run; they are taken out of the per-run
+        # figures below and reported per month instead.
+        now += 1800
+        with Requests(app_clients()) as empty:
+            assert dispatch.run_tick(wiring.now_precise()).dispatched == 0
+        fire = int(now) + 3600  # away from the hourly entries our tick wrote
         raw_queue = sqs.create_queue(QueueName=PREFIX + "raw")["QueueUrl"]
-        seed(ddb, 0, args.runs, fire, settings().due_shards)
+        seed(ddb, 10_000_000, runs, fire, settings().due_shards)
         raw_tick(ddb, sqs, raw_queue, fire, fire + 60, settings().due_shards)
         t = time.perf_counter()
-        raw_done = raw_worker(ddb, sqs, raw_queue, args.runs)
+        raw_done = raw_worker(ddb, sqs, raw_queue, runs)
         raw_s = time.perf_counter() - t
-        assert raw_done == args.runs, raw_done
+        assert raw_done == runs, raw_done
     finally:
         moto.stop()
 
+    ticks = args.hours - 1
     per_run: dict[str, float] = {}
     for calls in (tick_calls.calls, worker_calls.calls):
         for op, n in calls.items():
-            per_run[op] = per_run.get(op, 0) + n / args.runs
+            per_run[op] = per_run.get(op, 0) + n / runs
+    for op, n in empty.calls.items():  # the measured ticks' fixed part
+        per_run[op] = max(0.0, per_run.get(op, 0) - ticks * n / runs)
     # the poller loop's own receive and delete calls are not on an app client: add them
-    batches = -(-args.runs // 10)
-    per_run["sqs.ReceiveMessage"] = per_run.get("sqs.ReceiveMessage", 0) + batches / args.runs
-    per_run["sqs.DeleteMessageBatch"] = per_run.get("sqs.DeleteMessageBatch", 0) + batches / args.runs
+    batches = (args.hours - 1) * -(-args.tasks // 10)
+    per_run["sqs.ReceiveMessage"] = per_run.get("sqs.ReceiveMessage", 0) + batches / runs
+    per_run["sqs.DeleteMessageBatch"] = per_run.get("sqs.DeleteMessageBatch", 0) + batches / runs
     per_run = {k: round(v, 3) for k, v in sorted(per_run.items()) if not k.endswith("GetQueueUrl")}
     updates = tick_calls.params.get("dynamodb.UpdateItem", []) + worker_calls.params.get("dynamodb.UpdateItem", [])
-    gsi = index_writes(updates) / args.runs
+    gsi = index_writes(updates) / runs
     batch_gets = tick_calls.params.get("dynamodb.BatchGetItem", []) + worker_calls.params.get(
         "dynamodb.BatchGetItem", []
     )
+
+    # Queries: 0.5 RCU per started 4 KB of the items each returned (eventually consistent).
+    def q_rcu(sizes: list[int]) -> float:
+        return sum(0.5 * max(1, -(-b // 4096)) for b in sizes)
+
+    query_rcu = q_rcu(tick_calls.query_bytes + worker_calls.query_bytes) - ticks * q_rcu(empty.query_bytes)
+    fixed_wcu = sum(WRITE_UNITS.get(op, 0) * n for op, n in empty.calls.items())
+    fixed_rcu = empty.calls.get("dynamodb.GetItem", 0) + q_rcu(empty.query_bytes)
+    ticks_a_month = 30 * 24 * 60
+    fixed_month = ticks_a_month * (
+        fixed_wcu * PRICES["dynamodb_write_unit"]
+        + fixed_rcu * PRICES["dynamodb_read_unit"]
+        + PRICES["lambda_request"]
+        + empty.calls.get("sqs.GetQueueUrl", 0) * PRICES["sqs_request"]
+    )
     wcu = sum(WRITE_UNITS.get(op, 0) * n for op, n in per_run.items()) + gsi
-    rcu = sum(READ_UNITS.get(op, 0) * n for op, n in per_run.items()) + 0.5 * batch_get_keys(batch_gets) / args.runs
+    rcu = (
+        sum(READ_UNITS.get(op, 0) * n for op, n in per_run.items())
+        + 0.5 * batch_get_keys(batch_gets) / runs
+        + query_rcu / runs
+    )
     sqs_requests = sum(n for op, n in per_run.items() if op.startswith("sqs."))
-    handler_ms = busy * 1000 / args.runs  # wall time of the handler per run (records run concurrently)
+    handler_ms = busy * 1000 / runs  # wall time of the handler per run (records run concurrently)
     config = json.loads((ROOT / ".chalice" / "config.json").read_text())["stages"]["prod"]
     memory_gb = (
         config["lambda_functions"]["worker_normal"].get("lambda_memory_size", config.get("lambda_memory_size", 128))
         / 1024
     )
-    lambda_requests = 1 / 10  # one worker invocation per batch of 10; ticks are ~1,440 a day in all
+    lambda_requests = 1 / 10  # one worker invocation per batch of 10; ticks are in the fixed cost
     cost = {
         "dynamodb_writes": wcu * PRICES["dynamodb_write_unit"] * 1e6,
         "dynamodb_reads": rcu * PRICES["dynamodb_read_unit"] * 1e6,
@@ -204,8 +240,8 @@ def main() -> None:
     }
     total = sum(cost.values())
     figures = {
-        "worker_runs_per_s": round(args.runs / ours_s, 1),
-        "raw_worker_runs_per_s": round(args.runs / raw_s, 1),
+        "worker_runs_per_s": round(runs / ours_s, 1),
+        "raw_worker_runs_per_s": round(runs / raw_s, 1),
         "worker_vs_raw_ratio": round(raw_s / ours_s, 3),
         "requests_per_run": per_run,
         "write_units_per_run": round(wcu, 2),
@@ -214,16 +250,20 @@ def main() -> None:
         "worker_handler_ms_per_run_on_moto": round(handler_ms, 2),
         "cost_per_million_runs_usd": round(total, 2),
         "cost_per_million_runs_breakdown_usd": {k: round(v, 3) for k, v in cost.items()},
+        "tick_fixed_requests_per_tick": empty.calls,
+        "tick_fixed_cost_per_month_usd": round(fixed_month, 2),
     }
-    print(
-        f"worker: {args.runs / ours_s:.1f} runs/s, raw boto3 {args.runs / raw_s:.1f} runs/s, ratio {raw_s / ours_s:.2f}"
-    )
+    print(f"worker: {runs / ours_s:.1f} runs/s, raw boto3 {runs / raw_s:.1f} runs/s, ratio {raw_s / ours_s:.2f}")
     print("requests per scheduled run:", json.dumps(per_run))
     print(
         f"capacity per run: {wcu:.2f} WCU, {rcu:.2f} RCU; handler {handler_ms:.1f} ms/run on moto "
         f"at {memory_gb * 1024:.0f} MB"
     )
     print(f"cost per million runs: ${total:.2f}  " + ", ".join(f"{k} ${v:.3f}" for k, v in cost.items()))
+    print(
+        f"fixed: a tick with nothing due makes {sum(empty.calls.values())} requests {empty.calls}: "
+        f"${fixed_month:.2f} a month (DynamoDB + tick invocations, without the tick's Lambda duration)"
+    )
     write_results(figures)
 
 
