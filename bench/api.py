@@ -1,8 +1,9 @@
 """API latency on the local stack next to a raw DynamoDB round trip on the same moto server.
 
-An authenticated GET /tasks/{id} does two consistent GetItems (the caller's agent, the task);
-the baseline is two raw GetItems on the same items. Writes api_get_task_ms_p50,
-api_get_task_ms_p99, raw_two_getitems_ms_p50 and api_vs_raw_ratio (p50 over p50).
+An authenticated GET /tasks/{id} reads the caller's agent and the task (consistent GetItems) and
+the task's runs not yet folded into its counters (one Query); the baseline makes the same three
+raw reads on the same items. Writes api_get_task_ms_p50, api_get_task_ms_p99, raw_reads_ms_p50
+and api_vs_raw_ratio (p50 over p50).
 Usage: python bench/api.py [--requests 300]
 """
 
@@ -59,19 +60,24 @@ def main() -> None:
                 TableName=stack.prefix + "agents", Key={"agent_id": {"S": agent["agent_id"]}}, ConsistentRead=True
             )
             ddb.get_item(TableName=stack.prefix + "tasks", Key={"task_id": {"S": task["id"]}}, ConsistentRead=True)
+            ddb.query(
+                TableName=stack.prefix + "runs",
+                KeyConditionExpression="task_id = :t",
+                ExpressionAttributeValues={":t": {"S": task["id"]}},
+            )
             raw_ms.append((time.perf_counter() - t) * 1000)
     api_ms.sort()
     p50, p99 = statistics.median(api_ms), api_ms[int(0.99 * len(api_ms)) - 1]
     raw50 = statistics.median(raw_ms)
     print(
-        f"GET /tasks/{{id}}: p50 {p50:.1f} ms, p99 {p99:.1f} ms; two raw GetItems on the same moto server: "
+        f"GET /tasks/{{id}}: p50 {p50:.1f} ms, p99 {p99:.1f} ms; the same reads, raw, on the same moto server: "
         f"p50 {raw50:.1f} ms; ratio {p50 / raw50:.2f} ({args.requests} sequential requests, one connection)"
     )
     write_results(
         {
             "api_get_task_ms_p50": round(p50, 2),
             "api_get_task_ms_p99": round(p99, 2),
-            "raw_two_getitems_ms_p50": round(raw50, 2),
+            "raw_reads_ms_p50": round(raw50, 2),
             "api_vs_raw_ratio": round(p50 / raw50, 3),
         }
     )
