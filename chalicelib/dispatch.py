@@ -223,15 +223,22 @@ def slot_of(fire: int, task_id: str) -> str:
 
 
 def put_entry(task_id: str, fire: int, schedule_version: int, now: datetime) -> None:
-    """The schedule's next pending fire. Idempotent: a repeat writes the same item."""
-    DueModel(
-        shard_for(task_id),
-        slot_of(fire, task_id),
-        task_id=task_id,
-        fire=fire,
-        schedule_version=schedule_version,
-        expires_at=from_epoch(fire) + ENTRY_TTL,
-    ).save()
+    """The schedule's next pending fire. Idempotent: a repeat writes the same item. Only
+    forward: two versions of a schedule can name the same slot (a change that keeps the
+    cadence), and a tick still working from the old version must not overwrite the entry
+    the new one wrote — the tick would drop it as stale and the schedule would stop."""
+    try:
+        DueModel(
+            shard_for(task_id),
+            slot_of(fire, task_id),
+            task_id=task_id,
+            fire=fire,
+            schedule_version=schedule_version,
+            expires_at=from_epoch(fire) + ENTRY_TTL,
+        ).save(condition=DueModel.slot.does_not_exist() | (DueModel.schedule_version <= schedule_version))
+    except PutError as e:
+        if e.cause_response_code != "ConditionalCheckFailedException":
+            raise  # otherwise a newer version holds the slot: it dispatches that fire
 
 
 def settle(p: Plan, now: datetime, into: TaskModel | None = None, *, clear_start: bool = True) -> bool:
@@ -459,7 +466,8 @@ def _tick_entries(shard: int, now: datetime, horizon: datetime, budget: _Budget,
             logger.warning("tick_shard_out_of_time", extra={"shard": shard})
         return not stop
 
-    for entry in DueModel.query(str(shard), cond):
+    # Consistent: a tick overlapping one whose lease ran out must see the entries it just wrote.
+    for entry in DueModel.query(str(shard), cond, consistent_read=True):
         if entry.slot == mark:
             continue  # between() includes the watermark itself
         page.append(entry)

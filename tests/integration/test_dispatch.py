@@ -297,6 +297,46 @@ def test_entries_of_a_paused_or_changed_schedule_are_dropped(api, clock):
     assert any(m["task_id"] == paused["id"] and m["scheduled_for"] % 3600 == 20 * 60 for m in all_messages())
 
 
+@pytest.mark.parametrize("change", ["pause_resume", "update"])
+def test_a_tick_working_from_an_old_version_never_overwrites_the_new_versions_entry(api, clock, change):
+    """A change that keeps the cadence lands while a tick, which read the old version, is about
+    to write the next entry: both versions name the same slot, and the newer one must stay."""
+    agent = api.agent()
+    token = agent["token"]
+    t = _create(api, agent, schedule_expr="*/10 * * * *")
+    clock.advance(9 * 60 + 30)
+    tick(clock)  # 12:10 sent under v1; the 12:20 entry is v1
+    clock.set(clock.now.replace(minute=19, second=30))
+    conn = DueModel._get_connection().connection.client
+    raced: list[int] = []
+
+    def change_first(**_: object) -> None:
+        if raced:
+            return  # the API's own entry write
+        raced.append(1)  # the tick has read v1 and sent 12:20; its 12:30 entry comes next
+        if change == "pause_resume":
+            assert api.call("POST", f"/tasks/{t['id']}/pause", token=token).status_code == 200
+            assert api.call("POST", f"/tasks/{t['id']}/resume", token=token).status_code == 200
+        else:
+            r = api.call("PUT", f"/tasks/{t['id']}", {"misfire_policy": "skip"}, token=token)
+            assert r.status_code == 200
+
+    conn.meta.events.register("before-call.dynamodb.PutItem", change_first)
+    try:
+        tick(clock)
+    finally:
+        conn.meta.events.unregister("before-call.dynamodb.PutItem", change_first)
+    assert raced
+    version = TaskModel.get(t["id"]).schedule_version
+    [entry] = [e for e in DueModel.scan() if e.task_id == t["id"] and e.fire % 3600 == 30 * 60]
+    assert entry.schedule_version == version > 1
+    for minute in (29, 39):
+        clock.set(clock.now.replace(minute=minute, second=30))
+        tick(clock)
+    minutes = {m["scheduled_for"] % 3600 // 60 for m in all_messages() if m["task_id"] == t["id"]}
+    assert {30, 40} <= minutes
+
+
 def test_a_slow_dispatch_on_write_leaves_the_start_to_the_tick(api, clock, workers):
     """If the API call stalls between sending and clearing the start, a tick may already have
     worked past the entry it wrote; so the start stays in the index and nothing is lost."""
