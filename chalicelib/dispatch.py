@@ -586,5 +586,45 @@ def possibly_sent(task: TaskModel, first: int, until: int, now: datetime) -> lis
     return out
 
 
+def _fires_between(schedule: schedules.Schedule, lo: int, hi: int) -> list[int]:
+    out: list[int] = []
+    nxt = schedules.next_fire(schedule, from_epoch(lo - 1))
+    while nxt is not None and epoch(nxt) <= hi and len(out) < 200:
+        out.append(epoch(nxt))
+        nxt = schedules.next_fire(schedule, nxt)
+    return out
+
+
+def fence_change(old: TaskModel, new: TaskModel, now: datetime) -> None:
+    """After a schedule change: an instant both versions fire at, near now, runs once.
+
+    The old version's run for it may be starting this very second (the change's `now` is
+    whole seconds; a `once` task looks back 60 s). Recording that run superseded first stops it;
+    if it already started, the new version's run for the instant is recorded superseded instead
+    — and a schedule with nothing after it completes."""
+    if old.status not in ("active", "completed") or new.status != "active":
+        return
+    old_version, new_version = int(old.schedule_version or 1), int(new.schedule_version or 1)
+    lo, hi = epoch(now) - 61, epoch(now) + settings().lookahead_seconds + WRITE_MARGIN_SECONDS
+    new_schedule = build_schedule(new.sched or {}, new.task_id, now)
+    both = set(_fires_between(build_schedule(old.sched or {}, old.task_id, now), lo, hi))
+    both &= set(_fires_between(new_schedule, lo, hi))
+    max_attempts = int((new.spec or {}).get("max_retries", 3)) + 1
+    for fire in sorted(both):
+        if runs.fence(new.task_id, new.created_by, fire, old_version, max_attempts, now):
+            continue  # the old version's run for it can no longer start
+        ran = runs.get(new.task_id, runs.scheduled_run_id(new.task_id, fire, old_version), now)
+        if ran is None or ran.status in ("skipped", "queued"):
+            continue  # it never started: the new version runs the instant
+        runs.fence(new.task_id, new.created_by, fire, new_version, max_attempts, now)
+        if schedules.next_fire(new_schedule, from_epoch(fire)) is None:
+            _update(
+                TaskModel(new.task_id),
+                [TaskModel.status.set("completed"), TaskModel.due_at.remove(), TaskModel.due_shard.remove()],
+                (TaskModel.schedule_version == new_version) & (TaskModel.status == "active"),
+            )
+            new.status, new.due_at, new.due_shard = "completed", None, None
+
+
 def next_fire_from(task: TaskModel, now: datetime) -> datetime | None:
     return schedules.next_fire(build_schedule(task.sched or {}, task.task_id, now), now)

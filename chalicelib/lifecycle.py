@@ -152,17 +152,7 @@ def snooze(caller: Caller, task_id: str, data: Any, now: datetime) -> TaskModel:
     task = _transition(caller, task_id, ("active",), "snooze", change, now)
     max_attempts = int((task.spec or {}).get("max_retries", 3)) + 1
     for fire in fenced:
-        msg = RunMessage(
-            task.task_id,
-            runs.scheduled_run_id(task.task_id, fire, version[0]),
-            task.created_by,
-            "schedule",
-            fire,
-            version[0],
-        )
-        runs.put_new(
-            msg, runs.new_doc(msg, status="skipped", skip_reason="superseded", max_attempts=max_attempts, now=now), now
-        )
+        runs.fence(task.task_id, task.created_by, fire, version[0], max_attempts, now)
     dispatch.dispatch_if_soon(task, now)
     return task
 

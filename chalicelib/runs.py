@@ -122,6 +122,16 @@ def put_new(msg: RunMessage, doc: dict[str, Any], now: datetime) -> bool:
     return True
 
 
+def fence(task_id: str, agent_id: str, fire: int, schedule_version: int, max_attempts: int, now: datetime) -> bool:
+    """Record a scheduled fire `skipped`/`superseded` before its message is worked, so the
+    message finds it finished. False when its record already exists."""
+    msg = RunMessage(
+        task_id, scheduled_run_id(task_id, fire, schedule_version), agent_id, "schedule", fire, schedule_version
+    )
+    doc = new_doc(msg, status="skipped", skip_reason="superseded", max_attempts=max_attempts, now=now)
+    return put_new(msg, doc, now)
+
+
 def get(task_id: str, run_id: str, now: datetime) -> RunModel | None:
     try:
         rec = RunModel.get(task_id, run_id, consistent_read=True)

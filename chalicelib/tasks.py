@@ -363,6 +363,7 @@ def update_task(caller: Caller, task_id: str, data: Any, if_match: str | None, n
                 continue  # re-read: a changed version becomes a 412 above, anything else re-merges
             raise
         if schedule_changed:
+            dispatch.fence_change(read, task, now)
             dispatch.dispatch_if_soon(task, now)
         return task
     raise Conflict("the task is being changed concurrently; retry")

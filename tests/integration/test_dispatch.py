@@ -337,6 +337,58 @@ def test_a_tick_working_from_an_old_version_never_overwrites_the_new_versions_en
     assert {30, 40} <= minutes
 
 
+def test_a_schedule_change_made_as_a_fire_starts_does_not_run_that_instant_twice(api, clock, workers):
+    from datetime import timedelta
+
+    from chalicelib import tasks as tasks_mod
+    from chalicelib.agents import Caller
+
+    agent = api.agent()
+    t = _create(api, agent, schedule_expr="*/5 * * * *")
+    clock.advance(4 * 60)
+    tick(clock)  # 12:05 sent under v1
+    clock.advance(60)
+    workers.drain()  # 12:05 runs under v1 …
+    # … while a PUT that began at 12:04:59.x (its `now` is whole seconds) keeps the 12:05 cadence
+    tasks_mod.update_task(
+        Caller(agent["agent_id"]), t["id"], {"misfire_policy": "skip"}, None, clock.now - timedelta(seconds=1)
+    )
+    workers.drain()
+    recs = run_records(t["id"])
+    assert [r["status"] for r in recs if r["scheduled_for"].endswith("12:05:00Z")].count("succeeded") == 1
+    got = api.call("GET", f"/tasks/{t['id']}", token=agent["token"]).data
+    assert got["run_count"] == 1 and got["next_run_at"] == "2027-03-01T12:10:00Z"
+
+
+def test_a_change_before_the_fire_runs_it_once_under_the_new_version(api, clock, workers):
+    agent = api.agent()
+    t = _create(api, agent, schedule_expr="*/5 * * * *")
+    clock.advance(4 * 60)
+    tick(clock)  # 12:05 sent under v1
+    r = api.call("PUT", f"/tasks/{t['id']}", {"misfire_policy": "skip"}, token=agent["token"])
+    assert r.status_code == 200
+    clock.advance(60)
+    workers.drain()
+    at_five = [(r["status"], r["skip_reason"]) for r in run_records(t["id"])]
+    assert sorted(at_five, key=str) == sorted([("succeeded", None), ("skipped", "superseded")], key=str)
+
+
+def test_changing_a_once_task_that_just_ran_does_not_run_it_again(api, clock, workers):
+    agent = api.agent()
+    t = _create(api, agent, schedule_kind="once", schedule_expr="2027-03-01T12:00:30Z")
+    clock.advance(30)
+    workers.drain()
+    assert api.call("GET", f"/tasks/{t['id']}", token=agent["token"]).data["status"] == "completed"
+    # the same instant, written in another zone: a schedule change within the 60 s look-back
+    clock.advance(20)
+    body = {"timezone": "Europe/Chisinau", "schedule_expr": "2027-03-01T14:00:30+02:00"}
+    r = api.call("PUT", f"/tasks/{t['id']}", body, token=agent["token"])
+    assert r.status_code == 200 and r.data["status"] == "completed" and r.data["next_run_at"] is None
+    clock.advance(5)
+    workers.drain()
+    assert [x["status"] for x in run_records(t["id"])].count("succeeded") == 1
+
+
 def test_a_slow_dispatch_on_write_leaves_the_start_to_the_tick(api, clock, workers):
     """If the API call stalls between sending and clearing the start, a tick may already have
     worked past the entry it wrote; so the start stays in the index and nothing is lost."""
