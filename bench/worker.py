@@ -32,8 +32,8 @@ PRICES = {
 # Capacity model (items here are < 1 KB to write and < 4 KB to read): a write is 1 WCU, plus
 # the task `due` index's own writes when an update sets `due_at` (a key change: delete + put in
 # the index, 2) or removes it (1); a consistent GetItem is 1 RCU, an eventually consistent one
-# 0.5; BatchGetItem (eventually consistent) 0.5 an item; a Query 0.5 RCU per started 4 KB of the
-# items it returns (measured per call).
+# 0.5; BatchGetItem (eventually consistent) 0.5 an item; a Query 0.5 RCU (1 if consistent) per
+# started 4 KB of the items it returns (measured per call).
 WRITE_UNITS = {"dynamodb.PutItem": 1, "dynamodb.UpdateItem": 1, "dynamodb.DeleteItem": 1}
 READ_UNITS = {"dynamodb.GetItem": 1}
 
@@ -204,12 +204,17 @@ def main() -> None:
     )
 
     # Queries: 0.5 RCU per started 4 KB of the items each returned (eventually consistent).
-    def q_rcu(sizes: list[int]) -> float:
-        return sum(0.5 * max(1, -(-b // 4096)) for b in sizes)
+    def q_rcu(calls: Requests) -> float:
+        """Per Query: 0.5 RCU (1 if consistent) per started 4 KB of the items it returned."""
+        queries = calls.params.get("dynamodb.Query", [])
+        return sum(
+            (1.0 if p.get("ConsistentRead") else 0.5) * max(1, -(-b // 4096))
+            for p, b in zip(queries, calls.query_bytes, strict=True)
+        )
 
-    query_rcu = q_rcu(tick_calls.query_bytes + worker_calls.query_bytes) - ticks * q_rcu(empty.query_bytes)
+    query_rcu = q_rcu(tick_calls) + q_rcu(worker_calls) - ticks * q_rcu(empty)
     fixed_wcu = sum(WRITE_UNITS.get(op, 0) * n for op, n in empty.calls.items())
-    fixed_rcu = empty.calls.get("dynamodb.GetItem", 0) + q_rcu(empty.query_bytes)
+    fixed_rcu = empty.calls.get("dynamodb.GetItem", 0) + q_rcu(empty)
     ticks_a_month = 30 * 24 * 60
     fixed_month = ticks_a_month * (
         fixed_wcu * PRICES["dynamodb_write_unit"]
