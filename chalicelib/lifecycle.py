@@ -15,11 +15,12 @@ from typing import Any
 
 from pynamodb.exceptions import PutError, UpdateError
 
-from chalicelib import dispatch, runs, wiring
+from chalicelib import counters, dispatch, runs, wiring
 from chalicelib.agents import Caller
 from chalicelib.config import band_for
 from chalicelib.contracts import RunNowRequest, SnoozeRequest
 from chalicelib.errors import Conflict
+from chalicelib.log import logger
 from chalicelib.models import AgentModel, TaskModel
 from chalicelib.runs import RunMessage
 from chalicelib.tasks import load
@@ -78,7 +79,7 @@ def pause(caller: Caller, task_id: str, now: datetime) -> TaskModel:
         _unschedule(task)
         return True
 
-    return _transition(caller, task_id, ("active", "paused"), "pause", change, now)
+    return _settle_counters(_transition(caller, task_id, ("active", "paused"), "pause", change, now), now)
 
 
 def resume(caller: Caller, task_id: str, now: datetime) -> TaskModel:
@@ -116,7 +117,17 @@ def cancel(caller: Caller, task_id: str, now: datetime) -> TaskModel:
             pass
 
     every = ("active", "paused", "completed", "canceled")
-    return _transition(caller, task_id, every, "cancel", change, now, on_save=save)
+    return _settle_counters(_transition(caller, task_id, every, "cancel", change, now, on_save=save), now)
+
+
+def _settle_counters(task: TaskModel, now: datetime) -> TaskModel:
+    """A stopped task has no worker left to fold its counters before its run records expire:
+    fold every finished run now (best effort; a read folds what is left, see counters.py)."""
+    try:
+        counters.fold(task, now, through="9999999999")  # every final run, however recent
+    except Exception:  # noqa: BLE001 - the change itself is saved; the counters stay live
+        logger.exception("fold_failed", extra={"task_id": task.task_id})
+    return task
 
 
 def snooze(caller: Caller, task_id: str, data: Any, now: datetime) -> TaskModel:
