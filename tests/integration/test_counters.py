@@ -34,6 +34,14 @@ def _run_now(api, agent, task_id):
     return r.data["run"]["id"]
 
 
+def _run_several(api, agent, task_id, clock, workers, n):
+    """n manual runs a second apart, then executed."""
+    for _ in range(n):
+        _run_now(api, agent, task_id)
+        clock.advance(1)
+    workers.drain()
+
+
 def _get(api, agent, task_id):
     r = api.call("GET", f"/tasks/{task_id}", token=agent["token"])
     assert r.status_code == 200, r.body
@@ -61,10 +69,7 @@ def test_counters_show_a_run_at_once_and_the_worker_writes_nothing_to_the_task(a
 def test_failures_are_counted_and_the_last_run_wins(api, clock, workers):
     agent = api.agent()
     t = _create(api, agent, payload=BLOCKED)
-    for _ in range(2):
-        _run_now(api, agent, t["id"])
-        clock.advance(1)
-    workers.drain()
+    _run_several(api, agent, t["id"], clock, workers, 2)
     assert _counts(_get(api, agent, t["id"])) == (2, 2, "failed")
     r = api.call("PUT", f"/tasks/{t['id']}", {"payload": task_body("x")["payload"]}, token=agent["token"])
     assert r.status_code == 200 and _counts(r.data) == (2, 2, "failed")
@@ -178,10 +183,7 @@ def test_a_read_folds_old_runs_nobody_folded(api, clock, workers):
 def test_concurrent_folds_never_double_count(api, clock, workers):
     agent = api.agent()
     t = _create(api, agent, payload=BLOCKED)
-    for _ in range(6):
-        _run_now(api, agent, t["id"])
-        clock.advance(1)
-    workers.drain()
+    _run_several(api, agent, t["id"], clock, workers, 6)
     clock.advance(2 * HOUR)
     snapshots = [TaskModel.get(t["id"]) for _ in range(8)]  # all read before any fold writes
     results: list[bool] = []
@@ -292,10 +294,7 @@ def test_list_shows_live_counters_for_every_task(api, clock, workers):
 def test_an_update_racing_a_fold_retries_and_keeps_the_folded_counters(api, clock, workers):
     agent = api.agent()
     t = _create(api, agent)
-    for _ in range(3):
-        _run_now(api, agent, t["id"])
-        clock.advance(1)
-    workers.drain()
+    _run_several(api, agent, t["id"], clock, workers, 3)
     clock.advance(2 * HOUR)
     client = TaskModel._get_connection().connection.client
     folded: list[bool] = []

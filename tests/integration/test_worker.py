@@ -393,15 +393,21 @@ def test_a_fresh_copy_of_a_running_scheduled_run_keeps_its_slot(api, clock, work
     assert all_messages() == []  # in_progress: the copy is dropped, the running copy records the outcome
 
 
-def test_a_fresh_copy_takes_over_a_run_whose_claim_expired(api, clock, workers):
+def _claimed_elsewhere(api, clock, *, lease_left: int):
+    """A task whose fire is already claimed by another worker, its lease ending `lease_left` s from now."""
     agent = api.agent()
     t = _create(api, agent, schedule_expr="0 0 1 1 *")
     msg = _fire_message(t["id"], agent["agent_id"], int(clock.t))
     doc = runs.new_doc(msg, status="queued", max_attempts=4, now=clock.now)
     runs.put_new(msg, {**doc, "status": "running", "attempt": 1}, clock.now)
     RunModel(t["id"], msg.run_id).update(
-        actions=[RunModel.status.set("running"), RunModel.lease_until.set(int(clock.t) - 1)]
+        actions=[RunModel.status.set("running"), RunModel.lease_until.set(int(clock.t) + lease_left)]
     )
+    return agent, t, msg
+
+
+def test_a_fresh_copy_takes_over_a_run_whose_claim_expired(api, clock, workers):
+    agent, t, msg = _claimed_elsewhere(api, clock, lease_left=-1)
     _send(msg)
     workers.drain()
     [rec] = run_records(t["id"])
@@ -449,14 +455,7 @@ def test_a_retry_under_a_changed_schedule_is_superseded(api, clock, workers, tar
 
 
 def test_a_fresh_copy_of_a_running_scheduled_run_is_not_skipped_over_it(api, clock, workers):
-    agent = api.agent()
-    t = _create(api, agent, schedule_expr="0 0 1 1 *")
-    msg = _fire_message(t["id"], agent["agent_id"], int(clock.t))
-    doc = runs.new_doc(msg, status="queued", max_attempts=4, now=clock.now)
-    runs.put_new(msg, {**doc, "status": "running", "attempt": 1}, clock.now)
-    RunModel(t["id"], msg.run_id).update(
-        actions=[RunModel.status.set("running"), RunModel.lease_until.set(int(clock.t) + 300)]
-    )
+    agent, t, msg = _claimed_elsewhere(api, clock, lease_left=300)
     api.call("POST", f"/tasks/{t['id']}/pause", token=agent["token"])
     _send(msg)  # a first delivery of a copy: the task is paused, but the run is executing elsewhere
     workers.drain()
