@@ -93,3 +93,70 @@ def app_clients() -> list[Any]:
     tables = (models.TaskModel, models.RunModel, models.AgentModel, models.KeyModel, models.EventModel, models.DueModel)
     pynamo = {id(c): c for c in (m._get_connection().connection.client for m in tables)}
     return [wiring.client("sqs"), *pynamo.values()]
+
+
+def store_hourly_tasks(
+    dynamodb: Any, prefix: str, agent: str, created: str, start: int, n: int, due_at: int, *, running: bool
+) -> None:
+    """Store n synthetic hourly tasks (ids start..start+n) directly, 25 items a batch — the API
+    would take minutes for thousands. Running: the next fire `due_at` is a due-table entry;
+    else the schedule starts at `due_at` (the task's own index, as after a create)."""
+    from chalicelib.dispatch import shard_for, slot_of
+
+    sched = json.dumps(
+        {
+            "schedule_kind": "cron",
+            "schedule_expr": "0 * * * *",
+            "timezone": "UTC",
+            "jitter_seconds": 0,
+            "starts_at": None,
+            "ends_at": None,
+            "misfire_policy": "run_once",
+            "anchor": created,
+        }
+    )
+    spec = json.dumps(
+        {
+            "title": "bench",
+            "description": "",
+            "priority": 5,
+            "max_retries": 0,
+            "backoff_strategy": "fixed",
+            "payload": {"steps": [{"id": "a", "type": "log", "message": "x"}]},
+        }
+    )
+    batches: dict[str, list[dict[str, Any]]] = {"tasks": [], "due": []}
+    for i in range(start, start + n):
+        tid = f"00000000-0000-4000-8000-{i:012d}"
+        item = {
+            "task_id": {"S": tid},
+            "created_by": {"S": agent},
+            "created_at": {"S": created},
+            "created_sk": {"S": f"{created}#{i:020d}#{tid}"},
+            "updated_at": {"S": created},
+            "status": {"S": "active"},
+            "schedule_kind": {"S": "cron"},
+            "priority": {"N": "5"},
+            "version": {"N": "1"},
+            "schedule_version": {"N": "1"},
+            "spec": {"S": spec},
+            "sched": {"S": sched},
+            "run_count": {"N": "0"},
+            "failure_count": {"N": "0"},
+        }
+        if running:
+            entry = {
+                "shard": {"S": shard_for(tid)},
+                "slot": {"S": slot_of(due_at, tid)},
+                "task_id": {"S": tid},
+                "fire": {"N": str(due_at)},
+                "schedule_version": {"N": "1"},
+            }
+            batches["due"].append({"PutRequest": {"Item": entry}})
+        else:
+            item.update(due_shard={"S": shard_for(tid)}, due_at={"N": str(due_at)})
+        batches["tasks"].append({"PutRequest": {"Item": item}})
+        for table, batch in batches.items():
+            if len(batch) == 25 or (i == start + n - 1 and batch):
+                dynamodb.batch_write_item(RequestItems={prefix + table: batch})
+                batch.clear()

@@ -19,7 +19,7 @@ import json
 import time
 from datetime import UTC, datetime
 
-from common import Requests, app_clients, start_emulator, write_results
+from common import Requests, app_clients, start_emulator, store_hourly_tasks, write_results
 
 PREFIX = "benchtick-"
 AGENT = "11111111-1111-4111-8111-111111111111"
@@ -27,81 +27,10 @@ T0 = 1_900_000_000 - 1_900_000_000 % 3600  # an hour boundary, far from the wall
 
 
 def seed(dynamodb, start: int, n: int, due_at: int, shards: int, *, running: bool = True) -> None:
-    """n hourly tasks: running (their next fire `due_at` is a due-table entry), or starting
-    (`due_at` in the task's own index, as after a create)."""
-    from chalicelib.dispatch import shard_for, slot_of
-
-    sched = json.dumps(
-        {
-            "schedule_kind": "cron",
-            "schedule_expr": "0 * * * *",
-            "timezone": "UTC",
-            "jitter_seconds": 0,
-            "starts_at": None,
-            "ends_at": None,
-            "misfire_policy": "run_once",
-            "anchor": "2030-01-01T00:00:00Z",
-        }
-    )
-    spec = json.dumps(
-        {
-            "title": "bench",
-            "description": "",
-            "priority": 5,
-            "max_retries": 0,
-            "backoff_strategy": "fixed",
-            "payload": {"steps": [{"id": "a", "type": "log", "message": "x"}]},
-        }
-    )
+    """n hourly tasks created at T0: running (their next fire `due_at` is a due-table entry), or
+    starting (`due_at` in the task's own index, as after a create)."""
     created = datetime.fromtimestamp(T0, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    items: list = []
-    entries: list = []
-    for i in range(start, start + n):
-        tid = f"00000000-0000-4000-8000-{i:012d}"
-        items.append(
-            {
-                "PutRequest": {
-                    "Item": {
-                        "task_id": {"S": tid},
-                        "created_by": {"S": AGENT},
-                        "created_at": {"S": created},
-                        "created_sk": {"S": f"{created}#{i:020d}#{tid}"},
-                        "updated_at": {"S": created},
-                        "status": {"S": "active"},
-                        "schedule_kind": {"S": "cron"},
-                        "priority": {"N": "5"},
-                        "version": {"N": "1"},
-                        "schedule_version": {"N": "1"},
-                        "spec": {"S": spec},
-                        "sched": {"S": sched},
-                        "run_count": {"N": "0"},
-                        "failure_count": {"N": "0"},
-                        **({} if running else {"due_shard": {"S": shard_for(tid)}, "due_at": {"N": str(due_at)}}),
-                    }
-                }
-            }
-        )
-        if running:
-            entries.append(
-                {
-                    "PutRequest": {
-                        "Item": {
-                            "shard": {"S": shard_for(tid)},
-                            "slot": {"S": slot_of(due_at, tid)},
-                            "task_id": {"S": tid},
-                            "fire": {"N": str(due_at)},
-                            "schedule_version": {"N": "1"},
-                        }
-                    }
-                }
-            )
-        for table, batch in (("tasks", items), ("due", entries)):
-            if len(batch) == 25:
-                dynamodb.batch_write_item(RequestItems={PREFIX + table: batch})
-                batch.clear()
-    for table, batch in (("tasks", items), ("due", entries)):
-        if batch:
-            dynamodb.batch_write_item(RequestItems={PREFIX + table: batch})
+    store_hourly_tasks(dynamodb, PREFIX, AGENT, created, start, n, due_at, running=running)
 
 
 def raw_tick(dynamodb, sqs, queue_url: str, now: int, horizon: int, shards: int) -> int:

@@ -129,56 +129,19 @@ def test_two_concurrent_ticks_dispatch_each_fire_once(api, clock):
 
 
 def _bulk_tasks(n: int, due_at: int, start: int = 0, *, running: bool = False) -> None:
-    """Store n tasks directly (the API would take minutes for 5,000 here): a schedule that
-    starts at `due_at` (in the task's index), or one running whose next fire is `due_at`
-    (an entry in the due table)."""
-    from chalicelib.dispatch import put_entry, shard_for
+    """n hourly tasks stored directly: starting at `due_at`, or running with their next fire there."""
+    from bench.common import store_hourly_tasks
 
-    if running:
-        with DueModel.batch_write() as entries:
-            for i in range(start, start + n):
-                tid = f"00000000-0000-4000-8000-{i:012d}"
-                entries.save(
-                    DueModel(shard_for(tid), f"{due_at:010d}#{tid}", task_id=tid, fire=due_at, schedule_version=1)
-                )
-        assert put_entry  # the same slot format as the tick writes (checked in the steady-state test)
-    with TaskModel.batch_write() as batch:
-        for i in range(start, start + n):
-            tid = f"00000000-0000-4000-8000-{i:012d}"
-            batch.save(
-                TaskModel(
-                    tid,
-                    created_by="11111111-1111-4111-8111-111111111111",
-                    created_at="2027-03-01T00:00:00Z",
-                    created_sk=f"2027-03-01T00:00:00#{tid}",
-                    updated_at="2027-03-01T00:00:00Z",
-                    status="active",
-                    schedule_kind="cron",
-                    priority=5,
-                    version=1,
-                    schedule_version=1,
-                    spec={
-                        "title": "x",
-                        "description": "",
-                        "payload": {"steps": [{"id": "a", "type": "log", "message": "x"}]},
-                        "priority": 5,
-                        "max_retries": 0,
-                        "backoff_strategy": "fixed",
-                    },
-                    sched={
-                        "schedule_kind": "cron",
-                        "schedule_expr": "0 * * * *",
-                        "timezone": "UTC",
-                        "jitter_seconds": 0,
-                        "starts_at": None,
-                        "ends_at": None,
-                        "misfire_policy": "run_once",
-                        "anchor": "2027-03-01T00:00:00Z",
-                    },
-                    due_shard=None if running else shard_for(tid),
-                    due_at=None if running else due_at,
-                )
-            )
+    store_hourly_tasks(
+        boto3.client("dynamodb"),
+        dispatch.settings().prefix,
+        "11111111-1111-4111-8111-111111111111",
+        "2027-03-01T00:00:00Z",
+        start,
+        n,
+        due_at,
+        running=running,
+    )
 
 
 def test_tick_cost_follows_due_work_not_stored_work(clock):
