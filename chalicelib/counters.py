@@ -37,6 +37,7 @@ DAY = 86_400
 HORIZON_SECONDS = 3_600  # runs younger than this are never folded (see the module docstring)
 STUCK_SECONDS = 3 * DAY  # a run still unfinished this long after its instant no longer blocks folds
 READ_REPAIR_RUNS = 25  # the API folds once this many final runs are foldable
+EVERY_RUN = "9999999999"  # a `through` past every run id: fold every final run, however recent
 
 
 def run_epoch(run_id: str | None) -> int:

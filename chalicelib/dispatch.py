@@ -572,27 +572,29 @@ def pending_fire(task: TaskModel, now: datetime) -> int | None:
     return epoch(nxt) if nxt is not None else None
 
 
-def possibly_sent(task: TaskModel, first: int, until: int, now: datetime) -> list[int]:
-    """The fires from `first` up to (not including) `until` that a tick or dispatch-on-write
-    may already have sent: those before the furthest horizon either could have planned."""
-    reach = epoch(now) + settings().lookahead_seconds + WRITE_MARGIN_SECONDS
-    schedule = build_schedule(task.sched or {}, task.task_id, now)
-    out: list[int] = []
-    fire: int | None = first
-    while fire is not None and fire < until and fire <= reach and len(out) < 200:
-        out.append(fire)
-        nxt = schedules.next_fire(schedule, from_epoch(fire))
-        fire = epoch(nxt) if nxt is not None else None
-    return out
+def _reach(now: datetime) -> int:
+    """The furthest fire a tick or dispatch-on-write may have sent by `now`."""
+    return epoch(now) + settings().lookahead_seconds + WRITE_MARGIN_SECONDS
 
 
 def _fires_between(schedule: schedules.Schedule, lo: int, hi: int) -> list[int]:
+    """The schedule's fires in [lo, hi], at most 200."""
     out: list[int] = []
     nxt = schedules.next_fire(schedule, from_epoch(lo - 1))
     while nxt is not None and epoch(nxt) <= hi and len(out) < 200:
         out.append(epoch(nxt))
         nxt = schedules.next_fire(schedule, nxt)
     return out
+
+
+def possibly_sent(task: TaskModel, first: int, until: int, now: datetime) -> list[int]:
+    """`first` (the pending fire, maybe a snoozed instant) and the fires after it, before
+    `until`, that a tick or dispatch-on-write may already have sent."""
+    reach = _reach(now)
+    if first > reach:
+        return []
+    later = _fires_between(build_schedule(task.sched or {}, task.task_id, now), first + 1, reach)
+    return [first, *(f for f in later if f < until)]
 
 
 def fence_change(old: TaskModel, new: TaskModel, now: datetime) -> None:
@@ -605,7 +607,7 @@ def fence_change(old: TaskModel, new: TaskModel, now: datetime) -> None:
     if old.status not in ("active", "completed") or new.status != "active":
         return
     old_version, new_version = int(old.schedule_version or 1), int(new.schedule_version or 1)
-    lo, hi = epoch(now) - 61, epoch(now) + settings().lookahead_seconds + WRITE_MARGIN_SECONDS
+    lo, hi = epoch(now) - 61, _reach(now)
     new_schedule = build_schedule(new.sched or {}, new.task_id, now)
     both = set(_fires_between(build_schedule(old.sched or {}, old.task_id, now), lo, hi))
     both &= set(_fires_between(new_schedule, lo, hi))

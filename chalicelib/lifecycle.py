@@ -71,15 +71,22 @@ def _unschedule(task: TaskModel) -> None:
     task.snoozed_until = task.snooze_reason = None
 
 
-def pause(caller: Caller, task_id: str, now: datetime) -> TaskModel:
+def _stop(status: str) -> Change:
+    """The change that stops a task's schedule into `status` (a no-op if already there)."""
+
     def change(task: TaskModel) -> bool:
-        if task.status == "paused":
+        if task.status == status:
             return False
-        task.status = "paused"
+        task.status = status
         _unschedule(task)
         return True
 
-    return _settle_counters(_transition(caller, task_id, ("active", "paused"), "pause", change, now), now)
+    return change
+
+
+def pause(caller: Caller, task_id: str, now: datetime) -> TaskModel:
+    task = _transition(caller, task_id, ("active", "paused"), "pause", _stop("paused"), now)
+    return _settle_counters(task, now)
 
 
 def resume(caller: Caller, task_id: str, now: datetime) -> TaskModel:
@@ -98,13 +105,6 @@ def resume(caller: Caller, task_id: str, now: datetime) -> TaskModel:
 
 
 def cancel(caller: Caller, task_id: str, now: datetime) -> TaskModel:
-    def change(task: TaskModel) -> bool:
-        if task.status == "canceled":
-            return False
-        task.status = "canceled"
-        _unschedule(task)
-        return True
-
     def save(task: TaskModel, read: TaskModel) -> None:
         task.save_versioned(read)
         # A canceled task no longer counts against its agent's quota (best effort: a crash
@@ -117,14 +117,14 @@ def cancel(caller: Caller, task_id: str, now: datetime) -> TaskModel:
             pass
 
     every = ("active", "paused", "completed", "canceled")
-    return _settle_counters(_transition(caller, task_id, every, "cancel", change, now, on_save=save), now)
+    return _settle_counters(_transition(caller, task_id, every, "cancel", _stop("canceled"), now, on_save=save), now)
 
 
 def _settle_counters(task: TaskModel, now: datetime) -> TaskModel:
     """A stopped task has no worker left to fold its counters before its run records expire:
     fold every finished run now (best effort; a read folds what is left, see counters.py)."""
     try:
-        counters.fold(task, now, through="9999999999")  # every final run, however recent
+        counters.fold(task, now, through=counters.EVERY_RUN)
     except Exception:  # noqa: BLE001 - the change itself is saved; the counters stay live
         logger.exception("fold_failed", extra={"task_id": task.task_id})
     return task
