@@ -28,6 +28,7 @@ from typing import Any
 
 from pynamodb.exceptions import UpdateError
 
+from chalicelib import runs
 from chalicelib.config import settings
 from chalicelib.models import RunModel, TaskModel
 
@@ -64,13 +65,9 @@ def folded(task: TaskModel) -> dict[str, Any]:
     }
 
 
-def _expired(rec: RunModel, now: datetime) -> bool:
-    return rec.expires_at is not None and rec.expires_at < now  # TTL deletes lazily, moto never
-
-
-def _add(counters: dict[str, Any], runs: Iterable[RunModel]) -> dict[str, Any]:
+def _add(counters: dict[str, Any], records: Iterable[RunModel]) -> dict[str, Any]:
     out = dict(counters)
-    for rec in runs:
+    for rec in records:
         if rec.status not in FINISHED:
             continue
         out["run_count"] += 1
@@ -99,7 +96,7 @@ def _prefix(
         at = run_epoch(rec.run_id)
         if at > t - HORIZON_SECONDS and (through is None or rec.run_id > through):
             break  # too recent: an earlier record may not be visible yet
-        if _expired(rec, now):
+        if runs.expired(rec, now):
             end = rec.run_id  # past retention: `live` ignores it too
         elif rec.status in FINAL:
             moved.append(rec)
@@ -159,7 +156,7 @@ def live(task: TaskModel, now: datetime, *, repair: bool = False) -> dict[str, A
     With `repair`, a read that finds many foldable runs (or old ones nobody folded: a task
     that stopped running) folds them, so the next reads stay one short Query. A lost race
     is ignored; the answer is the same either way."""
-    records = [r for r in unfolded(task) if not _expired(r, now)]
+    records = [r for r in unfolded(task) if not runs.expired(r, now)]
     counters = _add(folded(task), records)
     if repair:
         _, moved, oldest = _prefix(records, now)

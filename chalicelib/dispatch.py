@@ -222,7 +222,7 @@ def slot_of(fire: int, task_id: str) -> str:
     return f"{fire:010d}#{task_id}"
 
 
-def put_entry(task_id: str, fire: int, schedule_version: int, now: datetime) -> None:
+def put_entry(task_id: str, fire: int, schedule_version: int) -> None:
     """The schedule's next pending fire. Idempotent: a repeat writes the same item. Only
     forward: two versions of a schedule can name the same slot (a change that keeps the
     cadence), and a tick still working from the old version must not overwrite the entry
@@ -241,12 +241,12 @@ def put_entry(task_id: str, fire: int, schedule_version: int, now: datetime) -> 
             raise  # otherwise a newer version holds the slot: it dispatches that fire
 
 
-def settle(p: Plan, now: datetime, into: TaskModel | None = None, *, clear_start: bool = True) -> bool:
+def settle(p: Plan, into: TaskModel | None = None, *, clear_start: bool = True) -> bool:
     """After a plan's messages were sent: write the schedule's next entry; then a started
     schedule leaves the task's index (unless `clear_start` is False), and a schedule with
     nothing left to send completes. `into` (optional) receives the item as written."""
     if p.next_due is not None:
-        put_entry(p.task_id, p.next_due, p.schedule_version, now)
+        put_entry(p.task_id, p.next_due, p.schedule_version)
     if p.start:
         return clear_start_of(p, into) if clear_start else True
     if p.next_due is None and not p.sends:  # every remaining fire was missed and skipped
@@ -309,7 +309,7 @@ def execute(
             ok = send_all([s for c in chunk for s in c.sends]) if band else set()
             for c in chunk:
                 if all(s.message.run_id in ok for s in c.sends):
-                    settle(c, now, (models or {}).get(c.task_id), clear_start=clear_start)
+                    settle(c, (models or {}).get(c.task_id), clear_start=clear_start)
                     sent += len(c.sends)
                 else:
                     unsent.add(c.task_id)

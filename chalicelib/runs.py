@@ -137,9 +137,12 @@ def get(task_id: str, run_id: str, now: datetime) -> RunModel | None:
         rec = RunModel.get(task_id, run_id, consistent_read=True)
     except DoesNotExist:
         return None
-    if rec.expires_at is not None and rec.expires_at < now:
-        return None  # past retention: DynamoDB's TTL deletes lazily, moto never
-    return rec
+    return None if expired(rec, now) else rec
+
+
+def expired(rec: RunModel, now: datetime) -> bool:
+    """Past retention: DynamoDB's TTL deletes lazily, moto never — readers filter."""
+    return rec.expires_at is not None and rec.expires_at < now
 
 
 def fail_unqueued(msg: RunMessage, now: datetime, reason: str) -> None:
