@@ -131,11 +131,16 @@ def main() -> None:
         seed_s = time.perf_counter() - t
         now += 3600
         sqs.purge_queue(QueueUrl=wiring.queue_url("normal"))
+        # A tick stops a shard 45 s in (its lease is 55 s); on moto, whose Query of a large
+        # partition is slow, the rest then goes out with the next tick: count every tick needed.
+        sent, big_ticks = 0, 0
         with Requests(app_clients()) as big:
             t = time.perf_counter()
-            report = dispatch.run_tick(wiring.now_precise())
+            while sent < args.due and big_ticks < 3:
+                sent += dispatch.run_tick(wiring.now_precise()).dispatched
+                big_ticks += 1
             big_s = time.perf_counter() - t
-        assert report.dispatched == args.due, report
+        assert sent == args.due, sent
     finally:
         moto.stop()
 
@@ -144,6 +149,7 @@ def main() -> None:
         "tick_requests_1k_of_1k": small.total,
         f"tick_requests_1k_of_{args.stored // 1000}k": big.total,
         "tick_requests_ratio_100k_vs_1k": round(ratio, 3),
+        f"tick_count_1k_of_{args.stored // 1000}k_on_moto": big_ticks,
         "tick_requests_by_operation_1k_of_1k": small.calls,
         "tick_seconds_per_1k_due": round(ours_s * 1000 / args.due, 3),
         "raw_tick_seconds_per_1k_due": round(raw_s * 1000 / args.due, 3),
@@ -154,7 +160,7 @@ def main() -> None:
     print(f"tick, {args.due} due among {args.due}: {small.total} requests {small.calls}")
     print(
         f"tick, {args.due} due among {args.stored}: {big.total} requests {big.calls}  "
-        f"(ratio {ratio:.3f}; this tick took {big_s:.1f} s "
+        f"(ratio {ratio:.3f}; {big_ticks} tick(s) in {big_s:.1f} s "
         f"and seeding {seed_s:.0f} s — time on moto, not on DynamoDB)"
     )
     print(
