@@ -68,6 +68,10 @@ class PreconditionFailed(ApiError):
 class PayloadTooLarge(ApiError):
     status, title, slug = 413, "Payload Too Large", "payload-too-large"
 
+    @classmethod
+    def field(cls, field: str, message: str) -> PayloadTooLarge:
+        return cls(f"{field}: {message}", [FieldError(field, message)])
+
 
 class TooManyRequests(ApiError):
     status, title, slug = 429, "Too Many Requests", "quota-exceeded"

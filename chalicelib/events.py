@@ -7,7 +7,6 @@ one index query per dot in its name (plus two), whatever the number of stored ta
 
 from __future__ import annotations
 
-import json
 import secrets
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,7 +22,7 @@ from chalicelib.models import EventModel, TaskModel
 from chalicelib.pipeline import StepFailed
 from chalicelib.runs import RunMessage
 from chalicelib.timefmt import epoch, iso
-from chalicelib.validation import parse
+from chalicelib.validation import parse, stored_size
 
 MAX_DATA_BYTES = 64 * 1024
 
@@ -37,8 +36,8 @@ def post_event(caller: Caller, data: Any, now: datetime) -> dict[str, Any]:
     if caller.agent_id is None:
         raise BadRequest("events belong to an agent: call POST /events with the agent's token")
     req = parse(EventCreate, data)
-    if len(json.dumps(req.data, separators=(",", ":"))) > MAX_DATA_BYTES:
-        raise PayloadTooLarge(f"event data is over {MAX_DATA_BYTES} bytes serialized")
+    if (size := stored_size(req.data)) > MAX_DATA_BYTES:
+        raise PayloadTooLarge.field("data", f"is {size} bytes stored (escaped); the limit is {MAX_DATA_BYTES}")
     return publish(caller.agent_id, req.name, req.data, depth=0, now=now)
 
 

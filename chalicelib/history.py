@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from datetime import datetime
 from typing import Any
 
@@ -13,6 +14,8 @@ from chalicelib.models import RunModel, TaskModel
 from chalicelib.validation import query_int, raise_if, unknown_query
 
 RUN_QUERY = {"limit", "cursor"}
+MAX_CURSOR_CHARS = 256
+_RUN_ID = re.compile(r"[A-Za-z0-9#:._-]{1,128}")
 
 
 def _cursor(run_id: str) -> str:
@@ -21,12 +24,15 @@ def _cursor(run_id: str) -> str:
 
 def _uncursor(cursor: str) -> str:
     try:
+        if len(cursor) > MAX_CURSOR_CHARS:
+            raise ValueError
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         value = json.loads(raw)["r"]
-        if not isinstance(value, str):
+        # A run id is what the cursor carries: anything else would reach DynamoDB as a key.
+        if not isinstance(value, str) or not _RUN_ID.fullmatch(value):
             raise ValueError
         return value
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise BadRequest.field("cursor", "is not a cursor this API returned") from None
 
 

@@ -17,15 +17,15 @@ from pynamodb.exceptions import PutError, UpdateError
 
 from chalicelib import counters, dispatch, runs, wiring
 from chalicelib.agents import Caller
-from chalicelib.config import band_for
+from chalicelib.config import band_for, settings
 from chalicelib.contracts import RunNowRequest, SnoozeRequest
-from chalicelib.errors import Conflict
+from chalicelib.errors import Conflict, PayloadTooLarge
 from chalicelib.log import logger
 from chalicelib.models import AgentModel, TaskModel
 from chalicelib.runs import RunMessage
 from chalicelib.tasks import load
 from chalicelib.timefmt import epoch, iso
-from chalicelib.validation import parse
+from chalicelib.validation import parse, stored_size
 
 Change = Callable[[TaskModel], bool]  # mutates the task; False = nothing to do (idempotent no-op)
 
@@ -170,6 +170,9 @@ def snooze(caller: Caller, task_id: str, data: Any, now: datetime) -> TaskModel:
 
 def run_now(caller: Caller, task_id: str, data: Any, now: datetime) -> dict[str, Any]:
     req = parse(RunNowRequest, data)
+    limit = settings().max_payload_bytes
+    if req.input is not None and (size := stored_size(req.input)) > limit:
+        raise PayloadTooLarge.field("input", f"is {size} bytes stored (escaped); the limit is {limit}")
     task = load(caller, task_id)
     if task.status not in ("active", "paused", "completed"):
         raise Conflict(f"cannot run a task that is {task.status}")

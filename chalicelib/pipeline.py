@@ -56,6 +56,7 @@ from chalicelib.egress import EgressBlocked, ResolutionFailed, ResolvedTarget, c
 from chalicelib.log import logger
 from chalicelib.signing import signature_header
 from chalicelib.templates import TemplateError, render
+from chalicelib.validation import scrub
 
 T = TypeVar("T")
 
@@ -528,8 +529,8 @@ def _decode_body(resp: _Response) -> Any:
     mime = ctype.split(";", 1)[0].strip()
     if not resp.truncated and resp.body and (mime == "application/json" or mime.endswith("+json")):
         try:
-            return json.loads(text)
-        except ValueError:
+            return scrub(json.loads(text))
+        except (ValueError, RecursionError):
             pass
     return text
 
@@ -686,8 +687,8 @@ def _lambda(step: LambdaStep, timeout: float) -> Any:
     if step.invocation_type == "Event":
         return {"status_code": resp.get("StatusCode")}
     try:
-        output: Any = json.loads(raw) if raw else None
-    except ValueError:
+        output: Any = scrub(json.loads(raw)) if raw else None
+    except (ValueError, RecursionError):
         output = raw.decode("utf-8", "replace")
     if resp.get("FunctionError"):
         detail = output.get("errorMessage") if isinstance(output, dict) else None

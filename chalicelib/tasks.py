@@ -30,7 +30,7 @@ from chalicelib.errors import (
 )
 from chalicelib.models import AgentModel, KeyModel, TaskModel
 from chalicelib.timefmt import iso, iso_epoch
-from chalicelib.validation import parse, query_int, unknown_query
+from chalicelib.validation import parse, query_int, stored_size, unknown_query
 
 IDEMPOTENCY_TTL = 24 * 3600
 SPEC_FIELDS = tuple(f for f in TaskCreate.model_fields if f not in SCHEDULE_FIELDS and f != "created_by")
@@ -86,9 +86,11 @@ def _validated(data: dict[str, Any], caller: Caller) -> TaskCreate:
                 errors.extend(e.errors)
     if errors:
         raise BadRequest("; ".join(f"{e.field}: {e.message}" for e in errors), errors)
-    size = len(json.dumps(spec.payload.model_dump(mode="json", exclude_unset=True), separators=(",", ":")))
+    size = stored_size(spec.payload.model_dump(mode="json", exclude_unset=True))
     if size > settings().max_payload_bytes:
-        raise PayloadTooLarge(f"payload is {size} bytes serialized; the limit is {settings().max_payload_bytes}")
+        raise PayloadTooLarge.field(
+            "payload", f"is {size} bytes stored (escaped); the limit is {settings().max_payload_bytes}"
+        )
     if caller.is_admin:
         _require_agent(spec.created_by)
     elif spec.created_by != caller.agent_id:
@@ -302,8 +304,12 @@ def list_tasks(caller: Caller, query: dict[str, str], now: datetime) -> dict[str
 def parse_if_match(value: str | None) -> int | None:
     if value is None:
         return None
-    v = value.strip().removeprefix("W/").strip('"')
-    if not v.isdigit():
+    v = value.strip()
+    if v == "*":  # any version (RFC 9110): the same as no precondition
+        return None
+    v = v.removeprefix("W/").strip('"')
+    # ASCII digits only: str.isdigit() also accepts "²", and int() refuses over 4,300 digits.
+    if not (v.isascii() and v.isdigit() and len(v) <= 18):
         raise BadRequest.field("If-Match", 'must be the task\'s version, e.g. "3"')
     return int(v)
 

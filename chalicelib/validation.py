@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -55,6 +57,47 @@ def parse(model: type[M], data: Any) -> M:
         raise BadRequest("; ".join(f"{f.field}: {f.message}" for f in errors), errors) from None
 
 
+# How deep a request body may nest, counted from the body itself ({"a": [1]} is 2 deep). Deeper
+# documents cost recursion everywhere they travel (validation, templates, serialisation).
+MAX_JSON_DEPTH = 32
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _path(parent: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{parent}[{key}]"
+    return f"{parent}.{key}" if parent else key
+
+
+def json_problem(value: Any) -> FieldError | None:
+    """The first thing in a parsed document that JSON can't carry faithfully: NaN or
+    ±Infinity (Python's parser accepts them, and 1e999 becomes inf), a lone UTF-16 surrogate
+    (valid as an escape, but no UTF-8 encoder can write it back), or nesting deeper than
+    MAX_JSON_DEPTH. Iterative, so depth costs no recursion; one pass over the document."""
+    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while stack:
+        v, path, depth = stack.pop()
+        if isinstance(v, float) and not math.isfinite(v):
+            return FieldError(path or "body", "must be a finite number (NaN and Infinity are not JSON)")
+        if isinstance(v, str) and _SURROGATE.search(v):
+            return FieldError(path or "body", "contains a lone UTF-16 surrogate, which is not valid Unicode text")
+        if isinstance(v, dict | list):
+            if depth >= MAX_JSON_DEPTH:
+                return FieldError(path or "body", f"nests deeper than {MAX_JSON_DEPTH} levels")
+            items = v.items() if isinstance(v, dict) else enumerate(v)
+            for k, item in items:
+                if isinstance(k, str) and _SURROGATE.search(k):
+                    return FieldError(_path(path, "?"), "a key contains a lone UTF-16 surrogate")
+                stack.append((item, _path(path, k), depth + 1))
+    return None
+
+
+def stored_size(value: Any) -> int:
+    """Bytes `value` takes once stored: PynamoDB writes JSON attributes with ASCII escapes, so a
+    non-ASCII character costs up to 6 bytes (12 outside the BMP), not its UTF-8 length."""
+    return len(json.dumps(value, separators=(",", ":"), default=str))
+
+
 def json_body(raw: bytes | None, max_bytes: int, *, required: bool = True) -> Any:
     if raw is None or raw == b"":
         if required:
@@ -63,9 +106,30 @@ def json_body(raw: bytes | None, max_bytes: int, *, required: bool = True) -> An
     if len(raw) > max_bytes:
         raise PayloadTooLarge(f"request body is {len(raw)} bytes; the limit is {max_bytes}")
     try:
-        return json.loads(raw)
+        value = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise BadRequest.field("body", f"is not valid JSON ({e})") from None
+    bad = json_problem(value)
+    if bad is not None:
+        raise BadRequest(f"{bad.field}: {bad.message}", [bad])
+    return value
+
+
+def scrub(value: Any, depth: int = 0) -> Any:
+    """What we store of a document we did not validate (a target's response): lone surrogates
+    become U+FFFD, NaN/Infinity become strings, and nesting past MAX_JSON_DEPTH is cut, so the
+    run record that holds it can always be written and served."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict | list):
+        if depth >= MAX_JSON_DEPTH:
+            return f"[nested deeper than {MAX_JSON_DEPTH} levels: cut]"
+        if isinstance(value, dict):
+            return {scrub(k): scrub(v, depth + 1) for k, v in value.items()}
+        return [scrub(v, depth + 1) for v in value]
+    return value
 
 
 def query_int(query: dict[str, str], name: str, default: int, lo: int, hi: int | None, errors: list[FieldError]) -> int:

@@ -164,7 +164,9 @@ def main() -> int:
         ticker.start()
         ticker.first_tick_done.wait(max(cfg.tick_seconds, 10))
         pollers.start()
-        http = HttpServer(app, config, cfg.host, cfg.port)
+        from chalicelib.config import settings
+
+        http = HttpServer(app, config, cfg.host, cfg.port, settings().max_body_bytes)
         http.start()
         phase["starting"] = False
         logger.info("ready", extra={"url": cfg.url, "startup_ms": round((time.monotonic() - started) * 1000)})

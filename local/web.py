@@ -60,19 +60,82 @@ class _Server(ThreadedHTTPServer):
         logger.exception("http_error", extra={"client": client_address[0]})
 
 
+# What API Gateway accepts in front of the deployed functions; anything else is refused here,
+# before a byte of the body is read, as it would be there.
+_METHODS = frozenset({"GET", "PUT", "POST", "HEAD", "DELETE", "PATCH", "OPTIONS"})
+# A client that stops sending mid-request (or never sends the body it announced) holds a thread:
+# after this many seconds without a byte it gets a 408 and the connection is closed.
+READ_TIMEOUT_SECONDS = 10.0
+
+
+def _problem(status: int, title: str, detail: str) -> bytes:
+    slug = title.lower().replace(" ", "-")
+    body = {"type": f"https://tasks-api.dev/problems/{slug}", "title": title, "status": status, "detail": detail}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
 class _Handler(ChaliceRequestHandler):
-    """Counts requests in flight (for a graceful stop) and keeps the access log out of stdout/stderr."""
+    """Counts requests in flight (for a graceful stop) and keeps the access log out of stdout/stderr.
+    Everything the server itself refuses (unknown method, oversized or missing body, a malformed
+    request line or header) is answered with problem+json, never http.server's HTML."""
 
     server: _Server
     # http.server writes the headers and the body in separate sends: with Nagle on, the body waits
     # for the client's delayed ACK (~40 ms a response on a kept-alive connection).
     disable_nagle_algorithm = True
+    timeout = READ_TIMEOUT_SECONDS  # StreamRequestHandler applies it to every read of the socket
+    max_body_bytes = 256 * 1024  # set from the app's settings by HttpServer
+
+    def _refuse(self, status: int, title: str, detail: str, headers: dict[str, str] | None = None) -> None:
+        self.close_connection = True
+        body = _problem(status, title, detail)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/problem+json")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Connection", "close")
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+        except OSError:
+            pass  # the client is gone
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (bad request line, headers too long or too many, an
+        unsupported method): problem+json instead of an HTML page."""
+        if code == 501:  # http.server's answer to a method it has no do_ for
+            self._refuse(
+                405, "Method Not Allowed", f"{self.command} is not supported", {"Allow": ", ".join(sorted(_METHODS))}
+            )
+            return
+        title = self.responses.get(code, ("Error",))[0]
+        self._refuse(code, title, message or title)
+
+    def _body_refusal(self) -> tuple[int, str, str] | None:
+        if self.headers.get("transfer-encoding"):
+            return 411, "Length Required", "send the body with a Content-Length, not a Transfer-Encoding"
+        raw = self.headers.get("content-length", "0").strip()
+        if not raw.isascii() or not raw.isdigit() or len(raw) > 15:
+            return 400, "Bad Request", "Content-Length must be a non-negative integer"
+        if int(raw) > self.max_body_bytes:
+            return 413, "Payload Too Large", f"request body is {raw} bytes; the limit is {self.max_body_bytes}"
+        return None
 
     def _generic_handle(self) -> None:
+        refusal = self._body_refusal()
+        if refusal is not None:
+            self._refuse(*refusal)
+            return
         with self.server.lock:
             self.server.in_flight += 1
         try:
             super()._generic_handle()
+        except TimeoutError:
+            # The headers arrived, the body they announced did not (an idle kept-alive connection
+            # times out earlier, in http.server, and is closed without a word).
+            self._refuse(408, "Request Timeout", f"no byte of the body for {READ_TIMEOUT_SECONDS:.0f} s")
         finally:
             with self.server.lock:
                 self.server.in_flight -= 1
@@ -105,9 +168,10 @@ def make_thread_local(app: Chalice) -> None:
 
 
 class HttpServer:
-    def __init__(self, app: Chalice, config: Config, host: str, port: int) -> None:
+    def __init__(self, app: Chalice, config: Config, host: str, port: int, max_body_bytes: int) -> None:
         make_thread_local(app)
-        self._dev = LocalDevServer(app, config, host, port, handler_cls=_Handler, server_cls=_Server)
+        handler = type("Handler", (_Handler,), {"max_body_bytes": max_body_bytes})
+        self._dev = LocalDevServer(app, config, host, port, handler_cls=handler, server_cls=_Server)
         assert isinstance(self._dev.server, _Server)
         self._server: _Server = self._dev.server
         self._thread = threading.Thread(target=self._serve, name="http", daemon=True)
