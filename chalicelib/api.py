@@ -11,7 +11,19 @@ from typing import Any
 from chalice import Blueprint, Response
 from pydantic import BaseModel
 
-from chalicelib import agents, contracts, counters, events, history, lifecycle, openapi, previews, tasks, wiring
+from chalicelib import (
+    agents,
+    contracts,
+    counters,
+    events,
+    history,
+    lifecycle,
+    openapi,
+    previews,
+    ratelimit,
+    tasks,
+    wiring,
+)
 from chalicelib.agents import Caller
 from chalicelib.config import settings
 from chalicelib.errors import ApiError
@@ -46,7 +58,7 @@ def route(
     status: int = 200,
     auth: bool = True,
     errors: tuple[int, ...] = (),
-    query: tuple[tuple[str, str, str], ...] = (),
+    query: tuple[tuple[str, dict[str, Any], str], ...] = (),
     headers: tuple[tuple[str, str], ...] = (),
     tag: str = "",
 ) -> Callable[[Handler], Handler]:
@@ -67,6 +79,9 @@ def route(
                 caller = agents.authenticate(req.headers.get("authorization")) if auth else None
                 if req.raw_body and len(req.raw_body) > settings().max_body_bytes:
                     raise_too_large(len(req.raw_body))
+                if caller is not None and caller.agent_id is not None and method != "GET":
+                    bucket: ratelimit.Bucket = "events" if path == "/events" else "writes"
+                    ratelimit.take(caller.agent_id, bucket, int(wiring.now_precise().timestamp() * 1000))
                 result = fn(req, caller, **params)
                 if isinstance(result, Response):
                     return result
@@ -182,11 +197,15 @@ def create_task(req: Any, caller: Caller) -> Any:
     response=contracts.TaskList,
     errors=(403,),
     query=(
-        ("status", "string", "active|paused|canceled|completed"),
-        ("created_by", "string", "agent id"),
-        ("schedule_kind", "string", "cron|rrule|once|event"),
-        ("limit", "integer", "1–200, default 50"),
-        ("offset", "integer", "≥ 0, default 0"),
+        (
+            "status",
+            {"type": "string", "enum": ["active", "paused", "canceled", "completed"]},
+            "Only tasks in this status",
+        ),
+        ("created_by", {"type": "string"}, "Only this agent's tasks (an agent sees only its own)"),
+        ("schedule_kind", {"type": "string", "enum": ["cron", "rrule", "once", "event"]}, "Only this kind"),
+        ("limit", openapi.int_param(1, 200, 50), "Page size"),
+        ("offset", openapi.int_param(0, None, 0), "Tasks to skip"),
     ),
     tag="tasks",
 )
@@ -272,7 +291,10 @@ def run_now(req: Any, caller: Caller, task_id: str) -> Any:
     "The task's next fire instants",
     response=contracts.SchedulePreview,
     errors=(404,),
-    query=(("count", "integer", "1–100, default 10"), ("after", "string", "RFC 3339, default now")),
+    query=(
+        ("count", openapi.int_param(1, 100, 10), "How many fires"),
+        ("after", {"type": "string", "format": "date-time"}, "RFC 3339 (years 0001–9999), default now"),
+    ),
     tag="schedules",
 )
 def preview_task(req: Any, caller: Caller, task_id: str) -> Any:
@@ -300,7 +322,10 @@ def preview_schedule(req: Any, caller: Caller) -> Any:
     "The task's runs, newest first",
     response=contracts.RunList,
     errors=(404,),
-    query=(("limit", "integer", "1–200, default 50"), ("cursor", "string", "next_cursor of the previous page")),
+    query=(
+        ("limit", openapi.int_param(1, 200, 50), "Page size"),
+        ("cursor", {"type": "string", "maxLength": 256}, "next_cursor of the previous page"),
+    ),
     tag="runs",
 )
 def list_runs(req: Any, caller: Caller, task_id: str) -> Any:

@@ -106,8 +106,18 @@ Timestamp = Annotated[Str, Field(description="RFC 3339 timestamp, e.g. 2027-03-2
 Uuid = Annotated[Str, Field(pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
 
 
+# `schedule_expr` is required unless the kind is `event` (whose pattern is optional).
+_EXPR_UNLESS_EVENT: dict[str, Any] = {
+    "if": {"properties": {"schedule_kind": {"const": "event"}}, "required": ["schedule_kind"]},
+    "then": {},
+    "else": {"required": ["schedule_expr"], "properties": {"schedule_expr": {"type": "string"}}},
+}
+
+
 class TaskFields(_In):
     """Everything an agent may set on a task; `TaskCreate` adds what is required."""
+
+    model_config = ConfigDict(json_schema_extra=_EXPR_UNLESS_EVENT)
 
     title: Annotated[Str, Field(min_length=1, max_length=200)]
     description: Annotated[Str, Field(max_length=4000)]
@@ -222,6 +232,8 @@ class RunNowRequest(_In):
 
 
 class SchedulePreviewRequest(_In):
+    model_config = ConfigDict(json_schema_extra=_EXPR_UNLESS_EVENT)
+
     schedule_kind: ScheduleKind
     schedule_expr: Annotated[Str, Field(min_length=1, max_length=4000)] | None = None
     timezone: Annotated[Str, Field(min_length=1, max_length=64)] = "UTC"

@@ -75,3 +75,7 @@ class PayloadTooLarge(ApiError):
 
 class TooManyRequests(ApiError):
     status, title, slug = 429, "Too Many Requests", "quota-exceeded"
+
+
+class RateLimited(TooManyRequests):
+    slug = "rate-limited"

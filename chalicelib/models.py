@@ -140,6 +140,9 @@ class AgentModel(Model):
     token_hash = UnicodeAttribute()
     signing_secret = UnicodeAttribute()
     task_count = NumberAttribute(default=0)
+    # Rate-limit buckets (ratelimit.py): the theoretical arrival time, epoch milliseconds.
+    rl_writes = NumberAttribute(null=True)
+    rl_events = NumberAttribute(null=True)
 
 
 class DueModel(Model):

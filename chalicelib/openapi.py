@@ -23,12 +23,60 @@ class Operation:
     status: int = 200
     auth: bool = True
     errors: tuple[int, ...] = ()
-    query: tuple[tuple[str, str, str], ...] = ()  # (name, json type, description)
+    query: tuple[tuple[str, dict[str, Any], str], ...] = ()  # (name, JSON schema, description)
     headers: tuple[tuple[str, str], ...] = ()
     tags: tuple[str, ...] = field(default_factory=tuple)
 
 
 OPERATIONS: list[Operation] = []
+
+
+def int_param(lo: int, hi: int | None, default: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "integer", "minimum": lo, "default": default}
+    if hi is not None:
+        schema["maximum"] = hi
+    return schema
+
+
+def _error_codes(op: Operation) -> set[int]:
+    """Every 4xx the route can answer: 400 always (a bad query or header), 401 with auth, 413
+    with a body (the size limit), 429 on an agent's writes (its rate limit), and the route's own."""
+    codes = {400, *op.errors}
+    if op.auth:
+        codes.add(401)
+        if op.method != "GET":
+            codes.add(429)
+    if op.request is not None:
+        codes.add(413)
+    return codes
+
+
+def _task_link(operation: str, **extra: str) -> dict[str, Any]:
+    return {"operationId": operation, "parameters": {"task_id": "$response.body#/id", **extra}}
+
+
+# OpenAPI links: how a client (or a stateful fuzzer) gets from a created task to what it can do.
+_FROM_TASK = {
+    "GetTask": _task_link("get_tasks_task_id"),
+    "UpdateTask": _task_link("put_tasks_task_id"),
+    "PauseTask": _task_link("post_tasks_task_id_pause"),
+    "ResumeTask": _task_link("post_tasks_task_id_resume"),
+    "SnoozeTask": _task_link("post_tasks_task_id_snooze"),
+    "RunTaskNow": _task_link("post_tasks_task_id_run_now"),
+    "CancelTask": _task_link("post_tasks_task_id_cancel"),
+    "PreviewTask": _task_link("get_tasks_task_id_preview"),
+    "ListRuns": _task_link("get_tasks_task_id_runs"),
+}
+LINKS: dict[tuple[str, str], dict[str, Any]] = {
+    ("POST", "/tasks"): _FROM_TASK,
+    ("PUT", "/tasks/{task_id}"): _FROM_TASK,
+    ("POST", "/tasks/{task_id}/run_now"): {
+        "GetRun": {
+            "operationId": "get_tasks_task_id_runs_run_id",
+            "parameters": {"task_id": "$response.body#/run/task_id", "run_id": "$response.body#/run/id"},
+        }
+    },
+}
 
 
 def document() -> dict[str, Any]:
@@ -45,8 +93,8 @@ def document() -> dict[str, Any]:
             for n in re.findall(r"{(\w+)}", op.path)
         ]
         params += [
-            {"name": n, "in": "query", "required": False, "schema": {"type": t}, "description": d}
-            for n, t, d in op.query
+            {"name": n, "in": "query", "required": False, "schema": schema, "description": d}
+            for n, schema, d in op.query
         ]
         params += [
             {"name": n, "in": "header", "required": False, "schema": {"type": "string"}, "description": d}
@@ -73,12 +121,15 @@ def document() -> dict[str, Any]:
                         "description": _ERROR_TEXT[code],
                         "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
                     }
-                    for code in sorted(set(op.errors) | ({401} if op.auth else set()) | {400})
+                    for code in sorted(_error_codes(op))
                 },
             },
         }
         if op.tags:
             entry["tags"] = list(op.tags)
+        links = LINKS.get((op.method, op.path))
+        if links:
+            entry["responses"][str(op.status)]["links"] = links
         if params:
             entry["parameters"] = params
         if op.request is not None:
