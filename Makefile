@@ -44,3 +44,8 @@ package: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: reset
+# Forget what `make run` kept in .data/ (tables, queues, the generated admin token).
+reset:
+	rm -rf .data

@@ -56,6 +56,7 @@ class LocalStackProcess:
             "TASKAPI_ADMIN_TOKEN": self.admin,
             "TASKAPI_TICK_SECONDS": str(tick_seconds),
             "TASKAPI_PREFIX": self.prefix,
+            "TASKAPI_STATE": "memory",  # a bench never touches the developer's .data/
             "POWERTOOLS_LOG_LEVEL": "WARNING",
         }
 

@@ -14,6 +14,8 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
 DEFAULT_PREFIX = "tasksapi-local-"
+DEFAULT_STATE_DIR = PROJECT_ROOT / ".data"
+ADMIN_TOKEN_FILE = "admin-token"
 
 # Anything that could point an SDK at real AWS: credentials other than the fake ones, named
 # profiles, and per-service endpoint overrides that would win over AWS_ENDPOINT_URL.
@@ -39,7 +41,8 @@ class LocalEnv:
     tick_seconds: int
     workers: int
     poll_interval: float
-    generated_admin_token: str | None  # set only when we made one up (it is printed once)
+    state_dir: Path | None  # None: TASKAPI_STATE=memory
+    generated_admin_token: str | None  # set only when we made one up or kept one in state_dir (printed)
 
     @property
     def endpoint(self) -> str:
@@ -77,6 +80,33 @@ def _positive_int(environ: MutableMapping[str, str], name: str, default: int) ->
     return value
 
 
+def state_dir(environ: MutableMapping[str, str]) -> Path | None:
+    """Where the stack keeps its state: `TASKAPI_STATE` = `memory` (nothing kept), a directory,
+    or unset/empty for `.data/` in the project."""
+    raw = environ.get("TASKAPI_STATE", "").strip()
+    if raw.lower() == "memory":
+        return None
+    return Path(raw).expanduser().resolve() if raw else DEFAULT_STATE_DIR
+
+
+def _kept_admin_token(directory: Path) -> str:
+    """The admin token generated for this state directory, so agents and the admin token survive a
+    restart together (made once, readable only by the owner)."""
+    path = directory / ADMIN_TOKEN_FILE
+    try:
+        token = path.read_text().strip()
+        if token:
+            return token
+    except FileNotFoundError:
+        pass
+    directory.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
+
+
 def _deployed_defaults() -> dict[str, str]:
     """The app-wide environment of `.chalice/config.json` (not a stage's: stages name deployed
     resources and secret parameters, which the local stack replaces)."""
@@ -112,8 +142,9 @@ def prepare(environ: MutableMapping[str, str] | None = None) -> LocalEnv:
     env.setdefault("TASKAPI_PREFIX", DEFAULT_PREFIX)
     env.pop("TASKAPI_ADMIN_TOKEN_PARAM", None)  # the admin token is local, never a parameter
     generated = None
+    kept = state_dir(env)
     if not env.get("TASKAPI_ADMIN_TOKEN", "").strip():
-        generated = secrets.token_urlsafe(32)
+        generated = _kept_admin_token(kept) if kept is not None else secrets.token_urlsafe(32)
         env["TASKAPI_ADMIN_TOKEN"] = generated
     tick_seconds = _positive_int(env, "TASKAPI_TICK_SECONDS", 60)
     env["TASKAPI_TICK_SECONDS"] = str(tick_seconds)
@@ -125,5 +156,6 @@ def prepare(environ: MutableMapping[str, str] | None = None) -> LocalEnv:
         tick_seconds=tick_seconds,
         workers=_positive_int(env, "TASKAPI_WORKERS", 4),
         poll_interval=_positive_int(env, "TASKAPI_POLL_MS", 100) / 1000,
+        state_dir=kept,
         generated_admin_token=generated,
     )

@@ -1,16 +1,20 @@
 """`python -m local`: start the emulator, create the resources, serve the API, run the tick loop
-and the SQS pollers; on SIGINT/SIGTERM stop them in reverse order and exit 0."""
+and the SQS pollers; on SIGINT/SIGTERM stop them in reverse order and exit 0. The state is kept
+in `.data/` (or `TASKAPI_STATE`) and restored on start, see `local.state`."""
 
 from __future__ import annotations
 
+import fcntl
 import importlib
 import io
+import os
 import signal
 import sys
 import threading
 import time
+from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import IO, Any
 
 from local import env as local_env
 from local.emulator import MotoProcess
@@ -38,6 +42,23 @@ def provision(prefix: str) -> None:
     session = boto3.session.Session(region_name=local_env.REGION)
     stack.deploy(session.client("cloudformation"), prefix)
     stack.complete_for_emulator(session.client("dynamodb"), session.client("cloudwatch"), prefix)
+
+
+def lock_state(directory: Path) -> IO[str]:
+    """One stack per state directory: a second one would journal over the first one's files.
+    The lock goes with the process, however it ends."""
+    directory.mkdir(parents=True, exist_ok=True)
+    f = open(directory / "lock", "a+")  # held open for the life of the process
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise RuntimeError(f"another local stack uses {directory} (stop it, or set TASKAPI_STATE)") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
 
 
 def _timeout(config: Any, name: str) -> int:
@@ -105,7 +126,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
 
     cfg = local_env.prepare()
-    moto = MotoProcess(cfg.moto_port)
+    moto = MotoProcess(cfg.moto_port, state_dir=cfg.state_dir)
     http: Any = None
     pollers: Any = None
     ticker: Any = None
@@ -120,9 +141,11 @@ def main() -> int:
                 "tick_seconds": cfg.tick_seconds,
                 "workers": cfg.workers,
                 "poll_interval_ms": round(cfg.poll_interval * 1000),
+                "state": str(cfg.state_dir) if cfg.state_dir else "memory",
             },
         )
         local_env.check_free(cfg.host, cfg.port)
+        state_lock = lock_state(cfg.state_dir) if cfg.state_dir else None  # noqa: F841 - held until exit
         moto.spawn()
         # Import the app while the emulator boots (both take seconds; they overlap on two cores).
         # Only now: settings and the PynamoDB models read the environment at import.
@@ -139,6 +162,8 @@ def main() -> int:
         logger.info("emulator_ready", extra={"pid": moto.pid, "endpoint": moto.endpoint})
         provision(cfg.prefix)
         logger.info("resources_ready", extra={"prefix": cfg.prefix})
+        if cfg.state_dir is not None:
+            logger.info("state_restored", extra=moto.restore())
         if cfg.generated_admin_token:
             # The one place a secret is shown: TASKAPI_ADMIN_TOKEN was unset, so we made one up.
             print(f"admin token: {cfg.generated_admin_token}", flush=True)

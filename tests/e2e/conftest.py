@@ -103,6 +103,7 @@ def local_stack() -> Iterator[LocalStack]:
         TASKAPI_ADMIN_TOKEN=admin_token,
         TASKAPI_TICK_SECONDS=str(TICK_SECONDS),
         TASKAPI_PREFIX="tasksapi-e2e-",
+        TASKAPI_STATE="memory",  # never the developer's .data/ (tests/e2e/test_restart.py keeps its own)
         TASKAPI_EGRESS_ALLOW="127.0.0.1",  # the e2e HTTP targets listen on loopback
         PYTHONUNBUFFERED="1",
     )
