@@ -10,9 +10,11 @@ from chalice import Chalice, Rate
 from chalicelib import dispatch, metrics, wiring, worker
 from chalicelib.api import bp
 from chalicelib.config import settings
+from chalicelib.console import bp as console_bp
 
 app = Chalice(app_name="tasks-api")
 app.register_blueprint(bp)
+app.register_blueprint(console_bp)  # the web console at /console: static files only
 
 
 @app.schedule(Rate(1, unit=Rate.MINUTES), name="tick")
