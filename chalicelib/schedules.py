@@ -18,27 +18,41 @@ Every function is pure: the caller passes ``now``/``after``; nothing here reads 
 from __future__ import annotations
 
 import bisect
+import calendar
 import functools
 import hashlib
+import heapq
 import re
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from math import gcd
 from typing import Any, TypeAlias, TypeVar, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cron_descriptor import FormatError, MissingFieldError, WrongArgumentError, get_description
 from cronsim import CronSim, CronSimError
-from dateutil.rrule import DAILY, HOURLY, MINUTELY, MONTHLY, WEEKLY, YEARLY, rrule, rruleset, rrulestr
+from dateutil.rrule import (
+    DAILY,
+    HOURLY,
+    MINUTELY,
+    MONTHLY,
+    WEEKLY,
+    YEARLY,
+    _iterinfo,  # dateutil's per-year calendar masks; see _Walk
+    rrule,
+    rrulestr,
+)
 
 __all__ = [
     "KINDS",
     "MISFIRE_POLICIES",
     "MissedPlan",
     "Schedule",
+    "ScheduleBudgetError",
     "ScheduleError",
+    "Work",
     "clear_caches",
     "describe",
     "event_matches",
@@ -65,7 +79,17 @@ _T = TypeVar("_T")
 _SECOND = timedelta(seconds=1)
 _MICROSECOND = timedelta(microseconds=1)
 _ZERO = timedelta(0)
-_LOOP_GUARD = 10_000  # bound on wall-clock candidates examined for one instant (folds, gaps)
+# Work budgets, in steps (a day tested against a rule's date parts, a wall-clock candidate, a
+# sampled UTC offset...; one step is well under a microsecond of CPU). One next fire may take
+# WORK_BUDGET; compiling a rule (COUNT, the never-fires check) PARSE_BUDGET. A 400-year Gregorian
+# cycle is 146,097 days, so every rule that fires at all fires within both.
+WORK_BUDGET = 400_000
+PARSE_BUDGET = 1_500_000
+# Fire instants are computed inside [_FIRST, _LAST] (UTC): a day inside datetime's range at each
+# end, so a wall-clock time, an offset or the jitter can never push arithmetic out of it.
+_FIRST = datetime(1, 1, 2, tzinfo=UTC)
+_LAST = datetime(9999, 12, 30, 23, 59, 59, tzinfo=UTC)
+_LAST_WALL = datetime(9999, 12, 31)  # wall-clock candidates from here on are past the calendar
 _UTC_KEYS = frozenset(
     {
         "UTC", "Etc/UTC", "UCT", "Etc/UCT", "Universal", "Etc/Universal", "Zulu", "Etc/Zulu",
@@ -82,6 +106,33 @@ class ScheduleError(ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+
+
+class ScheduleBudgetError(ScheduleError):
+    """Computing a fire would take more than its work budget: the rule is refused (400) or, for a
+    stored task, shown to its agent as `schedule_error`."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("schedule_expr", message)
+
+
+class Work:
+    """A step counter with a limit: every loop in the engine charges it, so no input can make one
+    computation take longer than `limit` steps. Tests and the bench read `spent`."""
+
+    __slots__ = ("limit", "spent")
+
+    def __init__(self, limit: int = WORK_BUDGET) -> None:
+        self.limit = limit
+        self.spent = 0
+
+    def spend(self, steps: int = 1) -> None:
+        self.spent += steps
+        if self.spent > self.limit:
+            raise ScheduleBudgetError(
+                f"computing the next fire takes more than {self.limit:,} steps; "
+                "use a rule whose dates are closer together (fewer BY* constraints or a smaller INTERVAL)"
+            )
 
 
 # --------------------------------------------------------------------------- values
@@ -107,8 +158,9 @@ class _CronRule:
     weekdays: frozenset[int | tuple[int, int]]
     fixed: bool  # False when every hour of the day matches: DST follows elapsed time
 
-    def iter_from(self, start: datetime) -> Iterator[datetime]:
-        """Naive wall-clock matches strictly after naive ``start`` (whole seconds)."""
+    def iter_from(self, start: datetime, work: Work | None = None) -> Iterator[datetime]:
+        """Naive wall-clock matches strictly after naive ``start`` (whole seconds), each charged
+        to ``work``; the matches end with the calendar (cronsim overflows past year 9999)."""
         # The state CronSim.__init__ builds for (expr, naive start), assigned in the same order so
         # CPython keeps its compact attribute layout. cronsim only reads the sets.
         it: Any = CronSim.__new__(CronSim)
@@ -124,7 +176,19 @@ class _CronRule:
         it.months = self.months
         it.weekdays = self.weekdays
         it.fixup_tz = None
-        return cast(Iterator[datetime], it)
+        if work is None:
+            return cast(Iterator[datetime], it)
+        return _charged(cast(Iterator[datetime], it), work)
+
+
+def _charged(it: Iterator[datetime], work: Work) -> Iterator[datetime]:
+    while True:
+        try:
+            value = next(it)
+        except (StopIteration, OverflowError, ValueError):  # cronsim steps past year 9999
+            return
+        work.spend()
+        yield value
 
 
 @dataclass(frozen=True, eq=False)
@@ -137,28 +201,309 @@ class _RRule:
     rdates: tuple[datetime, ...]
     exdates: tuple[datetime, ...]
     fixed: bool
-    step: timedelta | None  # lattice step that may move DTSTART forward without changing the set
     parts: tuple[tuple[str, str], ...]  # validated RRULE parts, for describe()
+    walk: _Walk = field(repr=False)
 
-    def iter_from(self, start: datetime) -> Iterator[datetime]:
-        """Naive occurrences strictly after naive ``start``.
-
-        dateutil always iterates from DTSTART, so a rule that started long ago is restarted on its
-        own lattice just before ``start`` (same occurrences, bounded work).
-        """
-        rule = self.rule
-        if self.step is not None and start - self.dtstart > 2 * self.step:
-            periods = (start - self.dtstart) // self.step - 1
-            rule = rule.replace(dtstart=self.dtstart + periods * self.step)
+    def iter_from(self, start: datetime, work: Work | None = None) -> Iterator[datetime]:
+        """Naive occurrences strictly after naive ``start``, at a cost bounded by ``work``."""
+        occurrences = self.walk.after(start, work if work is not None else Work(), self.until)
         if not self.rdates and not self.exdates:
-            return iter(rule.xafter(start))
-        rset = rruleset()
-        rset.rrule(rule)
-        for d in self.rdates:
-            rset.rdate(d)
-        for d in self.exdates:
-            rset.exdate(d)
-        return iter(rset.xafter(start))
+            return occurrences
+        return _merged(occurrences, self.rdates[bisect.bisect_right(self.rdates, start) :], set(self.exdates))
+
+
+def _merged(rule: Iterator[datetime], rdates: tuple[datetime, ...], exdates: set[datetime]) -> Iterator[datetime]:
+    """RFC 5545 (as dateutil's rruleset): RDATEs join the rule's dates, EXDATEs remove from both."""
+    last = None
+    for value in heapq.merge(rule, rdates):
+        if value != last and value not in exdates:
+            yield value
+        last = value
+
+
+_MAX_ORDINAL = date(9999, 12, 31).toordinal()
+_DAY = timedelta(days=1)
+
+
+class _Walk:
+    """dateutil's RRULE semantics, computed from the period that holds ``after``.
+
+    dateutil's own iterator always starts at DTSTART and cannot stop inside a run of periods with
+    no occurrence, so its cost grows with the distance to ``after`` (a rule from 1990 asked about
+    year 8000 walks 6,000 years) and with a period's size (a YEARLY rule with every BYHOUR and
+    BYMINUTE builds 527,040 candidates a year). This walk keeps dateutil's compiled rule (its BY*
+    sets and the defaults it takes from DTSTART) and its calendar masks (``_iterinfo``: week
+    numbers, nth weekdays, month and year days), so which days pass is dateutil's own decision,
+    but it
+    * marks the days of a year that pass the date parts once per year of the 400-year Gregorian
+      cycle (the calendar repeats, so year 2427 reuses 2027's marks),
+    * jumps straight to the period (year, month, week, day, or interval lattice point) that holds
+      ``after``, keeping the INTERVAL phase counted from DTSTART, and
+    * crosses a day's times only for the days that pass, so every step is small and charged.
+    The emitted sequence equals dateutil's (tests/unit/test_schedule_bounds.py compares them).
+    """
+
+    def __init__(self, rule: rrule) -> None:
+        r: Any = rule
+        self.rule = rule
+        self.freq: int = r._freq
+        self.interval: int = r._interval
+        self.dtstart: datetime = r._dtstart
+        self.setpos: tuple[int, ...] | None = r._bysetpos
+        self.hours: tuple[int, ...] | None = tuple(r._byhour) if r._byhour else None
+        self.minutes: tuple[int, ...] | None = tuple(r._byminute) if r._byminute else None
+        self.seconds: tuple[int, ...] = tuple(r._bysecond)
+        self.times: tuple[time, ...] = tuple(r._timeset) if self.freq < HOURLY else ()
+        if self.freq == DAILY and self.setpos:  # a day is the whole period: the positions pick times
+            self.times = tuple(t for _, t in _pick([0], self.times, self.setpos))
+        self.masks: dict[int, bytes] = {}
+
+    # ---- which days pass the date parts
+
+    def mask(self, year: int, work: Work) -> bytes:
+        """One byte per day of ``year`` (plus 7 of the next for WEEKLY): 1 where the date parts pass."""
+        key = year % 400
+        found = self.masks.get(key)
+        if found is None:
+            found = self._build(2000 + key)  # same calendar as ``year``
+            work.spend(len(found))
+            self.masks[key] = found
+        return found
+
+    def _build(self, year: int) -> bytes:
+        r: Any = self.rule
+        ii = _iterinfo(r)
+        ii.rebuild(year, 1)
+        size = ii.yearlen + (7 if self.freq == WEEKLY else 0)
+        out = bytearray(size)
+        bymonth, byweekno, byweekday, byeaster = r._bymonth, r._byweekno, r._byweekday, r._byeaster
+        bymonthday, bynmonthday, byyearday = r._bymonthday, r._bynmonthday, r._byyearday
+        # MONTHLY nth weekdays (BYDAY=2MO) are marked month by month, as dateutil rebuilds them
+        months = range(1, 13) if self.freq == MONTHLY and r._bynweekday else (0,)
+        for month in months:
+            if month:
+                ii.rebuild(year, month)
+                lo, hi = ii.mrange[month - 1], ii.mrange[month]
+            else:
+                lo, hi = 0, size
+            for i in range(lo, hi):
+                # dateutil's day filter (rrule._iter), verbatim
+                if not (
+                    (bymonth and ii.mmask[i] not in bymonth)
+                    or (byweekno and not ii.wnomask[i])
+                    or (byweekday and ii.wdaymask[i] not in byweekday)
+                    or (ii.nwdaymask and not ii.nwdaymask[i])
+                    or (byeaster and not ii.eastermask[i])
+                    or (
+                        (bymonthday or bynmonthday)
+                        and ii.mdaymask[i] not in bymonthday
+                        and ii.nmdaymask[i] not in bynmonthday
+                    )
+                    or (
+                        byyearday
+                        and (
+                            (i < ii.yearlen and i + 1 not in byyearday and -ii.yearlen + i not in byyearday)
+                            or (
+                                i >= ii.yearlen
+                                and i + 1 - ii.yearlen not in byyearday
+                                and -ii.nextyearlen + i - ii.yearlen not in byyearday
+                            )
+                        )
+                    )
+                ):
+                    out[i] = 1
+        return bytes(out)
+
+    # ---- occurrences
+
+    def after(
+        self, start: datetime, work: Work, until: datetime | None, stop: datetime | None = None
+    ) -> Iterator[datetime]:
+        """Occurrences strictly after naive ``start`` (and not before DTSTART, not after ``until``),
+        in order. ``stop``: give up on periods that begin after it (the never-fires check)."""
+        floor = max(start.replace(microsecond=0), self.dtstart - _SECOND)
+        stop_ordinal = min(_MAX_ORDINAL, stop.toordinal()) if stop is not None else _MAX_ORDINAL
+        if self.freq >= HOURLY:
+            source = self._sub_daily(floor, work, stop_ordinal)
+        elif self.freq == DAILY:
+            source = self._daily(floor, work, stop_ordinal)
+        else:
+            source = self._periods(floor, work, stop_ordinal)
+        for value in source:
+            if until is not None and value > until:
+                return
+            work.spend()
+            yield value
+
+    def _periods(self, floor: datetime, work: Work, stop_ordinal: int) -> Iterator[datetime]:
+        """YEARLY, MONTHLY and WEEKLY: whole periods of days (BYSETPOS picks within each)."""
+        start, n, freq = self.dtstart.date(), self.interval, self.freq
+        week0 = 0
+        if freq == YEARLY:
+            k = max(0, (floor.year - start.year) // n)
+        elif freq == MONTHLY:
+            k = max(0, (floor.year * 12 + floor.month - start.year * 12 - start.month) // n)
+        else:
+            # dateutil's first week runs from DTSTART to the day before the next WKST; later weeks
+            # start on WKST, INTERVAL weeks apart
+            week0 = start.toordinal() - (start.weekday() - cast(Any, self.rule)._wkst) % 7
+            k = max(0, (floor.toordinal() - week0) // (7 * n))
+        while True:
+            work.spend()
+            if freq == YEARLY:
+                year = start.year + k * n
+                if year > 9999:
+                    return
+                first = date(year, 1, 1).toordinal()
+                lo, hi = 0, 365 + calendar.isleap(year)
+            elif freq == MONTHLY:
+                year, month0 = divmod(start.year * 12 + start.month - 1 + k * n, 12)
+                if year > 9999:
+                    return
+                first = date(year, 1, 1).toordinal()
+                lo = date(year, month0 + 1, 1).toordinal() - first
+                hi = lo + calendar.monthrange(year, month0 + 1)[1]
+            else:
+                begin = start.toordinal() if k == 0 else week0 + 7 * n * k
+                if begin > _MAX_ORDINAL:
+                    return
+                year = date.fromordinal(begin).year
+                first = date(year, 1, 1).toordinal()
+                lo = begin - first
+                hi = week0 + 7 * n * k + 7 - first
+            if first + lo > stop_ordinal:
+                return
+            mask = self.mask(year, work)
+            work.spend((hi - lo) // 8 + 1)
+            days = [i for i in range(lo, hi) if mask[i]]
+            if days:
+                if self.setpos:
+                    for i, moment in _pick(days, self.times, self.setpos):
+                        if first + i > _MAX_ORDINAL:
+                            return
+                        value = datetime.combine(date.fromordinal(first + i), moment)
+                        if value > floor:
+                            yield value
+                else:
+                    begin_day = floor.toordinal() - first
+                    for i in days[bisect.bisect_left(days, begin_day) :]:
+                        if first + i > _MAX_ORDINAL:
+                            return
+                        yield from self._day(first + i, self.times, floor, work)
+            k += 1
+
+    def _daily(self, floor: datetime, work: Work, stop_ordinal: int) -> Iterator[datetime]:
+        n, origin = self.interval, self.dtstart.toordinal()
+        day = max(origin, floor.toordinal())
+        day = origin + -(-(day - origin) // n) * n  # the first day on the INTERVAL lattice
+        while day <= min(stop_ordinal, _MAX_ORDINAL):
+            year = date.fromordinal(day).year
+            first = date(year, 1, 1).toordinal()
+            end = first + 365 + calendar.isleap(year)
+            mask = self.mask(year, work)
+            while day < end:
+                work.spend()
+                if n == 1:
+                    found = mask.find(1, day - first, end - first)
+                    if found < 0:
+                        day = end
+                        break
+                    day = first + found
+                if mask[day - first]:
+                    yield from self._day(day, self.times, floor, work)
+                day += n
+
+    def _sub_daily(self, floor: datetime, work: Work, stop_ordinal: int) -> Iterator[datetime]:
+        """HOURLY and MINUTELY: every day is a candidate; the times are the INTERVAL lattice
+        (counted from DTSTART) that BYHOUR/BYMINUTE keep, BYSETPOS picking within each period."""
+        unit = 24 if self.freq == HOURLY else 1440
+        origin = self.dtstart.toordinal() * unit + (
+            self.dtstart.hour if self.freq == HOURLY else self.dtstart.hour * 60 + self.dtstart.minute
+        )
+        day = max(self.dtstart.toordinal(), floor.toordinal())
+        while day <= min(stop_ordinal, _MAX_ORDINAL):
+            year = date.fromordinal(day).year
+            first = date(year, 1, 1).toordinal()
+            end = first + 365 + calendar.isleap(year)
+            mask = self.mask(year, work)
+            while day < end:
+                work.spend()
+                found = mask.find(1, day - first, end - first)
+                if found < 0:
+                    day = end
+                    break
+                day = first + found
+                lattice = day * unit + (origin - day * unit) % self.interval  # first lattice point >= the day
+                if lattice >= (day + 1) * unit:  # none today: go to the lattice point's day
+                    day = lattice // unit
+                    continue
+                times = self._lattice_times(day, unit, origin, work)
+                if times:
+                    yield from self._day(day, times, floor, work)
+                day += 1
+
+    def _lattice_times(self, day: int, unit: int, origin: int, work: Work) -> list[time]:
+        n, seconds = self.interval, self.seconds
+        hours = set(self.hours) if self.hours else None
+        base = day * unit
+        out: list[time] = []
+        if unit == 24:
+            candidates = (
+                [h for h in self.hours if (base + h - origin) % n == 0]
+                if self.hours and len(self.hours) < 24 // n + 1
+                else [h for h in range((origin - base) % n, 24, n) if hours is None or h in hours]
+            )
+            work.spend(24 // n + 1 + len(candidates))
+            minutes = self.minutes or (self.dtstart.minute,)
+            for h in candidates:
+                period = [time(h, m, s) for m in minutes for s in seconds]
+                out += [t for _, t in _pick([0], period, self.setpos)] if self.setpos else period
+            return out
+        minute_set = set(self.minutes) if self.minutes else None
+        pairs = len(self.hours or range(24)) * len(self.minutes or range(60))
+        if pairs <= 1440 // n + 1:
+            points = [
+                h * 60 + m
+                for h in (self.hours or range(24))
+                for m in (self.minutes or range(60))
+                if (base + h * 60 + m - origin) % n == 0
+            ]
+            work.spend(pairs)
+        else:
+            points = [
+                x
+                for x in range((origin - base) % n, 1440, n)
+                if (hours is None or x // 60 in hours) and (minute_set is None or x % 60 in minute_set)
+            ]
+            work.spend(1440 // n + 1)
+        for x in points:
+            period = [time(x // 60, x % 60, s) for s in seconds]
+            out += [t for _, t in _pick([0], period, self.setpos)] if self.setpos else period
+        return out
+
+    @staticmethod
+    def _day(ordinal: int, times: tuple[time, ...] | list[time], floor: datetime, work: Work) -> Iterator[datetime]:
+        day = date.fromordinal(ordinal)
+        skip = 0
+        if ordinal == floor.toordinal():
+            skip = bisect.bisect_right(times, floor.time())
+        elif ordinal < floor.toordinal():
+            return
+        work.spend()
+        for moment in times[skip:]:
+            yield datetime.combine(day, moment)
+
+
+def _pick(days: list[int], times: tuple[time, ...] | list[time], setpos: tuple[int, ...]) -> list[tuple[int, time]]:
+    """BYSETPOS as dateutil applies it: position p of a period's (day, time) combinations."""
+    out: set[tuple[int, time]] = set()
+    for pos in setpos:
+        day_at, time_at = divmod(pos if pos < 0 else pos - 1, len(times))
+        try:
+            out.add((days[day_at], times[time_at]))
+        except IndexError:
+            pass
+    return sorted(out)
 
 
 _Rule: TypeAlias = "_CronRule | _RRule | datetime | None"  # datetime: a once instant (UTC); None: event
@@ -249,48 +594,68 @@ def parse_schedule(
     return schedule
 
 
-def next_fire(schedule: Schedule, after: datetime) -> datetime | None:
+def next_fire(schedule: Schedule, after: datetime, *, work: Work | None = None) -> datetime | None:
     """First fire instant strictly after ``after`` (UTC, whole seconds), with jitter and bounds.
 
-    None when the schedule is exhausted (once fired, COUNT/UNTIL, ends_at) or of kind event.
+    None when the schedule is exhausted (once fired, COUNT/UNTIL, ends_at), of kind event, or when
+    the calendar ends first (fires are computed from 0001-01-02 to 9999-12-30 UTC). At most
+    ``work.limit`` steps (default WORK_BUDGET); more raises ScheduleBudgetError.
     """
     _require_aware(after, "after")
     rule = schedule.rule
     if rule is None:
         return None
+    work = work if work is not None else Work()
+    try:
+        lo = after.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00 is in year 10000 UTC
+        if after.year > 5000:
+            return None
+        lo = _FIRST
+    if lo >= _LAST:
+        return None
     jitter = schedule.jitter_offset
-    lo = after.astimezone(UTC)
     if jitter:
         lo -= timedelta(seconds=jitter)  # base + jitter > after  <=>  base > after - jitter
-    if schedule.starts_at is not None:
+    if schedule.starts_at is not None and schedule.starts_at > _FIRST:
         floor = schedule.starts_at - timedelta(seconds=jitter) - _MICROSECOND
         if floor > lo:
             lo = floor
+    lo = max(lo, _FIRST - _SECOND)
     if isinstance(rule, datetime):
         base: datetime | None = rule if rule > lo else None
-    elif schedule.utc:
-        local = next(rule.iter_from(lo.replace(tzinfo=None, microsecond=0)), None)
-        base = None if local is None else local.replace(tzinfo=UTC)
-    elif rule.fixed:
-        base = _first_fixed(rule.iter_from, schedule.tz, lo)
     else:
-        base = _first_elapsed(rule.iter_from, schedule.tz, lo)
+        iter_from = functools.partial(rule.iter_from, work=work)
+        if schedule.utc:
+            local = next(iter_from(lo.replace(tzinfo=None, microsecond=0)), None)
+            base = None if local is None or local >= _LAST_WALL else local.replace(tzinfo=UTC)
+        elif rule.fixed:
+            base = _first_fixed(iter_from, schedule.tz, lo, work)
+        else:
+            base = _first_elapsed(iter_from, schedule.tz, lo, work)
     if base is None:
         return None
     fire = base + timedelta(seconds=jitter) if jitter else base
-    if schedule.ends_at is not None and fire > schedule.ends_at:
+    if fire > _LAST or (schedule.ends_at is not None and fire > schedule.ends_at):
         return None
     return fire
 
 
-def preview(schedule: Schedule, after: datetime, count: int) -> list[datetime]:
-    """The next ``count`` (1-100) fire instants strictly after ``after``; fewer when exhausted."""
+def preview(schedule: Schedule, after: datetime, count: int, *, work: Work | None = None) -> list[datetime]:
+    """The next ``count`` (1-100) fire instants strictly after ``after``; fewer when exhausted or
+    when the calendar ends. Each fire has its own WORK_BUDGET; ``work`` (optional) adds up the
+    steps of all of them (for tests and the bench)."""
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_PREVIEW:
         raise ScheduleError("count", f"must be an integer between 1 and {MAX_PREVIEW}")
     out: list[datetime] = []
     cursor = after
     while len(out) < count:
-        fire = next_fire(schedule, cursor)
+        step = Work()
+        try:
+            fire = next_fire(schedule, cursor, work=step)
+        finally:
+            if work is not None:
+                work.spent += step.spent
         if fire is None:
             break
         out.append(fire)
@@ -424,6 +789,7 @@ def clear_caches() -> None:
     _parse_cached.cache_clear()
     _compile_cron.cache_clear()
     _shared.cache_clear()
+    _TRANSITIONS.clear()
 
 
 # --------------------------------------------------------------------------- parsing
@@ -499,7 +865,10 @@ def _bound(value: datetime | None, name: str) -> datetime | None:
         raise ScheduleError(name, "must be a timestamp")
     if value.tzinfo is None or value.utcoffset() is None:
         raise ScheduleError(name, "must include a UTC offset (e.g. 2027-03-28T00:00:00Z)")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00 is in year 10000 UTC
+        raise ScheduleError(name, "must lie between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z") from None
 
 
 def _require_aware(value: datetime, name: str) -> datetime:
@@ -738,11 +1107,10 @@ def _compile_rrule(text: str, tz: ZoneInfo, anchor: datetime | None) -> _RRule:
         rule = rrulestr(core, dtstart=dtstart)
     except (ValueError, TypeError, KeyError) as exc:
         raise ScheduleError("schedule_expr", f"invalid RRULE: {exc}") from None
-    _check_satisfiable(rule, dtstart, freq, interval, parts)
+    walk = _Walk(rule)
+    _check_satisfiable(walk, dtstart, freq, interval, parts)
     if "COUNT" in parts:
-        until = None
-        for until in rule.replace(count=int(parts["COUNT"])):  # noqa: B007 - keep the last one
-            pass
+        until = _nth(walk, int(parts["COUNT"]))
     if until is not None:
         rule = rule.replace(until=until)
     spaced = sorted(set(rdates))
@@ -754,12 +1122,6 @@ def _compile_rrule(text: str, tz: ZoneInfo, anchor: datetime | None) -> _RRule:
         fixed = len(set(hours.split(","))) < 24
     else:
         fixed = not ((freq == HOURLY and interval == 1) or (freq == MINUTELY and interval <= 60))
-    step = {
-        MINUTELY: timedelta(minutes=interval),
-        HOURLY: timedelta(hours=interval),
-        DAILY: timedelta(days=interval),
-        WEEKLY: timedelta(weeks=interval),
-    }.get(freq)
     return _RRule(
         rule=rule,
         dtstart=dtstart,
@@ -767,9 +1129,23 @@ def _compile_rrule(text: str, tz: ZoneInfo, anchor: datetime | None) -> _RRule:
         rdates=tuple(spaced),
         exdates=tuple(sorted(set(exdates))),
         fixed=fixed,
-        step=step,
         parts=tuple(parts.items()),
+        walk=walk,
     )
+
+
+def _nth(walk: _Walk, count: int) -> datetime | None:
+    """The COUNT-th occurrence (the rule's last), or None when the calendar ends before it."""
+    work = Work(PARSE_BUDGET)
+    try:
+        for n, value in enumerate(walk.after(walk.dtstart - _SECOND, work, None), 1):
+            if n == count:
+                return value
+    except ScheduleBudgetError:
+        raise ScheduleBudgetError(
+            f"COUNT={count} takes more than {PARSE_BUDGET:,} steps to reach; give an UNTIL or a smaller COUNT"
+        ) from None
+    return None
 
 
 def _rrule_parts(value: str) -> dict[str, str]:
@@ -877,14 +1253,12 @@ def _ical_datetime(match: re.Match[str], what: str) -> datetime:
     return value
 
 
-def _check_satisfiable(rule: rrule, dtstart: datetime, freq: int, interval: int, parts: dict[str, str]) -> None:
-    """Reject rules that never produce a date: dateutil would search until year 9999 on every call.
+def _check_satisfiable(walk: _Walk, dtstart: datetime, freq: int, interval: int, parts: dict[str, str]) -> None:
+    """Reject rules that never produce a date, and rules too costly to compute.
 
-    Obvious cases get a specific message; the rest are probed near year 9999 (so the probe ends),
-    on a DTSTART moved by whole 400-year calendar cycles that are also whole multiples of the
-    rule's INTERVAL, i.e. the same calendar and the same phase as the real rule. Sub-daily rules
-    step day by day, so their dates are first checked with a cheap YEARLY rule over the same date
-    parts (that probe takes milliseconds instead of seconds).
+    The Gregorian calendar repeats every 400 years, so a rule's dates repeat every 400-year cycle
+    that is also a whole number of INTERVALs: if none falls within one such span from DTSTART (or
+    before the calendar ends), none ever will.
     """
     if "BYMONTHDAY" in parts and "BYMONTH" in parts:
         days = [int(d) for d in parts["BYMONTHDAY"].split(",")]
@@ -893,23 +1267,16 @@ def _check_satisfiable(rule: rrule, dtstart: datetime, freq: int, interval: int,
             raise ScheduleError(
                 "schedule_expr", f"BYMONTHDAY={parts['BYMONTHDAY']} never occurs in BYMONTH={parts['BYMONTH']}"
             )
-    day_parts = [k for k in ("BYMONTHDAY", "BYYEARDAY", "BYWEEKNO", "BYDAY") if k in parts]
-    plain_days = not re.search(r"\d", parts.get("BYDAY", ""))  # ordinals mean something else per FREQ
-    if freq >= DAILY and day_parts and plain_days and "BYSETPOS" not in parts:
-        dates = ";".join(f"{k}={parts[k]}" for k in ("BYMONTH", *day_parts) if k in parts)
-        midnight = dtstart.replace(hour=0, minute=0, second=0)
-        _probe(rrulestr(f"FREQ=YEARLY;{dates}", dtstart=midnight), midnight, YEARLY, 1)
-    _probe(rule, dtstart, freq, interval)
-
-
-def _probe(rule: rrule, dtstart: datetime, freq: int, interval: int) -> None:
-    cycles = interval // gcd(_CYCLE_UNITS[freq], interval)  # 400-year cycles per shift
-    shifts = max(0, (9999 - 400 - dtstart.year) // (400 * cycles))
-    probe = rule.replace(dtstart=dtstart + timedelta(days=146097 * cycles * shifts))
+    cycles = interval // gcd(_CYCLE_UNITS[freq], interval)  # 400-year cycles per repeat
+    horizon = dtstart + timedelta(days=146097 * cycles + 8) if dtstart.year + 400 * cycles < 9999 else None
+    work = Work(PARSE_BUDGET)
     try:
-        first = next(iter(probe), None)
-    except (ValueError, TypeError) as exc:
-        raise ScheduleError("schedule_expr", f"invalid RRULE: {exc}") from None
+        first = next(walk.after(dtstart - _SECOND, work, None, stop=horizon), None)
+    except ScheduleBudgetError:
+        raise ScheduleBudgetError(
+            f"finding the RRULE's first date takes more than {PARSE_BUDGET:,} steps; "
+            "its dates are too far apart (check its BY* parts and INTERVAL)"
+        ) from None
     if first is None:
         raise ScheduleError("schedule_expr", "the RRULE never produces a date; check its BY* parts")
 
@@ -1006,7 +1373,7 @@ def _offset(moment: datetime) -> timedelta:
     return moment.utcoffset() or _ZERO
 
 
-def _resolve_first(local: datetime, tz: ZoneInfo) -> datetime:
+def _resolve_first(local: datetime, tz: ZoneInfo, work: Work | None = None) -> datetime:
     """Fixed-hour policy: the UTC instant of naive wall time ``local``.
 
     Repeated time -> its first occurrence; time inside a gap -> the first instant after the gap.
@@ -1016,28 +1383,30 @@ def _resolve_first(local: datetime, tz: ZoneInfo) -> datetime:
     first = (local - before).replace(tzinfo=UTC)
     if before >= after:  # ordinary time (equal) or a repeated time (first copy has the larger offset)
         return first
-    transition = _next_transition(tz, (local - after).replace(tzinfo=UTC), first)
+    transition = _next_transition(tz, (local - after).replace(tzinfo=UTC), first, work or Work())
     return first if transition is None else transition
 
 
-def _first_fixed(iter_from: Callable[[datetime], Iterator[datetime]], tz: ZoneInfo, after: datetime) -> datetime | None:
+def _first_fixed(
+    iter_from: Callable[[datetime], Iterator[datetime]], tz: ZoneInfo, after: datetime, work: Work
+) -> datetime | None:
     """First fixed-hour fire strictly after ``after``.
 
     Wall times map to instants monotonically (gaps collapse, repeats take the first copy), and the
     wall time of ``after`` maps to an instant <= ``after``; so scan wall times from there on.
     """
     start = after.astimezone(tz).replace(tzinfo=None, microsecond=0, fold=0)
-    for examined, local in enumerate(iter_from(start)):
-        instant = _resolve_first(local, tz)
+    for local in iter_from(start):
+        if local >= _LAST_WALL:
+            return None
+        instant = _resolve_first(local, tz, work)
         if instant > after:
             return instant
-        if examined > _LOOP_GUARD:
-            break
     return None
 
 
 def _first_elapsed(
-    iter_from: Callable[[datetime], Iterator[datetime]], tz: ZoneInfo, after: datetime
+    iter_from: Callable[[datetime], Iterator[datetime]], tz: ZoneInfo, after: datetime, work: Work
 ) -> datetime | None:
     """First elapsed-time fire strictly after ``after``: an instant whose wall time matches.
 
@@ -1048,24 +1417,29 @@ def _first_elapsed(
     offset = _offset(after.astimezone(tz))
     start = (after + offset).replace(tzinfo=None, microsecond=0)
     since = after
-    for _ in range(_LOOP_GUARD):
-        local = next(iter_from(start), None)
-        if local is None:
+    searched: datetime | None = None  # the last search began here and found `local` first
+    local: datetime | None = None
+    while True:
+        work.spend()
+        # No wall time in (searched, local) matches, so a later start before `local` finds it again.
+        if searched is None or local is None or not searched <= start < local:
+            local = next(iter_from(start), None)
+            searched = start
+        if local is None or local >= _LAST_WALL:
             return None
         candidate = (local - offset).replace(tzinfo=UTC)
-        transition = _next_transition(tz, since, candidate)
+        transition = _next_transition(tz, since, candidate, work)
         if transition is None:
             return candidate
         offset = _offset(transition.astimezone(tz))
         start = (transition + offset).replace(tzinfo=None) - _SECOND
         since = transition
-    return None
 
 
-def _next_transition(tz: ZoneInfo, after: datetime, limit: datetime) -> datetime | None:
+def _next_transition(tz: ZoneInfo, after: datetime, limit: datetime, work: Work) -> datetime | None:
     """First UTC-offset change in (after, limit], or None."""
-    for year in range(after.year, min(limit.year, 9998) + 1):
-        changes = _year_transitions(tz, year)
+    for year in range(after.year, min(limit.year, 9999) + 1):
+        changes = _year_transitions(tz, year, work)
         index = bisect.bisect_right(changes, after)
         if index < len(changes):
             return changes[index] if changes[index] <= limit else None
@@ -1073,20 +1447,35 @@ def _next_transition(tz: ZoneInfo, after: datetime, limit: datetime) -> datetime
 
 
 _SAMPLE = timedelta(hours=3)
+_SAMPLE_FAR = timedelta(days=1)
+_TABLE_END = 2037  # tz tables list every transition up to here; later years follow one yearly rule
+_TRANSITIONS: dict[tuple[ZoneInfo, int], tuple[datetime, ...]] = {}
 
 
-@functools.lru_cache(maxsize=1024)
-def _year_transitions(tz: ZoneInfo, year: int) -> tuple[datetime, ...]:
+def _year_transitions(tz: ZoneInfo, year: int, work: Work) -> tuple[datetime, ...]:
     """Instants in [year, year+1) UTC where the zone's UTC offset changes, to the second.
 
-    zoneinfo does not expose its transition table, so sample every 3 h and bisect each change.
+    zoneinfo does not expose its transition table, so sample and bisect each change: every 3 h
+    through the tables' years, daily after them (a yearly DST rule never changes twice a day).
+    The calendar's first and last day are left out (see _FIRST/_LAST). Cached per (zone, year).
     """
-    moment = datetime(year, 1, 1, tzinfo=UTC)
-    end = datetime(year + 1, 1, 1, tzinfo=UTC)
+    found = _TRANSITIONS.get((tz, year))
+    if found is None:
+        if len(_TRANSITIONS) >= 4096:
+            _TRANSITIONS.clear()
+        found = _TRANSITIONS[(tz, year)] = _sample_transitions(tz, year, work)
+    return found
+
+
+def _sample_transitions(tz: ZoneInfo, year: int, work: Work) -> tuple[datetime, ...]:
+    moment = max(datetime(year, 1, 1, tzinfo=UTC), _FIRST)
+    end = datetime(year + 1, 1, 1, tzinfo=UTC) if year < 9999 else _LAST
+    sample = _SAMPLE if year <= _TABLE_END else _SAMPLE_FAR
+    work.spend(4 * int((end - moment) / sample))  # a sampled offset costs a few steps
     current = _offset(moment.astimezone(tz))
     found = []
     while moment < end:
-        probe = min(moment + _SAMPLE, end)
+        probe = min(moment + sample, end)
         offset = _offset(probe.astimezone(tz))
         if offset != current:
             lo, hi = int(moment.timestamp()), int(probe.timestamp())
@@ -1145,4 +1534,5 @@ def _due_fires(schedule: Schedule, first: datetime, now: datetime, keep: int) ->
 
 
 def _z(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat, not strftime: strftime writes year 1 as "1", RFC 3339 needs "0001"
+    return moment.astimezone(UTC).replace(tzinfo=None, microsecond=0).isoformat() + "Z"

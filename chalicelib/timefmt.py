@@ -1,4 +1,4 @@
-"""Timestamps as the API writes them: RFC 3339, UTC, `Z`, whole seconds."""
+"""Timestamps as the API writes them: RFC 3339, UTC, `Z`, whole seconds, four-digit years."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 def iso(dt: datetime | None) -> str | None:
     if dt is None:
         return None
-    return dt.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat, not strftime: strftime writes year 1 as "1" where RFC 3339 needs "0001"
+    return dt.astimezone(UTC).replace(tzinfo=None, microsecond=0).isoformat() + "Z"
 
 
 def iso_epoch(epoch: float | None) -> str | None:
