@@ -830,7 +830,8 @@ function showErrors(form, box, errors, title, detail) {
       "div",
       { class: "error-box", role: "alert" },
       h("strong", {}, title || "The request was refused"),
-      detail ? h("p", {}, detail) : null,
+      detail && (unplaced.length || !errors.length) ? h("p", {}, detail) : null,
+      !unplaced.length && errors.length ? h("p", {}, "See the messages under the highlighted fields.") : null,
       unplaced.length ? h("ul", {}, unplaced.map((t) => h("li", {}, t))) : null,
     ),
   );
