@@ -49,3 +49,12 @@ clean:
 # Forget what `make run` kept in .data/ (tables, queues, the generated admin token).
 reset:
 	rm -rf .data
+
+.PHONY: deploy destroy
+# The chalice path end to end, idempotent (docs/deploy.md): make deploy STAGE=prod [DRY_RUN=1]
+deploy: $(STAMP)
+	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(BIN)/python -m infra.deploy --stage $(STAGE) $(if $(DRY_RUN),--dry-run)
+
+# Remove a deployed stage (asks for CONFIRM=<stage>; the tables are kept)
+destroy: $(STAMP)
+	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(BIN)/python -m infra.deploy --destroy --stage $(STAGE) $(if $(DRY_RUN),--dry-run)

@@ -50,3 +50,15 @@ def worker_normal(event: Any) -> dict[str, Any]:
 @app.on_sqs_message(queue=settings().queue_name("low"), batch_size=10, name="worker_low", maximum_concurrency=5)
 def worker_low(event: Any) -> dict[str, Any]:
     return _work(event)
+
+
+# AWS events in (off by default): the EventBridge rule that docs/deploy.md's AwsEventsPattern
+# creates invokes this with {"agent_id", "event"}; each event becomes that agent's internal event.
+@app.lambda_function(name="aws_events")
+def aws_events(event: Any, context: Any) -> dict[str, Any]:
+    from chalicelib import awsevents
+
+    try:
+        return awsevents.handle(event, wiring.now())
+    finally:
+        metrics.flush()

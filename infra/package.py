@@ -69,6 +69,8 @@ FUNCTIONS: tuple[Function, ...] = (
         "worker_normal", "WorkerNormal", "WorkerNormalRole", "WorkerNormalLogs", "-worker_normal", "RunsNormalQueue"
     ),
     Function("worker_low", "WorkerLow", "WorkerLowRole", "WorkerLowLogs", "-worker_low", "RunsLowQueue"),
+    # AWS events in: invoked only by the optional rule of infra/awsevents.json (docs/deploy.md).
+    Function("aws_events", "AwsEvents", "AwsEventsRole", "AwsEventsLogs", "-aws_events"),
 )
 
 

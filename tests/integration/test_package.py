@@ -20,7 +20,7 @@ import boto3
 import botocore.client
 import pytest
 
-from chalicelib import worker
+from chalicelib import awsevents, worker
 from chalicelib.config import PRIORITY_BANDS, Settings, settings
 from infra import stack
 from infra.cfn import Resolver
@@ -231,6 +231,8 @@ class _Calls:
                 return "tick"
             if code.co_filename.endswith("chalicelib/api.py") and code.co_name == "handler":
                 return "api_handler"
+            if code.co_filename.endswith("chalicelib/awsevents.py") and code.co_name == "handle":
+                return "aws_events"
             f = f.f_back
         return None
 
@@ -323,11 +325,17 @@ def test_the_packaged_policies_allow_every_call_the_functions_make(sam, api, clo
     boto3.client("sqs").send_message(QueueUrl=queue_url("normal"), MessageBody="not a run message")
     workers.drain()
     assert api.call("POST", f"/tasks/{cid}/cancel", token=token).status_code == 200
+    on_aws = task_body(agent["agent_id"], schedule_kind="event", schedule_expr="aws.*")
+    assert api.call("POST", "/tasks", on_aws, token=token).status_code == 201
+    aws_event = {"id": "e-1", "source": "aws.s3", "detail-type": "iam go", "detail": {}}
+    assert awsevents.handle({"agent_id": agent["agent_id"], "event": aws_event}, clock.now)["runs"]
     assert api.call("POST", f"/agents/{agent['agent_id']}/revoke", headers=ADMIN).status_code == 200
 
     policies = _policies(sam, Prefix=settings().prefix)
     functions = {fn for fn, *_ in calls.seen}
-    assert {"api_handler", "tick"} <= functions and any(f.startswith("worker_") for f in functions), functions
+    assert {"api_handler", "tick", "aws_events"} <= functions and any(f.startswith("worker_") for f in functions), (
+        functions
+    )
     denied = sorted(c for c in calls.seen if not _allowed(policies[c[0]], c[1], c[2]))
     assert not denied, "calls the packaged IAM policies would deny:\n" + "\n".join(map(str, denied))
 
