@@ -70,7 +70,7 @@ def _main(
         str | None, typer.Option("--token", help="Bearer token (default: TASKS_API_TOKEN or the config file).")
     ] = None,
     profile: Annotated[
-        str | None, typer.Option("--profile", help="A [profiles.NAME] section of the config file.")
+        str | None, typer.Option("--profile", help="A \\[profiles.NAME] section of the config file.")
     ] = None,
 ) -> None:
     state.url, state.token, state.profile = url, token, profile
@@ -128,7 +128,8 @@ def load_file(path: str) -> dict[str, Any]:
     try:
         data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        mark = getattr(e, "problem_mark", None)
+        first = f"{getattr(e, 'problem', None) or e}" + (f" at line {mark.line + 1}" if mark else "")
         fail(f"{path} is not valid {'JSON' if path.endswith('.json') else 'YAML or JSON'}: {first}", 2)
     if not isinstance(data, dict):
         fail(f"{path} must hold an object (the task's fields)", 2)
@@ -176,7 +177,7 @@ def parse_duration(text: str) -> int:
 def task_table(tasks: list[models.Task]) -> Table:
     table = Table(show_lines=False, header_style="bold")
     for col in ("id", "title", "status", "schedule", "tz", "next run (UTC)", "runs", "fails"):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, overflow="fold", no_wrap=col in ("id", "next run (UTC)"))
     for t in tasks:
         sched = t.schedule_kind + (f" {t.schedule_expr}" if t.schedule_expr else "")
         table.add_row(
@@ -202,7 +203,7 @@ def show_task(task: models.Task, as_json: bool) -> None:
 def runs_table(runs: list[models.Run], title: str | None = None) -> Table:
     table = Table(title=title, header_style="bold")
     for col in ("run id", "trigger", "status", "attempt", "scheduled for", "started", "duration", "error"):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, overflow="fold", no_wrap=col in ("scheduled for", "started"))
     for r in runs:
         error = ""
         if r.error:

@@ -65,9 +65,9 @@ def resolve(
         else:
             url, token = url or data.get("url"), token or data.get("token")
     if not url:
-        raise ConfigError(f"no API URL: pass base_url, set {URL_ENV} or put url in {config_path()}")
+        raise ConfigError(f"no API URL: set {URL_ENV} (or pass it: --url, base_url=) or put url in {config_path()}")
     if not token:
-        raise ConfigError(f"no token: pass token, set {TOKEN_ENV} or put token in {config_path()}")
+        raise ConfigError(f"no token: set {TOKEN_ENV} (or pass it: --token, token=) or put token in {config_path()}")
     if not str(url).startswith(("http://", "https://")):
         raise ConfigError(f"the API URL must start with http:// or https:// (got {url!r})")
     return Settings(str(url).rstrip("/"), str(token))
