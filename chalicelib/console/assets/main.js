@@ -1,7 +1,7 @@
 // Shell: sign-in, navigation, the router, polling, dialogs, toasts and keyboard shortcuts.
 
 import { ApiError, call, session, whenUnauthorized } from "./api.js";
-import { errorBox, field, h, replace } from "./dom.js";
+import { errorBox, field, h, relative, replace } from "./dom.js";
 import { confirmDialog, navigate, notify } from "./ui.js";
 import { taskList, taskView, taskForm, runView } from "./tasks.js";
 import { activityView } from "./charts.js";
@@ -225,6 +225,10 @@ function moveRow(step) {
 // ---- start ---------------------------------------------------------------------------------------------
 
 document.getElementById("signout").addEventListener("click", () => signOut());
+// "(3 minutes ago)" stays true while a view is open.
+setInterval(() => {
+  for (const t of main.querySelectorAll("time[datetime] > .rel")) t.textContent = ` (${relative(new Date(t.parentElement.getAttribute("datetime")))})`;
+}, 15000);
 window.addEventListener("hashchange", route);
 window.addEventListener("console:reroute", route);
 route();

@@ -464,9 +464,9 @@ function stepLines(step) {
   }
 }
 
-function pipeline(payload) {
+function pipeline(payload, { raw = true } = {}) {
   const steps = payload && Array.isArray(payload.steps) ? payload.steps : null;
-  if (!steps) return json(payload);
+  if (!steps) return raw ? json(payload) : h("p", { class: "muted" }, 'A pipeline is {"steps": [...]}.');
   return h(
     "div",
     {},
@@ -482,7 +482,7 @@ function pipeline(payload) {
         ),
       ),
     ),
-    h("details", {}, h("summary", {}, "Pipeline as JSON"), json(payload)),
+    raw ? h("details", {}, h("summary", {}, "Pipeline as JSON"), json(payload)) : null,
   );
 }
 
@@ -676,6 +676,21 @@ export async function taskForm(view, ctx, id) {
     exprField.querySelector(".hint").textContent = HINTS[kind.value];
   });
   const payload = h("textarea", { name: "payload", rows: 10, spellcheck: "false", class: "code", value: JSON.stringify(task ? task.payload : EXAMPLE, null, 2) });
+  // The steps as the task page will show them, kept in step with the JSON as it is typed.
+  const stepsPreview = h("div", { class: "steps-preview" });
+  const drawSteps = () => {
+    try {
+      replace(stepsPreview, pipeline(JSON.parse(payload.value), { raw: false }));
+    } catch (err) {
+      replace(stepsPreview, h("p", { class: "muted" }, `Not valid JSON yet: ${err.message}`));
+    }
+  };
+  let typing;
+  payload.addEventListener("input", () => {
+    clearTimeout(typing);
+    typing = setTimeout(drawSteps, 250);
+  });
+  drawSteps();
   const checkOut = h("div", { "aria-live": "polite" });
   const check = h("button", { type: "button", class: "ghost" }, "Check schedule");
   check.addEventListener("click", async () => {
@@ -726,6 +741,7 @@ export async function taskForm(view, ctx, id) {
     zones,
     h("div", { class: "check" }, check, checkOut),
     field("Pipeline (JSON)", payload, { name: "payload", hint: "{\"steps\": [...]}: http, log, emit, lambda, sqs, sns or eventbridge steps, run in order" }),
+    h("details", { class: "advanced", open: true }, h("summary", {}, "The steps, as they will run"), stepsPreview),
     advanced,
     formError,
     h("div", { class: "buttons" }, submit, h("a", { class: "button ghost", href: task ? `#/tasks/${enc(task.id)}` : "#/tasks" }, "Cancel")),
