@@ -34,12 +34,11 @@ from pynamodb.exceptions import PutError, UpdateError
 
 from chalicelib import runs, schedules, wiring
 from chalicelib.config import band_for, settings
-from chalicelib.contracts import parse_timestamp
 from chalicelib.errors import BadRequest
 from chalicelib.log import logger
 from chalicelib.models import DueModel, KeyModel, TaskModel
 from chalicelib.runs import RunMessage
-from chalicelib.timefmt import epoch, from_epoch
+from chalicelib.timefmt import epoch, from_epoch, iso
 
 MAX_DELAY = 900  # SQS's ceiling for DelaySeconds
 SHARD_LEASE_SECONDS = 55
@@ -161,6 +160,8 @@ def build_schedule(
     sched: dict[str, Any], task_id: str, now: datetime, *, check_past: bool = False
 ) -> schedules.Schedule:
     """The parsed schedule of a stored (or about to be stored) task."""
+    from chalicelib.contracts import parse_timestamp  # pydantic's models: not on a quiet tick's cold start
+
     try:
         return schedules.parse_schedule(
             sched["schedule_kind"],
@@ -181,7 +182,15 @@ def build_schedule(
 def first_fire(schedule: schedules.Schedule, now: datetime) -> datetime | None:
     # A `once` instant up to 60 s in the past is accepted and runs at once.
     after = now - timedelta(seconds=61) if schedule.kind == "once" else now
-    return schedules.next_fire(schedule, after)
+    return next_fire(schedule, after)
+
+
+def next_fire(schedule: schedules.Schedule, after: datetime) -> datetime | None:
+    """schedules.next_fire for a request: a schedule too costly to compute is a 400 on its field."""
+    try:
+        return schedules.next_fire(schedule, after)
+    except schedules.ScheduleError as e:
+        raise BadRequest.field(e.field, e.message) from None
 
 
 # ---- I/O -----------------------------------------------------------------------------------
@@ -357,6 +366,8 @@ def _save_watermark(shard: int, through: str) -> None:
 def _snoozed_epoch(task: TaskModel) -> int | None:
     if not task.snoozed_until:
         return None
+    from chalicelib.contracts import parse_timestamp
+
     return epoch(parse_timestamp(task.snoozed_until, "snoozed_until"))
 
 
@@ -389,8 +400,7 @@ def _tick_starts(shard: int, now: datetime, horizon: datetime, budget: _Budget, 
         try:
             batch.append(plan(due, _schedule(due, now), now, horizon))
         except Exception as e:  # noqa: BLE001 - one broken task must not stop the shard
-            report.errors.append(f"{due.task_id}: {e}")
-            logger.exception("plan_failed", extra={"task_id": due.task_id})
+            _schedule_failed(due, e, now, report)
         if len(batch) >= 50:
             _run(batch, now, report)
             batch = []
@@ -398,6 +408,37 @@ def _tick_starts(shard: int, now: datetime, horizon: datetime, budget: _Budget, 
                 return
     if batch:
         _run(batch, now, report)
+
+
+def _schedule_failed(due: DueTask, error: Exception, now: datetime, report: TickReport) -> None:
+    """A stored schedule that cannot be computed (it no longer parses, or a fire takes more
+    than the engine's work budget) is never dropped silently: its pending fire gets a `failed`
+    run record whose error says why, and the task is paused with a `schedule_error`, so its
+    agent sees both (docs/schedules.md). Planning is pure, so any error here would repeat on
+    every tick. The rest of the shard carries on."""
+    reason = error.message if isinstance(error, schedules.ScheduleError) else str(error)
+    if isinstance(error, BadRequest) and error.errors:
+        reason = "; ".join(f"{e.field}: {e.message}" for e in error.errors)
+    reason = reason or type(error).__name__
+    report.errors.append(f"{due.task_id}: {reason}")
+    logger.warning("schedule_failed", extra={"task_id": due.task_id, "reason": reason[:500]})
+    try:
+        msg = _message(due, due.due_at)
+        doc = runs.new_doc(msg, status="failed", max_attempts=1, now=now)
+        doc.update(finished_at=iso(now), error={"type": "schedule_error", "message": reason[:1000], "step": None})
+        runs.put_new(msg, doc, now)  # the fire's own run id: a repeated tick writes it once
+        _update(
+            TaskModel(due.task_id),
+            [
+                TaskModel.status.set("paused"),
+                TaskModel.schedule_error.set(f"{iso(now)}: {reason[:1000]}"),
+                TaskModel.due_at.remove(),
+                TaskModel.due_shard.remove(),
+            ],
+            (TaskModel.schedule_version == due.schedule_version) & (TaskModel.status == "active"),
+        )
+    except Exception:  # noqa: BLE001 - the shard goes on; the next tick retries this task
+        logger.exception("schedule_failed_not_recorded", extra={"task_id": due.task_id})
 
 
 def _run(plans: list[Plan], now: datetime, report: TickReport) -> set[str]:
@@ -437,11 +478,11 @@ def _tick_entries(shard: int, now: datetime, horizon: datetime, budget: _Budget,
             try:
                 plans.append(plan(due, _schedule(due, now), now, horizon, start=False))
             except Exception as exc:  # noqa: BLE001 - one broken task must not stop the shard
-                report.errors.append(f"{due.task_id}: {exc}")
-                logger.exception("plan_failed", extra={"task_id": due.task_id})
+                _schedule_failed(due, exc, now, report)
         unsent = _run(plans, now, report)
-        # Passed entries include stale ones and ones whose schedule no longer parses (logged);
-        # the watermark stops before the first entry whose messages SQS did not accept.
+        # Passed entries include stale ones and ones whose schedule failed (their task is paused
+        # with a schedule_error); the watermark stops before the first entry whose messages SQS
+        # did not accept.
         through = None
         for e in entries:
             if e.task_id in unsent:
@@ -538,7 +579,10 @@ def dispatch_if_soon(task: TaskModel, now: datetime) -> int:
     if task.due_at > epoch(horizon):
         return 0
     due = _due_of(task)
-    p = plan(due, _schedule(due, now), now, horizon)
+    try:
+        p = plan(due, _schedule(due, now), now, horizon)
+    except (schedules.ScheduleError, BadRequest):
+        return 0  # the start stays in the index: the tick records why it cannot be computed
     # If this call was slow, a tick may have worked past the entry written here before it
     # existed: then the start stays in the index, and the next tick dispatches it again.
     sent, _, unsent = execute([p], now, {task.task_id: task}, clear_start=False)
@@ -549,7 +593,9 @@ def dispatch_if_soon(task: TaskModel, now: datetime) -> int:
 
 def schedule_next(task: TaskModel, fire: datetime | None) -> None:
     """Point an active task at its next fire: into the due index, or — nothing left of a
-    finite schedule — `completed`. Event tasks have no fire and stay active."""
+    finite schedule — `completed`. Event tasks have no fire and stay active. A schedule that
+    starts again has no `schedule_error` any more."""
+    task.schedule_error = None
     if fire is not None:
         task.due_shard, task.due_at = shard_for(task.task_id), epoch(fire)
         return
@@ -568,7 +614,10 @@ def pending_fire(task: TaskModel, now: datetime) -> int | None:
     snoozed = _snoozed_epoch(task)
     if snoozed is not None and snoozed > now.timestamp():
         return snoozed
-    nxt = next_fire_from(task, now)
+    try:
+        nxt = next_fire_from(task, now)
+    except BadRequest:  # a stored schedule that no longer computes: the tick pauses the task
+        return None
     return epoch(nxt) if nxt is not None else None
 
 
@@ -580,10 +629,10 @@ def _reach(now: datetime) -> int:
 def _fires_between(schedule: schedules.Schedule, lo: int, hi: int) -> list[int]:
     """The schedule's fires in [lo, hi], at most 200."""
     out: list[int] = []
-    nxt = schedules.next_fire(schedule, from_epoch(lo - 1))
+    nxt = next_fire(schedule, from_epoch(lo - 1))
     while nxt is not None and epoch(nxt) <= hi and len(out) < 200:
         out.append(epoch(nxt))
-        nxt = schedules.next_fire(schedule, nxt)
+        nxt = next_fire(schedule, nxt)
     return out
 
 
@@ -619,7 +668,7 @@ def fence_change(old: TaskModel, new: TaskModel, now: datetime) -> None:
         if ran is None or ran.status in ("skipped", "queued"):
             continue  # it never started: the new version runs the instant
         runs.fence(new.task_id, new.created_by, fire, new_version, max_attempts, now)
-        if schedules.next_fire(new_schedule, from_epoch(fire)) is None:
+        if next_fire(new_schedule, from_epoch(fire)) is None:
             _update(
                 TaskModel(new.task_id),
                 [TaskModel.status.set("completed"), TaskModel.due_at.remove(), TaskModel.due_shard.remove()],
@@ -629,4 +678,4 @@ def fence_change(old: TaskModel, new: TaskModel, now: datetime) -> None:
 
 
 def next_fire_from(task: TaskModel, now: datetime) -> datetime | None:
-    return schedules.next_fire(build_schedule(task.sched or {}, task.task_id, now), now)
+    return next_fire(build_schedule(task.sched or {}, task.task_id, now), now)

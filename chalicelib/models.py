@@ -78,6 +78,8 @@ class TaskModel(Model):
     event_key = UnicodeAttribute(null=True)
     snoozed_until = UnicodeAttribute(null=True)
     snooze_reason = UnicodeAttribute(null=True)
+    # "<when>: <why>" when the tick could not compute the schedule and paused the task (dispatch.py)
+    schedule_error = UnicodeAttribute(null=True)
     last_run_at = UnicodeAttribute(null=True)
     last_run_status = UnicodeAttribute(null=True)
     run_count = NumberAttribute(default=0)

@@ -36,10 +36,11 @@ def _count_after(count: Any, after: str | None, now: datetime) -> tuple[int, dat
 
 
 def _result(schedule: schedules.Schedule, count: int, after: datetime) -> dict[str, Any]:
-    return {
-        "next_runs": [iso(t) for t in schedules.preview(schedule, after, count)],
-        "description": schedules.describe(schedule),
-    }
+    try:  # bounded: each fire has a work budget (schedules.WORK_BUDGET); beyond it, a 400
+        fires = schedules.preview(schedule, after, count)
+    except schedules.ScheduleError as e:
+        raise BadRequest.field(e.field, e.message) from None
+    return {"next_runs": [iso(t) for t in fires], "description": schedules.describe(schedule)}
 
 
 def for_task(task: TaskModel, query: dict[str, str], now: datetime) -> dict[str, Any]:

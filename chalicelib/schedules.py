@@ -31,7 +31,6 @@ from math import gcd
 from typing import Any, TypeAlias, TypeVar, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from cron_descriptor import FormatError, MissingFieldError, WrongArgumentError, get_description
 from cronsim import CronSim, CronSimError
 from dateutil.rrule import (
     DAILY,
@@ -256,7 +255,11 @@ class _Walk:
         self.times: tuple[time, ...] = tuple(r._timeset) if self.freq < HOURLY else ()
         if self.freq == DAILY and self.setpos:  # a day is the whole period: the positions pick times
             self.times = tuple(t for _, t in _pick([0], self.times, self.setpos))
+        self.hour_set = frozenset(self.hours or ())
+        self.minute_set = frozenset(self.minutes or ())
         self.masks: dict[int, bytes] = {}
+        self.lattice: dict[int, list[time]] = {}
+        self.good: list[int] | None = None  # sub-daily: phases of the day cycle that have times
 
     # ---- which days pass the date parts
 
@@ -420,6 +423,17 @@ class _Walk:
         origin = self.dtstart.toordinal() * unit + (
             self.dtstart.hour if self.freq == HOURLY else self.dtstart.hour * 60 + self.dtstart.minute
         )
+        n = self.interval
+        # A day's times depend on its residue, which repeats every `cycle` days: list the phases
+        # of the cycle that have times at all (none: the rule never fires), and skip the others.
+        cycle = n // gcd(n, unit)
+        good = None
+        if cycle <= 4096:
+            if self.good is None:
+                self.good = [j for j in range(cycle) if self._lattice_times((origin - j * unit) % n, unit, work)]
+            good = self.good
+            if not good:
+                return
         day = max(self.dtstart.toordinal(), floor.toordinal())
         while day <= min(stop_ordinal, _MAX_ORDINAL):
             year = date.fromordinal(day).year
@@ -433,52 +447,64 @@ class _Walk:
                     day = end
                     break
                 day = first + found
-                lattice = day * unit + (origin - day * unit) % self.interval  # first lattice point >= the day
-                if lattice >= (day + 1) * unit:  # none today: go to the lattice point's day
-                    day = lattice // unit
+                if good is not None:
+                    phase = day % cycle
+                    at = bisect.bisect_left(good, phase)
+                    ahead = good[at] - phase if at < len(good) else cycle - phase + good[0]
+                    if ahead:
+                        day += ahead
+                        continue
+                residue = (origin - day * unit) % n  # today's lattice points: residue + k*INTERVAL
+                if residue >= unit:  # none today: go to the next lattice point's day
+                    day += residue // unit
                     continue
-                times = self._lattice_times(day, unit, origin, work)
+                times = self._lattice_times(residue, unit, work)
                 if times:
                     yield from self._day(day, times, floor, work)
                 day += 1
 
-    def _lattice_times(self, day: int, unit: int, origin: int, work: Work) -> list[time]:
-        n, seconds = self.interval, self.seconds
-        hours = set(self.hours) if self.hours else None
-        base = day * unit
+    def _lattice_times(self, residue: int, unit: int, work: Work) -> list[time]:
+        """A sub-daily rule's times on a day whose lattice points are the hours (unit 24) or
+        minutes (unit 1440) x with x = residue (mod INTERVAL). Cached: a day's times depend only
+        on the residue, and the residues of successive days repeat."""
+        found = self.lattice.get(residue)
+        if found is not None:
+            return found
+        n, seconds, hours, minutes = self.interval, self.seconds, self.hours, self.minutes
         out: list[time] = []
         if unit == 24:
             candidates = (
-                [h for h in self.hours if (base + h - origin) % n == 0]
-                if self.hours and len(self.hours) < 24 // n + 1
-                else [h for h in range((origin - base) % n, 24, n) if hours is None or h in hours]
+                [h for h in hours if h % n == residue % n]
+                if hours and len(hours) < 24 // n + 1
+                else [h for h in range(residue, 24, n) if hours is None or h in self.hour_set]
             )
             work.spend(24 // n + 1 + len(candidates))
-            minutes = self.minutes or (self.dtstart.minute,)
             for h in candidates:
-                period = [time(h, m, s) for m in minutes for s in seconds]
+                period = [time(h, m, s) for m in minutes or (self.dtstart.minute,) for s in seconds]
                 out += [t for _, t in _pick([0], period, self.setpos)] if self.setpos else period
-            return out
-        minute_set = set(self.minutes) if self.minutes else None
-        pairs = len(self.hours or range(24)) * len(self.minutes or range(60))
-        if pairs <= 1440 // n + 1:
-            points = [
-                h * 60 + m
-                for h in (self.hours or range(24))
-                for m in (self.minutes or range(60))
-                if (base + h * 60 + m - origin) % n == 0
-            ]
-            work.spend(pairs)
         else:
-            points = [
-                x
-                for x in range((origin - base) % n, 1440, n)
-                if (hours is None or x // 60 in hours) and (minute_set is None or x % 60 in minute_set)
-            ]
-            work.spend(1440 // n + 1)
-        for x in points:
-            period = [time(x // 60, x % 60, s) for s in seconds]
-            out += [t for _, t in _pick([0], period, self.setpos)] if self.setpos else period
+            pairs = len(hours or range(24)) * len(minutes or range(60))
+            if pairs <= 1440 // n + 1:
+                points = [
+                    h * 60 + m
+                    for h in hours or range(24)
+                    for m in minutes or range(60)
+                    if (h * 60 + m - residue) % n == 0
+                ]
+                work.spend(pairs)
+            else:
+                points = [
+                    x
+                    for x in range(residue, 1440, n)
+                    if (hours is None or x // 60 in self.hour_set) and (minutes is None or x % 60 in self.minute_set)
+                ]
+                work.spend(1440 // n + 1)
+            for x in points:
+                period = [time(x // 60, x % 60, s) for s in seconds]
+                out += [t for _, t in _pick([0], period, self.setpos)] if self.setpos else period
+        if len(self.lattice) >= 4096:
+            self.lattice.clear()
+        self.lattice[residue] = out
         return out
 
     @staticmethod
@@ -692,6 +718,9 @@ def describe(schedule: Schedule) -> str:
         else:
             text = f"Once at {local.isoformat()} {zone}"
     elif isinstance(rule, _CronRule):
+        # Loaded here: only previews describe a schedule, and the tick never does (cold start).
+        from cron_descriptor import FormatError, MissingFieldError, WrongArgumentError, get_description
+
         try:
             text = get_description(rule.expr)
         except (FormatError, MissingFieldError, WrongArgumentError, ValueError, KeyError, IndexError):

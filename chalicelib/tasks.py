@@ -58,6 +58,7 @@ def represent(t: TaskModel, now: datetime, *, counters: dict[str, Any] | None = 
         failure_count=int(run_counters["failure_count"] or 0),
         snoozed_until=snoozed,
         snooze_reason=t.snooze_reason if snoozed else None,
+        schedule_error=t.schedule_error,
         created_at=t.created_at,
         updated_at=t.updated_at,
         version=int(t.version or 0),

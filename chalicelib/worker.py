@@ -23,6 +23,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 
 from chalicelib import counters, dispatch, events, metrics, pipeline, retry, runs, schedules, wiring
+from chalicelib.errors import BadRequest
 from chalicelib.log import logger
 from chalicelib.models import AgentModel, KeyModel, RunModel, TaskModel
 from chalicelib.runs import RunMessage
@@ -431,18 +432,21 @@ def _count(task: TaskModel, msg: RunMessage, rec: RunModel, status: str, finishe
 
 
 def complete_if_last(task: TaskModel, msg: RunMessage, now: datetime) -> bool:
-    """A once task, or an rrule whose occurrences are exhausted, completes after its last
-    scheduled run finishes (succeeded, failed or skipped). Decided from the schedule itself,
-    not from dispatch state, which the tick may not have advanced yet.
+    """A once task, or an rrule or cron whose occurrences are exhausted (COUNT/UNTIL, ends_at),
+    completes after its last scheduled run finishes (succeeded, failed or skipped). Decided from
+    the schedule itself, not from dispatch state, which the tick may not have advanced yet.
 
     A completed task may never run again, so its counters are folded now, through this run
     (final, and recorded before this is called): nothing else would fold them before the run
     records expire."""
-    if msg.trigger != "schedule" or task.schedule_kind not in ("once", "rrule"):
+    if msg.trigger != "schedule" or task.schedule_kind == "event":
         return False
-    schedule = dispatch.build_schedule(task.sched or {}, task.task_id, now)
-    if schedules.next_fire(schedule, from_epoch(msg.scheduled_for)) is not None:
-        return False
+    try:
+        schedule = dispatch.build_schedule(task.sched or {}, task.task_id, now)
+        if schedules.next_fire(schedule, from_epoch(msg.scheduled_for)) is not None:
+            return False
+    except (schedules.ScheduleError, BadRequest):
+        return False  # not computable: the tick pauses the task with a schedule_error
     try:
         TaskModel(task.task_id).update(
             actions=[TaskModel.status.set("completed")],
