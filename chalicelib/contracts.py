@@ -190,6 +190,10 @@ class Task(TaskFields):
     failure_count: Int
     snoozed_until: Timestamp | None
     snooze_reason: Str | None
+    schedule_error: Annotated[
+        Str | None,
+        Field(description="extension: '<when>: <why>' when the scheduler could not compute the schedule and paused the task"),
+    ]
     created_at: Timestamp
     updated_at: Timestamp
     version: Int
