@@ -192,7 +192,7 @@ class Task(TaskFields):
     snooze_reason: Str | None
     schedule_error: Annotated[
         Str | None,
-        Field(description="extension: '<when>: <why>' when the scheduler could not compute the schedule and paused the task"),
+        Field(description="extension: '<when>: <why>' when the scheduler could not compute the schedule and paused it"),
     ]
     created_at: Timestamp
     updated_at: Timestamp
