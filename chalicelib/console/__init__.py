@@ -89,6 +89,10 @@ def _headers(ctype: str, cache: str, **extra: str) -> dict[str, str | list[str]]
 
 @bp.route("/console", methods=["GET"])
 def console_index() -> Response:
+    # The page's links are relative to /console; from /console/ they would miss (the servers
+    # route both here), so the slash goes. Relative, so a stage prefix needs no knowing.
+    if str(bp.current_request.context.get("path", "")).endswith("/"):
+        return Response(body="", status_code=308, headers=_headers("text/plain", "no-store", Location="../console"))
     return _serve("index.html")
 
 

@@ -73,6 +73,14 @@ def test_unknown_or_sneaky_asset_names_are_404_with_the_same_headers(local_stack
     assert health.headers["Content-Type"] == "application/json"
 
 
+def test_a_trailing_slash_is_redirected_so_the_relative_links_resolve(local_stack: LocalStack) -> None:
+    r = requests.get(f"{local_stack.base_url}/console/", allow_redirects=False, timeout=10)
+    assert r.status_code == 308 and r.headers["Location"] == "../console"
+    followed = requests.get(f"{local_stack.base_url}/console/", timeout=10)
+    assert followed.url == f"{local_stack.base_url}/console"
+    assert followed.headers["Content-Type"] == "text/html; charset=utf-8"
+
+
 def test_the_assets_fit_the_gzip_budget() -> None:
     sizes = {p.name: len(gzip.compress(p.read_bytes(), 9)) for p in ASSETS.iterdir() if p.is_file()}
     total = sum(sizes.values())
@@ -254,6 +262,55 @@ def test_a_revoked_token_signs_the_console_out(console: Console, local_stack: Lo
     console.go("#/activity")
     expect(console.page.get_by_role("heading", name="Sign in")).to_be_visible()
     assert console.page.evaluate("sessionStorage.length") == 0
+    console.check()
+
+
+def test_snooze_resume_and_cancel_each_ask_first(console: Console, local_stack: LocalStack) -> None:
+    agent = make_agent(local_stack, "lifecycle")
+    task = make_task(local_stack, agent, title="Daily export", schedule_expr="0 6 * * *")
+    url = f"{local_stack.base_url}/tasks/{task['id']}"
+
+    def status() -> dict[str, object]:
+        return dict(requests.get(url, headers=agent.headers(), timeout=10).json())
+
+    console.sign_in(agent.token)
+    console.go(f"#/tasks/{task['id']}")
+    page = console.page
+    dialog = page.get_by_role("dialog")
+    # a dismissed confirmation changes nothing (the Cancel button, then Escape)
+    page.get_by_role("button", name="Cancel task").click()
+    dialog.get_by_role("button", name="Cancel", exact=True).click()
+    expect(dialog).to_have_count(0)
+    page.get_by_role("button", name="Pause").click()
+    page.keyboard.press("Escape")
+    expect(dialog).to_have_count(0)
+    assert status()["status"] == "active"
+    # snooze with a reason
+    before = status()["next_run_at"]
+    page.get_by_role("button", name="Snooze").click()
+    dialog.get_by_label("Delay (minutes)").fill("90")
+    dialog.get_by_label("Reason").fill("db maintenance")
+    dialog.get_by_role("button", name="Snooze").click()
+    expect(page.locator(".stats")).to_contain_text("db maintenance")
+    got = status()
+    assert got["snooze_reason"] == "db maintenance" and got["next_run_at"] != before
+    # pause, then resume
+    page.get_by_role("button", name="Pause").click()
+    dialog.get_by_role("button", name="Pause").click()
+    expect(page.locator(".title-row .badge").first).to_have_text("paused")
+    expect(page.locator("p.warn", has_text="Paused")).to_be_visible()
+    page.get_by_role("button", name="Resume").click()
+    dialog.get_by_role("button", name="Resume").click()
+    expect(page.locator(".title-row .badge").first).to_have_text("active")
+    assert status()["status"] == "active"
+    # cancel for good: every action goes grey
+    page.get_by_role("button", name="Cancel task").click()
+    dialog.get_by_role("button", name="Cancel task").click()
+    expect(page.locator(".title-row .badge").first).to_have_text("canceled")
+    for name in ("Run now", "Pause", "Snooze", "Edit", "Cancel task"):
+        expect(page.get_by_role("button", name=name, exact=True)).to_be_disabled()
+    expect(page.get_by_text("Nothing is scheduled: the task is canceled.")).to_be_visible()
+    assert status()["status"] == "canceled"
     console.check()
 
 

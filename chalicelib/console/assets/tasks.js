@@ -357,7 +357,7 @@ export async function taskView(view, ctx, id) {
           ),
         s === "active",
       ),
-      h("a", { class: `button${s === "canceled" ? " disabled" : ""}`, href: s === "canceled" ? null : `#/tasks/${enc(id)}/edit`, "aria-disabled": s === "canceled" ? "true" : null }, "Edit"),
+      s === "canceled" ? b("Edit", null, false) : h("a", { class: "button", href: `#/tasks/${enc(id)}/edit` }, "Edit"),
       b(
         "Cancel task",
         () => act("cancel", { title: "Cancel this task for good?", text: "Pending runs are skipped and the task can never run or change again.", confirm: "Cancel task", danger: true, done: "canceled" }),
