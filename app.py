@@ -1,24 +1,37 @@
-"""Composition root: routes, the scheduled tick and the SQS workers."""
+"""Composition root: routes, the scheduled tick and the SQS workers.
+
+Each deployed function imports only what its handler needs: the handlers import their modules
+when first called, and the event functions (the tick, the workers, aws_events) do not load the
+routes at all. Lambda names each function `<app>-<stage>-<name>` in AWS_LAMBDA_FUNCTION_NAME;
+without it (chalice deploy and package, the local stack, the tests) everything is registered.
+"""
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
 from chalice import Chalice, Rate
 
-from chalicelib import dispatch, metrics, wiring, worker
-from chalicelib.api import bp
 from chalicelib.config import settings
-from chalicelib.console import bp as console_bp
+
+EVENT_FUNCTIONS = ("tick", "worker_high", "worker_normal", "worker_low", "aws_events")
 
 app = Chalice(app_name="tasks-api")
-app.register_blueprint(bp)
-app.register_blueprint(console_bp)  # the web console at /console: static files only
+
+if not os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "").endswith(tuple(f"-{f}" for f in EVENT_FUNCTIONS)):
+    from chalicelib.api import bp
+    from chalicelib.console import bp as console_bp
+
+    app.register_blueprint(bp)
+    app.register_blueprint(console_bp)  # the web console at /console: static files only
 
 
 @app.schedule(Rate(1, unit=Rate.MINUTES), name="tick")
 def tick(event: Any) -> dict[str, Any]:
+    from chalicelib import dispatch, metrics, wiring
+
     started = time.monotonic()
     try:
         report = dispatch.run_tick(wiring.now_precise())
@@ -29,6 +42,8 @@ def tick(event: Any) -> dict[str, Any]:
 
 
 def _work(event: Any) -> dict[str, Any]:
+    from chalicelib import metrics, worker
+
     try:
         return worker.handle_batch(event.to_dict())
     finally:
@@ -56,7 +71,7 @@ def worker_low(event: Any) -> dict[str, Any]:
 # creates invokes this with {"agent_id", "event"}; each event becomes that agent's internal event.
 @app.lambda_function(name="aws_events")
 def aws_events(event: Any, context: Any) -> dict[str, Any]:
-    from chalicelib import awsevents
+    from chalicelib import awsevents, metrics, wiring
 
     try:
         return awsevents.handle(event, wiring.now())

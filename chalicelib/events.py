@@ -19,7 +19,6 @@ from chalicelib.config import band_for, settings
 from chalicelib.contracts import EventCreate
 from chalicelib.errors import BadRequest, PayloadTooLarge
 from chalicelib.models import EventModel, TaskModel
-from chalicelib.pipeline import StepFailed
 from chalicelib.runs import RunMessage
 from chalicelib.timefmt import epoch, iso
 from chalicelib.validation import parse, stored_size
@@ -43,6 +42,8 @@ def post_event(caller: Caller, data: Any, now: datetime) -> dict[str, Any]:
 
 def emit(agent_id: str, name: str, data: Any, *, depth: int, now: datetime) -> str:
     """The `emit` step: publish an internal event for the same agent."""
+    from chalicelib.pipeline import StepFailed  # the worker's: the API and the tick never load the executor
+
     if depth > settings().event_chain_limit:
         raise StepFailed(
             "chain_too_deep",

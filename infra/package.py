@@ -253,6 +253,47 @@ def add_bytecode(zip_path: Path, runtime: str) -> int:
     return added
 
 
+# botocore ships the API model of every AWS service: 17 of a 25 MB zip. The functions make
+# clients for these services only (pynamodb: dynamodb; pipeline steps: lambda, sqs, sns, events;
+# the admin token: ssm), so the package keeps the pinned SDK with only their models
+# (docs/deploy.md weighs this against the runtime's boto3). A client for another service would
+# fail with UnknownServiceError: tests/unit/test_lean.py checks every client the code makes.
+SDK_SERVICES = ("dynamodb", "events", "lambda", "sns", "sqs", "ssm")
+SDK_PACKAGES = ("boto3", "botocore", "s3transfer")
+
+
+def _rewrite_zip(zip_path: Path, keep: Any) -> int:
+    """Rewrite the zip with the entries `keep(name)` accepts; returns the bytes saved."""
+    before = zip_path.stat().st_size
+    tmp = zip_path.with_suffix(".tmp")
+    with zipfile.ZipFile(zip_path) as src, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            if keep(info.filename):
+                dst.writestr(info, src.read(info), compress_type=info.compress_type)
+    os.replace(tmp, zip_path)
+    return before - zip_path.stat().st_size
+
+
+def trim_sdk(zip_path: Path, services: tuple[str, ...] = SDK_SERVICES) -> int:
+    """Drop the botocore service models the functions never load; returns the bytes saved."""
+
+    def keep(name: str) -> bool:
+        parts = name.split("/")
+        return not (len(parts) > 3 and parts[:2] == ["botocore", "data"] and parts[2] not in services)
+
+    return _rewrite_zip(zip_path, keep)
+
+
+def strip_sdk(zip_path: Path) -> int:
+    """Drop boto3/botocore/s3transfer entirely (the runtime's copy would be used); for measuring."""
+
+    def keep(name: str) -> bool:
+        top = name.split("/")[0]
+        return top not in SDK_PACKAGES and not top.startswith(tuple(f"{p}-" for p in SDK_PACKAGES))
+
+    return _rewrite_zip(zip_path, keep)
+
+
 def check(sam: dict[str, Any], stage: Stage) -> None:
     """What must hold of the packaged template; PackageError says what does not."""
     resources = sam["Resources"]
@@ -299,9 +340,14 @@ def check(sam: dict[str, Any], stage: Stage) -> None:
 
 
 def package(
-    stage_name: str = "prod", out: Path | None = None, config_path: Path = CONFIG_PATH, bytecode: bool = True
+    stage_name: str = "prod",
+    out: Path | None = None,
+    config_path: Path = CONFIG_PATH,
+    bytecode: bool = True,
+    trim: bool = True,
 ) -> Path:
-    """Build <out>/<stage>/{sam.json,deployment.zip,merge.json}; returns that directory."""
+    """Build <out>/<stage>/{sam.json,deployment.zip,merge.json}; returns that directory.
+    `trim`: keep only the SDK service models the functions use (see SDK_SERVICES)."""
     out = (out or ROOT / "build").resolve()
     config = load_config(config_path)
     stage = stage_of(config, stage_name)
@@ -329,6 +375,8 @@ def package(
         raise PackageError(f"chalice package failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     sam = json.loads((target / "sam.json").read_text())
     check(sam, stage)
+    if trim:
+        trim_sdk(target / "deployment.zip")
     if bytecode:
         add_bytecode(target / "deployment.zip", sam["Resources"][FUNCTIONS[0].logical_id]["Properties"]["Runtime"])
     return target
