@@ -251,6 +251,11 @@ def test_sign_out_clears_the_session(console: Console, local_stack: LocalStack) 
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("alert")).to_contain_text("not accepted")
     assert page.evaluate("sessionStorage.length") == 0
+    # a link opened while signed out leads there once signed in
+    console.open("#/events")
+    page.get_by_label("Token").fill(agent.token)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Events", exact=True)).to_be_visible()
     console.check()
 
 

@@ -151,8 +151,7 @@ function signIn(ctx, message) {
       }
       session.start(token, role);
       input.value = "";
-      if (!location.hash || location.hash.startsWith("#/signin")) location.hash = "#/tasks";
-      route();
+      route(); // to the page asked for before signing in, if any (the hash was kept)
     } catch (err) {
       replace(status, errorBox(err.status === 401 ? { title: "This token was not accepted", detail: "Check it and try again." } : err));
     } finally {

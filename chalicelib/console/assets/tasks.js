@@ -7,6 +7,7 @@ import {
   duration,
   emptyState,
   errorBox,
+  errorTitle,
   field,
   h,
   inZone,
@@ -311,7 +312,7 @@ export async function taskView(view, ctx, id) {
           await loadFires();
         }
       } catch (e) {
-        notify(`${e.title}${e.detail ? `: ${e.detail}` : ""}`, "error");
+        notify(`${errorTitle(e)}${e.detail ? `: ${e.detail}` : ""}`, "error");
       }
     };
     const s = t.status;
