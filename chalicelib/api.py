@@ -181,7 +181,7 @@ def revoke_agent(req: Any, caller: Caller, agent_id: str) -> Any:
     request=contracts.TaskCreate,
     response=contracts.Task,
     status=201,
-    errors=(403, 413, 429),
+    errors=(403, 409, 413, 429),
     headers=(("Idempotency-Key", "Replays return the first response for 24 h"),),
     tag="tasks",
 )
@@ -202,7 +202,7 @@ def create_task(req: Any, caller: Caller) -> Any:
             {"type": "string", "enum": ["active", "paused", "canceled", "completed"]},
             "Only tasks in this status",
         ),
-        ("created_by", {"type": "string"}, "Only this agent's tasks (an agent sees only its own)"),
+        ("created_by", {"type": "string", "format": "uuid"}, "Only this agent's tasks (an agent sees only its own)"),
         ("schedule_kind", {"type": "string", "enum": ["cron", "rrule", "once", "event"]}, "Only this kind"),
         ("limit", openapi.int_param(1, 200, 50), "Page size"),
         ("offset", openapi.int_param(0, None, 0), "Tasks to skip"),

@@ -3,17 +3,51 @@ OpenAPI document, so the two cannot drift."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 
 Str = StrictStr
 Int = StrictInt
 
 
+def _is_int(tp: Any) -> bool:
+    return tp is int or any(_is_int(arg) for arg in get_args(tp))
+
+
+def _integral(value: Any) -> Any:
+    # JSON has one number type: 7192.0 is the integer 7192 (JSON Schema's "integer" says so),
+    # while 7192.5, "7192" and true stay refused by the strict check that follows.
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, list):
+        return [_integral(v) if isinstance(v, float) else v for v in value]
+    return value
+
+
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _integral_numbers(cls, data: Any) -> Any:
+        """Integer fields take a float with no fraction; fields of any type keep what was sent."""
+        if not isinstance(data, dict):
+            return data
+        ints = {name for name, f in cls.model_fields.items() if _is_int(f.annotation)}
+        return {k: _integral(v) if k in ints else v for k, v in data.items()}
 
 
 class _StepBase(_In):
@@ -102,14 +136,37 @@ class Pipeline(_In):
 ScheduleKind = Literal["cron", "rrule", "once", "event"]
 Backoff = Literal["exponential_jitter", "linear", "fixed"]
 Misfire = Literal["run_once", "skip", "run_all"]
-Timestamp = Annotated[Str, Field(description="RFC 3339 timestamp, e.g. 2027-03-28T00:00:00Z")]
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def _rfc3339(value: str) -> str:
+    # The shape here (so the document's `format: date-time` is the rule); the calendar, the
+    # range (years 0001–9999) and the meaning where the value is used.
+    if not _RFC3339.fullmatch(value):
+        raise ValueError(f"{value[:40]!r} is not an RFC 3339 timestamp (e.g. 2027-03-28T00:00:00Z)")
+    return value
+
+
+Timestamp = Annotated[
+    Str,
+    Field(description="RFC 3339 timestamp, e.g. 2027-03-28T00:00:00Z", json_schema_extra={"format": "date-time"}),
+    AfterValidator(_rfc3339),
+]
+# What `schedule_expr` may be for kind `event`: a name, a name ending in .*, or *.
+EVENT_PATTERN = r"^(\*|[A-Za-z0-9._:-]+(\.\*)?)$"
 Uuid = Annotated[Str, Field(pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
 
 
 # `schedule_expr` is required unless the kind is `event` (whose pattern is optional).
 _EXPR_UNLESS_EVENT: dict[str, Any] = {
     "if": {"properties": {"schedule_kind": {"const": "event"}}, "required": ["schedule_kind"]},
-    "then": {},
+    "then": {
+        "properties": {
+            "schedule_expr": {
+                "anyOf": [{"type": "string", "maxLength": 256, "pattern": EVENT_PATTERN}, {"type": "null"}]
+            }
+        }
+    },
     "else": {"required": ["schedule_expr"], "properties": {"schedule_expr": {"type": "string"}}},
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from pydantic import BaseModel
@@ -29,6 +30,24 @@ class Operation:
 
 
 OPERATIONS: list[Operation] = []
+
+
+@lru_cache(maxsize=1)
+def _zones() -> list[str]:
+    # Reading the zone database takes most of a second: once per process, and only here.
+    from zoneinfo import available_timezones
+
+    return sorted(available_timezones() - {"localtime", "posixrules"})
+
+
+def _name_the_zones(components: dict[str, Any]) -> None:
+    """Every `timezone` field accepts exactly the IANA zone names the engine can load: one shared
+    enum (the validator's truth), not a bare string that a generated client would fill wrongly."""
+    components["TimeZone"] = {"type": "string", "enum": _zones(), "description": "An IANA time zone name"}
+    for model in components.values():
+        prop = model.get("properties", {}).get("timezone")
+        if isinstance(prop, dict) and prop.get("type") == "string":
+            model["properties"]["timezone"] = {"$ref": "#/components/schemas/TimeZone", "default": prop.get("default")}
 
 
 def int_param(lo: int, hi: int | None, default: int) -> dict[str, Any]:
@@ -86,6 +105,7 @@ def document() -> dict[str, Any]:
     ordered = sorted(models, key=lambda m: m.__name__)
     _, schema = models_json_schema([(m, "validation") for m in ordered], ref_template="#/components/schemas/{model}")
     components = schema.get("$defs", {})
+    _name_the_zones(components)
     paths: dict[str, dict[str, Any]] = {}
     for op in OPERATIONS:
         params: list[dict[str, Any]] = [

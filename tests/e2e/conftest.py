@@ -105,6 +105,9 @@ def local_stack() -> Iterator[LocalStack]:
         TASKAPI_PREFIX="tasksapi-e2e-",
         TASKAPI_STATE="memory",  # never the developer's .data/ (tests/e2e/test_restart.py keeps its own)
         TASKAPI_EGRESS_ALLOW="127.0.0.1",  # the e2e HTTP targets listen on loopback
+        # The fuzzer sends thousands of writes a minute; rate limits have tests of their own.
+        TASKAPI_RATE_WRITES_PER_MINUTE="60000",
+        TASKAPI_RATE_EVENTS_PER_MINUTE="60000",
         PYTHONUNBUFFERED="1",
     )
     proc = subprocess.Popen(
