@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from playwright.sync_api import expect
+from playwright.sync_api import Route, expect
 
 from tests.browser.conftest import PHONE, Console, make_agent, make_task
 from tests.e2e.conftest import LocalStack
@@ -295,6 +295,7 @@ def test_snooze_resume_and_cancel_each_ask_first(console: Console, local_stack: 
     page.get_by_role("button", name="Snooze").click()
     dialog.get_by_label("Delay (minutes)").fill("90")
     dialog.get_by_label("Reason").fill("db maintenance")
+    console.shot("snooze-dialog", full_page=False)
     dialog.get_by_role("button", name="Snooze").click()
     expect(page.locator(".stats")).to_contain_text("db maintenance")
     got = status()
@@ -316,6 +317,56 @@ def test_snooze_resume_and_cancel_each_ask_first(console: Console, local_stack: 
         expect(page.get_by_role("button", name=name, exact=True)).to_be_disabled()
     expect(page.get_by_text("Nothing is scheduled: the task is canceled.")).to_be_visible()
     assert status()["status"] == "canceled"
+    console.check()
+
+
+def test_errors_it_does_not_know_and_fields_it_has_not_seen_are_shown_plainly(
+    console: Console, local_stack: LocalStack
+) -> None:
+    """The API changes under the console (new problem types, 429s, new task fields): a problem's
+    own title and detail are shown, anything else gets a generic message, extra fields are listed."""
+    agent = make_agent(local_stack, "api-drift")
+    task = make_task(local_stack, agent, title="Drifting")
+    page = console.page
+
+    def with_extra_fields(route: Route) -> None:
+        if route.request.method != "GET":
+            route.continue_()
+            return
+        resp = route.fetch()
+        body = resp.json()
+        body.update(schedule_error="the rule has no fire after 2031", owner_team="data-eng")
+        route.fulfill(response=resp, json=body)
+
+    page.route(re.compile(rf".*/tasks/{task['id']}$"), with_extra_fields)
+    page.route(
+        re.compile(r".*/pause$"),
+        lambda route: route.fulfill(
+            status=429,
+            headers={"Retry-After": "7", "Content-Type": "application/problem+json"},
+            body='{"type": "urn:x:rate-limited", "title": "Too Many Requests", "status": 429,'
+            ' "detail": "writes are limited to 600 a minute"}',
+        ),
+    )
+    page.route(
+        re.compile(r".*/run_now$"),
+        lambda route: route.fulfill(status=502, headers={"Content-Type": "text/html"}, body="<h1>Bad gateway</h1>"),
+    )
+    console.sign_in(agent.token)
+    console.go(f"#/tasks/{task['id']}")
+    expect(page.get_by_role("alert").filter(has_text="Schedule error")).to_contain_text("no fire after 2031")
+    expect(page.locator(".props")).to_contain_text("owner team")
+    expect(page.locator(".props")).to_contain_text("data-eng")
+
+    page.get_by_role("button", name="Pause").click()
+    page.get_by_role("dialog").get_by_role("button", name="Pause").click()
+    expect(page.locator(".toast.error")).to_contain_text("Too Many Requests: writes are limited to 600 a minute")
+    expect(page.locator(".title-row .badge").first).to_have_text("active")
+
+    page.get_by_role("button", name="Run now").click()
+    page.get_by_role("dialog").get_by_role("button", name="Run now").click()
+    expect(page.locator(".toast.error").last).to_contain_text("The service had a problem")
+    assert "Bad gateway" not in page.locator("#toasts").inner_text()
     console.check()
 
 
