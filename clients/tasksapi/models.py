@@ -126,6 +126,9 @@ class Task(Model):
     created_at: datetime
     updated_at: datetime
     version: int
+    schedule_error: str | None = Field(
+        None, description="Set when the schedule could not be computed and the task was paused: why, and when."
+    )
 
 
 class TaskList(Model):

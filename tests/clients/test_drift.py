@@ -13,11 +13,11 @@ import re
 from typing import Any
 
 import pytest
-
 import tasksapi
 from tasksapi import _routes as routes
 from tasksapi.mcp_server import build_server
 from tasksapi.models import OPENAPI_COMPONENTS
+
 from tests.e2e.conftest import LocalStack
 
 pytestmark = pytest.mark.e2e
