@@ -208,6 +208,7 @@ document.addEventListener("keydown", (e) => {
     confirmDialog({
       title: "Keyboard shortcuts",
       confirm: "Close",
+      cancel: false,
       fields: [h("dl", { class: "keys" }, SHORTCUTS.map(([k, d]) => [h("dt", {}, h("kbd", {}, k)), h("dd", {}, d)]))],
     });
   }

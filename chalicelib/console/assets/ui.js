@@ -11,7 +11,7 @@ export function notify(text, kind = "ok") {
 
 /** A modal confirmation. `fields` are extra controls (e.g. a snooze reason); resolves to a
  * FormData-like object, or null when cancelled (Escape, the Cancel button). */
-export function confirmDialog({ title, text, confirm = "Confirm", danger = false, fields = [] }) {
+export function confirmDialog({ title, text, confirm = "Confirm", danger = false, fields = [], cancel = true }) {
   return new Promise((resolve) => {
     const form = h(
       "form",
@@ -22,7 +22,7 @@ export function confirmDialog({ title, text, confirm = "Confirm", danger = false
       h(
         "div",
         { class: "buttons" },
-        h("button", { type: "button", class: "ghost", value: "cancel", onclick: () => dlg.close("cancel") }, "Cancel"),
+        cancel ? h("button", { type: "button", class: "ghost", onclick: () => dlg.close("cancel") }, "Cancel") : null,
         h("button", { type: "submit", class: danger ? "danger" : "primary", value: "ok" }, confirm),
       ),
     );
