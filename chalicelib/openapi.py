@@ -58,15 +58,16 @@ def int_param(lo: int, hi: int | None, default: int) -> dict[str, Any]:
 
 
 def _error_codes(op: Operation) -> set[int]:
-    """Every 4xx the route can answer: 400 always (a bad query or header), 401 with auth, 413
-    with a body (the size limit), 429 on an agent's writes (its rate limit), and the route's own."""
+    """Every 4xx the route can answer: 400 always (a bad query or header), 401 with auth, and on
+    every write 413 (any body over the limit, even one the route ignores) and 429 (the agent's rate
+    limit), besides the route's own."""
     codes = {400, *op.errors}
     if op.auth:
         codes.add(401)
-        if op.method != "GET":
-            codes.add(429)
-    if op.request is not None:
+    if op.method != "GET":
         codes.add(413)
+        if op.auth:
+            codes.add(429)
     return codes
 
 
