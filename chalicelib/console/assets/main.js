@@ -19,8 +19,13 @@ class ViewContext {
   /** Run fn every `ms()` milliseconds (re-read each time, so a view can speed up when work is
    * under way) while this view is shown and the tab is visible. A 429 waits its Retry-After;
    * other errors are left to the next round. */
-  every(ms, fn) {
+  every(ms, fn, statusEl) {
     const period = () => (typeof ms === "function" ? ms() : ms);
+    const say = (text, bad) => {
+      if (!statusEl) return;
+      statusEl.textContent = text;
+      statusEl.classList.toggle("warn", Boolean(bad));
+    };
     let last = Date.now();
     let notBefore = 0;
     const tick = async () => {
@@ -30,8 +35,10 @@ class ViewContext {
         last = now;
         try {
           await fn();
+          say(`Live: updated ${new Date().toLocaleTimeString()}`);
         } catch (e) {
           if (e instanceof ApiError && e.status === 429) notBefore = Date.now() + (e.retryAfter || 5) * 1000;
+          say(`Could not refresh (${e.title || e.message}); trying again`, true);
         }
         last = Date.now();
       }

@@ -80,7 +80,7 @@ export async function taskList(view, ctx, query) {
     );
   }
   const filters = h("form", { class: "filters", role: "search", onsubmit: (e) => e.preventDefault() }, search, controls);
-  const body = h("div", { "aria-live": "polite" });
+  const body = h("div");
   const more = h("button", { type: "button", class: "ghost", hidden: true }, "Load more");
   replace(
     view,
@@ -227,15 +227,16 @@ export async function taskView(view, ctx, id) {
   const head = h("div");
   const summary = h("div");
   const fires = h("section", { "aria-labelledby": "fires-h" });
-  const runsBox = h("div", { "aria-live": "polite" });
+  const runsBox = h("div");
   const definition = h("section", { "aria-labelledby": "def-h" });
+  const live = h("p", { class: "muted small live" }, "Live: refreshes every 10 s, every 1.5 s while a run is under way");
   replace(
     view,
     h("p", { class: "crumbs" }, h("a", { href: "#/tasks" }, "Tasks"), " / ", shortId(id)),
     head,
     summary,
     h("div", { class: "cols wide-left" }, fires, definition),
-    h("section", { "aria-labelledby": "runs-h" }, h("h2", { id: "runs-h" }, "Runs"), runsBox),
+    h("section", { "aria-labelledby": "runs-h" }, h("div", { class: "title-row" }, h("h2", { id: "runs-h" }, "Runs"), live), runsBox),
   );
 
   let runs = [];
@@ -380,6 +381,7 @@ export async function taskView(view, ctx, id) {
       await loadRuns();
       await reloadTask();
     },
+    live,
   );
 }
 
