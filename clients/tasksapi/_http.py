@@ -47,6 +47,10 @@ class Call(Generic[T]):
     params: dict[str, Any] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
     retry_safe: bool = False
+    # A create whose Idempotency-Key is still being processed (a first try that timed out on our
+    # side) answers 409 "in progress": worth another try. A key reused with another body gets
+    # 409 too, and gets it again: the retries end with that error.
+    retry_conflict: bool = False
 
 
 def model(cls: type[M]) -> Callable[[Any], M]:
@@ -117,6 +121,8 @@ def retry_delay(call: Call[Any], attempt: int, max_retries: int, outcome: httpx.
             return backoff(attempt)
         return None
     status = outcome.status_code
+    if status == 409 and call.retry_conflict:
+        return backoff(attempt)
     if status not in RETRY_STATUSES:
         return None
     wait = errors.parse_retry_after(outcome.headers.get("retry-after"))

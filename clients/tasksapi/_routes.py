@@ -32,6 +32,7 @@ def create_task(fields: dict[str, Any], key: str | None) -> Call[models.Task]:
         json=body,
         headers={"Idempotency-Key": idempotency_key(key)},
         retry_safe=True,
+        retry_conflict=True,
     )
 
 

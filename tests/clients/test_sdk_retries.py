@@ -25,7 +25,7 @@ TASK: dict[str, Any] = {
     "created_at": "2027-01-01T00:00:00Z",
     "updated_at": "2027-01-01T00:00:00Z",
     "version": 1,
-    "schedule_error": "a field a newer server added",
+    "from_a_newer_server": "a field this SDK does not know",
 }
 RUN = {"id": "r1", "task_id": TASK["id"], "trigger": "run_now", "status": "queued", "steps": []}
 
@@ -56,7 +56,7 @@ def test_create_retries_a_429_after_retry_after_with_the_same_idempotency_key() 
     keys = {r.headers["Idempotency-Key"] for r in seen}
     assert len(keys) == 1 and keys.pop().startswith("tasksapi-")
     # a field the SDK does not know yet is kept, not refused
-    assert task.model_extra == {"schedule_error": "a field a newer server added"}
+    assert task.model_extra == {"from_a_newer_server": "a field this SDK does not know"}
 
 
 def test_create_retries_5xx_and_connection_errors() -> None:
@@ -65,6 +65,15 @@ def test_create_retries_5xx_and_connection_errors() -> None:
     )
     assert client.tasks.create(title="t").id == TASK["id"]
     assert len(seen) == 3 and len({r.headers["Idempotency-Key"] for r in seen}) == 1
+
+
+def test_a_create_still_in_progress_is_tried_again_but_other_conflicts_are_not() -> None:
+    client, seen = scripted([problem(409), httpx.Response(201, json=TASK)])
+    assert client.tasks.create(title="t").id == TASK["id"] and len(seen) == 2
+    client, seen = scripted([problem(409)])
+    with pytest.raises(tasksapi.Conflict):
+        client.tasks.pause(TASK["id"])
+    assert len(seen) == 1
 
 
 def test_a_snooze_is_not_resent_after_an_ambiguous_failure() -> None:
