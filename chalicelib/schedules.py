@@ -640,6 +640,7 @@ def next_fire(schedule: Schedule, after: datetime, *, work: Work | None = None) 
         lo = _FIRST
     if lo >= _LAST:
         return None
+    lo = max(lo, _FIRST)  # before the jitter, which moves it at most an hour back
     jitter = schedule.jitter_offset
     if jitter:
         lo -= timedelta(seconds=jitter)  # base + jitter > after  <=>  base > after - jitter
@@ -1139,7 +1140,9 @@ def _compile_rrule(text: str, tz: ZoneInfo, anchor: datetime | None) -> _RRule:
     walk = _Walk(rule)
     _check_satisfiable(walk, dtstart, freq, interval, parts)
     if "COUNT" in parts:
-        until = _nth(walk, int(parts["COUNT"]))
+        # WEEKLY with BYSETPOS: dateutil's first week runs from DTSTART, not WKST, so is not like the others
+        span = None if freq == WEEKLY and "BYSETPOS" in parts else _period(dtstart, freq, interval)
+        until = _nth(walk, int(parts["COUNT"]), span)
     if until is not None:
         rule = rule.replace(until=until)
     spaced = sorted(set(rdates))
@@ -1163,18 +1166,43 @@ def _compile_rrule(text: str, tz: ZoneInfo, anchor: datetime | None) -> _RRule:
     )
 
 
-def _nth(walk: _Walk, count: int) -> datetime | None:
-    """The COUNT-th occurrence (the rule's last), or None when the calendar ends before it."""
+def _nth(walk: _Walk, count: int, span: timedelta | None) -> datetime | None:
+    """The COUNT-th occurrence (the rule's last), or None when the calendar ends before it.
+
+    A rule's dates repeat every ``span`` (see _period): walk one span from DTSTART and, if COUNT
+    is not reached, find the COUNT-th among that span's dates shifted by whole spans (a sparse
+    rule would otherwise walk to year 9999). Without a span, walk (within PARSE_BUDGET).
+    """
     work = Work(PARSE_BUDGET)
+    template: list[datetime] = []
     try:
-        for n, value in enumerate(walk.after(walk.dtstart - _SECOND, work, None), 1):
-            if n == count:
+        for value in walk.after(walk.dtstart - _SECOND, work, None):
+            if span is not None and value >= walk.dtstart + span:
+                break
+            template.append(value)
+            if len(template) == count:
                 return value
     except ScheduleBudgetError:
         raise ScheduleBudgetError(
             f"COUNT={count} takes more than {PARSE_BUDGET:,} steps to reach; give an UNTIL or a smaller COUNT"
         ) from None
-    return None
+    if span is None or not template:
+        return None  # the calendar ended first
+    shifts, index = divmod(count - 1, len(template))
+    try:
+        last = template[index] + shifts * span
+    except OverflowError:
+        return None
+    return last if last < datetime(9999, 12, 31) else None
+
+
+def _period(dtstart: datetime, freq: int, interval: int) -> timedelta | None:
+    """A shift that maps the rule's dates onto themselves: whole 400-year cycles (146,097 days)
+    that are also whole INTERVALs. None when that reaches past the calendar."""
+    cycles = interval // gcd(_CYCLE_UNITS[freq], interval)
+    if dtstart.year + 400 * cycles >= 9999:
+        return None
+    return timedelta(days=146097 * cycles)
 
 
 def _rrule_parts(value: str) -> dict[str, str]:
@@ -1296,8 +1324,8 @@ def _check_satisfiable(walk: _Walk, dtstart: datetime, freq: int, interval: int,
             raise ScheduleError(
                 "schedule_expr", f"BYMONTHDAY={parts['BYMONTHDAY']} never occurs in BYMONTH={parts['BYMONTH']}"
             )
-    cycles = interval // gcd(_CYCLE_UNITS[freq], interval)  # 400-year cycles per repeat
-    horizon = dtstart + timedelta(days=146097 * cycles + 8) if dtstart.year + 400 * cycles < 9999 else None
+    span = _period(dtstart, freq, interval)
+    horizon = dtstart + span + timedelta(days=8) if span is not None else None  # 8: a first partial week
     work = Work(PARSE_BUDGET)
     try:
         first = next(walk.after(dtstart - _SECOND, work, None, stop=horizon), None)
@@ -1442,6 +1470,8 @@ def _first_elapsed(
     Between two offset transitions wall time is instant + a constant offset, so the first matching
     wall time gives the answer unless a transition comes first; then continue from the transition
     with the new offset. Gaps are never matched; both copies of a repeated hour are.
+    A match more than two days away is resolved on its own (_far_elapsed): the transitions in
+    between cannot bring an earlier wall time back.
     """
     offset = _offset(after.astimezone(tz))
     start = (after + offset).replace(tzinfo=None, microsecond=0)
@@ -1457,12 +1487,34 @@ def _first_elapsed(
         if local is None or local >= _LAST_WALL:
             return None
         candidate = (local - offset).replace(tzinfo=UTC)
-        transition = _next_transition(tz, since, candidate, work)
+        near = since + _NEAR
+        transition = _next_transition(tz, since, min(candidate, near), work)
         if transition is None:
-            return candidate
+            return candidate if candidate <= near else _far_elapsed(iter_from, tz, after, local, work)
         offset = _offset(transition.astimezone(tz))
         start = (transition + offset).replace(tzinfo=None) - _SECOND
         since = transition
+
+
+_NEAR = timedelta(days=2)  # more than any UTC-offset change (the largest, a date line move, is 24 h)
+
+
+def _far_elapsed(
+    iter_from: Callable[[datetime], Iterator[datetime]], tz: ZoneInfo, after: datetime, local: datetime, work: Work
+) -> datetime | None:
+    """The first instant after ``after`` whose wall time is ``local`` or a later match, when the
+    offsets near ``after`` change nothing (no transition within two days of it): a wall time is
+    then reached only around its own instant, so each match is resolved with the zone alone —
+    the earlier copy of a repeated time, none for a time inside a gap."""
+    wall: datetime | None = local
+    while wall is not None and wall < _LAST_WALL:
+        work.spend()
+        for fold in (0, 1):
+            instant = (wall - _offset(wall.replace(tzinfo=tz, fold=fold))).replace(tzinfo=UTC)
+            if instant > after and instant.astimezone(tz).replace(tzinfo=None) == wall:
+                return instant  # fold=0 is the earlier copy of a repeated wall time
+        wall = next(iter_from(wall), None)
+    return None
 
 
 def _next_transition(tz: ZoneInfo, after: datetime, limit: datetime, work: Work) -> datetime | None:

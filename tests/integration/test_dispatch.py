@@ -415,20 +415,77 @@ def test_lookahead_never_exceeds_sqs_delay_limit(clock):
     assert settings().lookahead_seconds > settings().tick_seconds
 
 
-def test_tick_survives_a_task_whose_schedule_no_longer_parses(api, clock):
+def _break_schedule(task_id: str, sched: str = '{"schedule_kind": "cron", "schedule_expr": "garbage"}') -> None:
+    boto3.client("dynamodb").update_item(
+        TableName="test-tasks",
+        Key={"task_id": {"S": task_id}},
+        UpdateExpression="SET sched = :s",
+        ExpressionAttributeValues={":s": {"S": sched}},
+    )
+
+
+@pytest.mark.parametrize("running", [False, True], ids=["start", "running"])
+def test_a_schedule_the_tick_cannot_compute_pauses_its_task_visibly(api, clock, running):
+    # GIVEN two tasks in one shard's tick; one's stored schedule no longer computes, either before
+    # its first dispatch (the task's due index) or while running (a due-table entry)
     agent = api.agent()
     good = _create(api, agent, schedule_expr="*/10 * * * *")
     bad = _create(api, agent, schedule_expr="*/10 * * * *")
-    boto3.client("dynamodb").update_item(
-        TableName="test-tasks",
-        Key={"task_id": {"S": bad["id"]}},
-        UpdateExpression="SET sched = :s",
-        ExpressionAttributeValues={":s": {"S": '{"schedule_kind": "cron", "schedule_expr": "garbage"}'}},
-    )
-    clock.advance(9 * 60 + 30)
+    if running:
+        clock.advance(9 * 60 + 30)
+        assert tick(clock).dispatched == 2  # 12:10 for both; their next entries are in the due table
+    _break_schedule(bad["id"])
+    # WHEN the tick reaches it
+    clock.advance(10 * 60)
     report = tick(clock)
-    assert report.dispatched == 1 and len(report.errors) == 1
-    assert {m["task_id"] for m in all_messages()} == {good["id"]}
+    # THEN the good task is dispatched as usual
+    assert report.dispatched == 1 and len(report.errors) == 1 and "expected 5 fields" in report.errors[0]
+    assert {m["task_id"] for m in all_messages()} == {good["id"]} | ({bad["id"]} if running else set())
+    # AND the broken one is paused with a schedule_error saying when and why
+    got = api.call("GET", f"/tasks/{bad['id']}", token=agent["token"]).data
+    assert got["status"] == "paused" and got["next_run_at"] is None
+    assert got["schedule_error"].startswith(clock.now.strftime("%Y-%m-%dT%H:%M:%SZ") + ": ")
+    assert "expected 5 fields" in got["schedule_error"]
+    # AND its pending fire has a failed run record whose error names schedule_error
+    failed = [r for r in run_records(bad["id"]) if r["status"] == "failed"]
+    [record] = failed
+    assert record["scheduled_for"] == ("2027-03-01T12:20:00Z" if running else "2027-03-01T12:10:00Z")
+    assert record["error"]["type"] == "schedule_error" and "expected 5 fields" in record["error"]["message"]
+    # AND a later tick neither retries it nor records it again
+    clock.advance(10 * 60)
+    assert tick(clock).errors == []
+    assert len([r for r in run_records(bad["id"]) if r["status"] == "failed"]) == 1
+
+
+def test_fixing_a_paused_schedule_and_resuming_clears_the_schedule_error(api, clock):
+    agent = api.agent()
+    bad = _create(api, agent, schedule_expr="*/10 * * * *")
+    _break_schedule(bad["id"])
+    clock.advance(9 * 60 + 30)
+    tick(clock)
+    # a resume with the schedule still broken is a 400 naming it, not a 500
+    r = api.call("POST", f"/tasks/{bad['id']}/resume", token=agent["token"])
+    assert r.status_code == 400 and r.data["errors"][0]["field"] == "schedule_expr"
+    fixed = api.call("PUT", f"/tasks/{bad['id']}", {"schedule_expr": "*/15 * * * *"}, token=agent["token"])
+    assert fixed.status_code == 200 and fixed.data["status"] == "paused"
+    resumed = api.call("POST", f"/tasks/{bad['id']}/resume", token=agent["token"]).data
+    assert resumed["status"] == "active" and resumed["schedule_error"] is None
+    assert resumed["next_run_at"] == "2027-03-01T12:15:00Z"
+
+
+def test_a_cron_task_completes_after_its_last_run_before_ends_at(api, clock, workers):
+    # GIVEN a cron task every 5 minutes that ends at 12:12
+    agent = api.agent()
+    t = _create(api, agent, schedule_expr="*/5 * * * *", ends_at="2027-03-01T12:12:00Z")
+    # WHEN its fires at 12:05 and 12:10 run
+    for _ in range(3):
+        clock.advance(300)
+        tick(clock)
+        workers.drain()
+    # THEN both ran and the task is completed, as a once or rrule task would be
+    assert sorted(r["scheduled_for"] for r in run_records(t["id"])) == ["2027-03-01T12:05:00Z", "2027-03-01T12:10:00Z"]
+    got = api.call("GET", f"/tasks/{t['id']}", token=agent["token"]).data
+    assert got["status"] == "completed" and got["next_run_at"] is None
 
 
 def test_a_message_up_to_a_second_early_waits_for_its_instant(api, clock, workers):

@@ -244,3 +244,25 @@ def test_the_walk_yields_what_dateutil_yields(rule: str, dtstart: datetime, ahea
     theirs = list(itertools.islice(rrulestr(rule, dtstart=dtstart).xafter(start), len(ours)))
     # THEN the occurrences are the same
     assert ours == theirs
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        "FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=29;COUNT=150",  # 97 leap days a cycle: past the first one
+        "FREQ=MONTHLY;BYDAY=1MO,-1FR;COUNT=9700",  # 9,600 a cycle
+        "FREQ=DAILY;INTERVAL=7;BYMONTH=2;BYMONTHDAY=29;COUNT=40",  # a lattice: cycles of 2,800 years
+        "FREQ=WEEKLY;INTERVAL=3;BYDAY=MO,FR;BYSETPOS=-1;COUNT=9999",  # no shortcut: walked
+    ],
+)
+def test_count_beyond_one_400_year_cycle_ends_where_dateutil_ends(rule: str) -> None:
+    # GIVEN a COUNT whose last date lies past the first 400-year cycle (found by shifting)
+    dtstart = datetime(1900, 1, 3, 9, 30)
+    schedule = parse_schedule("rrule", f"DTSTART:19000103T093000\nRRULE:{rule}", "UTC", now=NOW)
+    compiled = schedule.rule
+    assert isinstance(compiled, schedules._RRule)
+    # THEN the last date is dateutil's
+    *_, last = rrulestr(rule, dtstart=dtstart)
+    assert compiled.until == last
+    assert next_fire(schedule, last.replace(tzinfo=UTC) - timedelta(seconds=1)) == last.replace(tzinfo=UTC)
+    assert next_fire(schedule, last.replace(tzinfo=UTC)) is None
