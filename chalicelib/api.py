@@ -186,8 +186,16 @@ def revoke_agent(req: Any, caller: Caller, agent_id: str) -> Any:
     tag="tasks",
 )
 def create_task(req: Any, caller: Caller) -> Any:
-    task, _ = tasks.create_task(caller, body(req), req.headers.get("idempotency-key"), wiring.now())
-    return task_response(task, 201, {"Location": f"/tasks/{task.task_id}"})
+    created = tasks.create_task(caller, body(req), req.headers.get("idempotency-key"), wiring.now())
+    if created.replay is not None:  # the first response to this Idempotency-Key, as it was sent
+        first = created.replay
+        return Response(first["body"], {**first["headers"], "Content-Type": JSON}, first["status"])
+    assert created.task is not None
+    response = task_response(created.task, 201, {"Location": f"/tasks/{created.task.task_id}"})
+    if created.idempotency_key is not None:
+        keep = {k: str(v) for k, v in response.headers.items() if k in ("ETag", "Location", "Cache-Control")}
+        tasks.remember_response(created.idempotency_key, response.status_code, response.body, keep)
+    return response
 
 
 @route(

@@ -172,6 +172,7 @@ class KeyModel(Model):
 
     key = UnicodeAttribute(hash_key=True)
     value = JSONAttribute(null=True)
+    response = JSONAttribute(null=True)  # an Idempotency-Key's first response: status, body, headers
     holder = UnicodeAttribute(null=True)
     until = NumberAttribute(null=True)
     through = UnicodeAttribute(null=True)  # a tick shard's watermark: the last due slot dispatched

@@ -8,6 +8,7 @@ import json
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -132,8 +133,17 @@ def _event_key(agent_id: str, sched: dict[str, Any]) -> str | None:
 # ---- create --------------------------------------------------------------------------------
 
 
-def create_task(caller: Caller, data: Any, idempotency_key: str | None, now: datetime) -> tuple[TaskModel, bool]:
-    """Returns (task, created). A replayed Idempotency-Key returns the first task, created=False."""
+@dataclass(frozen=True)
+class Created:
+    """What `create_task` did: a new task (and the key its first response is to be kept under),
+    or, for a replayed Idempotency-Key, the first response itself."""
+
+    task: TaskModel | None
+    idempotency_key: str | None = None
+    replay: dict[str, Any] | None = None  # {"status", "body" (the exact text), "headers"}
+
+
+def create_task(caller: Caller, data: Any, idempotency_key: str | None, now: datetime) -> Created:
     if idempotency_key is not None and not (1 <= len(idempotency_key) <= 255):
         raise BadRequest.field("Idempotency-Key", "must be 1–255 characters")
     if not isinstance(data, dict):
@@ -145,7 +155,7 @@ def create_task(caller: Caller, data: Any, idempotency_key: str | None, now: dat
     if idem_key:  # before the schedule checks: a `once` time may have passed since the first try
         replay = _idempotent_replay(idem_key, body_hash, now)
         if replay is not None:
-            return replay, False
+            return replay
     task_id = str(uuid.uuid4())
     spec_doc, sched = _split(spec, now)
     schedule = dispatch.build_schedule(sched, task_id, now, check_past=True)
@@ -188,7 +198,7 @@ def create_task(caller: Caller, data: Any, idempotency_key: str | None, now: dat
             replay = _idempotent_replay(idem_key, body_hash, now)
             if replay is None:
                 raise Conflict("a request with this Idempotency-Key is still in progress; retry shortly") from None
-            return replay, False
+            return replay
     try:
         AgentModel(agent_id).update(
             actions=[AgentModel.task_count.add(1)],
@@ -204,10 +214,19 @@ def create_task(caller: Caller, data: Any, idempotency_key: str | None, now: dat
         raise
     task.save(condition=TaskModel.task_id.does_not_exist())
     dispatch.dispatch_if_soon(task, now)  # a first fire before the next tick's look-ahead goes out now
-    return task, True
+    return Created(task, idem_key)
 
 
-def _idempotent_replay(key: str, body_hash: str, now: datetime) -> TaskModel | None:
+def remember_response(key: str, status: int, body: str, headers: dict[str, str]) -> None:
+    """Keep the first response to an Idempotency-Key, so a replay answers exactly it (status,
+    body, ETag and Location), whatever the task has become since."""
+    KeyModel(key).update(
+        actions=[KeyModel.response.set({"status": status, "body": body, "headers": headers})],
+        condition=KeyModel.key.exists(),
+    )
+
+
+def _idempotent_replay(key: str, body_hash: str, now: datetime) -> Created | None:
     try:
         rec = KeyModel.get(key, consistent_read=True)
     except DoesNotExist:
@@ -217,8 +236,10 @@ def _idempotent_replay(key: str, body_hash: str, now: datetime) -> TaskModel | N
     value = rec.value or {}
     if value.get("body_hash") != body_hash:
         raise Conflict("this Idempotency-Key was already used with a different request body")
-    try:
-        return TaskModel.get(value["task_id"], consistent_read=True)
+    if isinstance(rec.response, dict):
+        return Created(None, key, rec.response)
+    try:  # created, but the first response was never kept (a crash just after the task's write)
+        return Created(TaskModel.get(value["task_id"], consistent_read=True), key)
     except DoesNotExist:
         return None
 

@@ -180,6 +180,20 @@ def test_idempotency_key_replays_the_first_response(api):
     assert r.status_code == 201 and r.data["id"] != first.data["id"]
 
 
+def test_an_idempotent_replay_is_the_first_response_even_after_the_task_changed(api):
+    agent = api.agent()
+    h = {"Idempotency-Key": "create-then-change"}
+    first = api.call("POST", "/tasks", task_body(agent["agent_id"]), token=agent["token"], headers=h)
+    tid = first.data["id"]
+    assert api.call("POST", f"/tasks/{tid}/pause", token=agent["token"]).data["status"] == "paused"
+    again = api.call("POST", "/tasks", task_body(agent["agent_id"]), token=agent["token"], headers=h)
+    # Status, body and headers as first sent: version 1, active, not the paused version 2.
+    assert again.status_code == 201 and again.body == first.body
+    assert again.data["status"] == "active" and again.data["version"] == 1
+    assert again.headers["ETag"] == first.headers["ETag"] == '"1"'
+    assert again.headers["Location"] == first.headers["Location"] == f"/tasks/{tid}"
+
+
 def test_foreign_and_unknown_tasks_are_404_everywhere(api):
     a, b = api.agent("a"), api.agent("b")
     tid = api.call("POST", "/tasks", task_body(a["agent_id"]), token=a["token"]).data["id"]
