@@ -184,7 +184,6 @@ class Journal:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._io = threading.Lock()  # one flush at a time (the thread, a stop signal)
-        self._restored: Snapshot | None = None
 
     # ---- moto's backends ----------------------------------------------------------------
 
@@ -280,7 +279,9 @@ class Journal:
         self._journal = self.store.journal_path(gen).open("ab")
         self._journal_bytes = 0
 
-    def _run(self) -> None:
+    def _run(self, restored: Snapshot) -> None:
+        with self._io:
+            self._open(restored)  # the restored state is the new generation's base
         while not self._stop.wait(self.flush_seconds):
             try:
                 self.flush()
@@ -292,6 +293,8 @@ class Journal:
     def close(self) -> None:
         """Flush what is pending (a clean stop loses nothing)."""
         self._stop.set()
+        if self._thread is not None:
+            self._thread.join(60)  # it may still be writing the restored base
         self.flush()
 
     # ---- restore ----------------------------------------------------------------------
@@ -303,7 +306,7 @@ class Journal:
 
         from local.atomic import DYNAMODB_LOCK
 
-        if self._journal is not None:
+        if self._thread is not None:
             raise RuntimeError("the state was restored already")
         started = time.monotonic()
         now = time.time() if now is None else now
@@ -351,10 +354,9 @@ class Journal:
                     queue._messages_lock.notify_all()
                 messages += len(rebuilt)
             self._last_sqs = None
-        with self._io:
-            self._open(snap)  # the restored state is the new generation's base
-        self._restored = snap
-        self._thread = threading.Thread(target=self._run, name="state-journal", daemon=True)
+        # Writing the new base takes a while for a large state: the journal thread does it before
+        # its first flush (until it has, CURRENT still names the generation just restored).
+        self._thread = threading.Thread(target=self._run, args=(snap,), name="state-journal", daemon=True)
         self._thread.start()
         return {
             "items": items,
