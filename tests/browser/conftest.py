@@ -22,6 +22,7 @@ from tests.e2e.conftest import LocalStack, local_stack  # noqa: F401  (the sessi
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "docs" / "console"
+FAILURES = ROOT / "build" / "browser-failures"
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [
     "--headless",
@@ -86,8 +87,16 @@ class Console:
         assert not self.problems, f"CSP violations or script errors: {self.problems}"
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Keep each phase's report on the test item, so the fixture knows whether the test failed."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
 @pytest.fixture
-def console(browser: Browser, local_stack: LocalStack) -> Iterator[Console]:  # noqa: F811
+def console(request: pytest.FixtureRequest, browser: Browser, local_stack: LocalStack) -> Iterator[Console]:  # noqa: F811
     context = browser.new_context(viewport=DESKTOP, locale="en-US", timezone_id=VIEWER_ZONE)
     page = context.new_page()
     c = Console(page, local_stack.base_url)
@@ -114,10 +123,17 @@ def console(browser: Browser, local_stack: LocalStack) -> Iterator[Console]:  # 
     page.on("console", on_console)
     page.on("pageerror", lambda err: c.problems.append(f"uncaught: {err}"))
     page.on("request", on_request)
-    page.set_default_timeout(15000)
-    expect.set_options(timeout=15000)
+    # Generous: under `make test -n 2` the stack shares two cores with the other suites.
+    page.set_default_timeout(30000)
+    expect.set_options(timeout=30000)
     try:
         yield c
+        report = getattr(request.node, "report_call", None)
+        if report is not None and report.failed:
+            # What the page showed when the test failed (build/ is not committed).
+            FAILURES.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(FAILURES / f"{request.node.name}.png"), full_page=True)
+            (FAILURES / f"{request.node.name}.txt").write_text(f"{page.url}\n\n{page.inner_text('body')}")
     finally:
         context.close()
 

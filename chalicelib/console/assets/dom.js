@@ -32,7 +32,23 @@ export function svg(tag, attrs, ...children) {
 
 export function replace(el, ...children) {
   el.replaceChildren();
+  drawn.delete(el); // what redraw() drew is gone
   return build(el, {}, children);
+}
+
+const drawn = new WeakMap(); // container -> the key of what redraw() last drew in it
+
+/** Redraw `container` only when `key` (what it shows) changed, and give focus back to the link or
+ * button that had it: polling must not pull a keyboard user out of the table they are in. */
+export function redraw(container, key, draw) {
+  if (drawn.get(container) === key) return;
+  const active = document.activeElement;
+  const mark = active && container.contains(active) ? active.getAttribute("href") || active.textContent : null;
+  draw();
+  drawn.set(container, key);
+  if (mark === null) return;
+  const again = [...container.querySelectorAll("a, button")].find((el) => (el.getAttribute("href") || el.textContent) === mark);
+  if (again) again.focus({ preventScroll: true });
 }
 
 // ---- time ------------------------------------------------------------------------------------

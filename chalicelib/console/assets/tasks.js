@@ -13,6 +13,7 @@ import {
   inZone,
   json,
   parseTime,
+  redraw,
   replace,
   shortId,
   utcText,
@@ -120,7 +121,9 @@ export async function taskList(view, ctx, query) {
       replace(body, emptyState("No loaded task matches the text", next !== null ? "Load more to search further." : null));
       return;
     }
-    replace(body, taskTable(shown, agents), h("p", { class: "muted small" }, `${shown.length} of ${tasks.length} loaded`));
+    redraw(body, JSON.stringify(shown), () =>
+      replace(body, taskTable(shown, agents), h("p", { class: "muted small" }, `${shown.length} of ${tasks.length} loaded`)),
+    );
   };
   const refresh = async (limit) => {
     const r = await load(0, limit);
@@ -245,20 +248,23 @@ export async function taskView(view, ctx, id) {
   let lastRunNow = 0;
 
   const drawTask = () => {
-    replace(head, h("div", { class: "title-row" }, h("h1", {}, task.title || "(untitled)"), badge(task.status)), actions(task));
-    replace(summary, taskSummary(task));
-    replace(definition, h("h2", { id: "def-h" }, "Definition"), taskDefinition(task));
+    const key = JSON.stringify(task);
+    redraw(head, key, () => replace(head, h("div", { class: "title-row" }, h("h1", {}, task.title || "(untitled)"), badge(task.status)), actions(task)));
+    redraw(summary, key, () => replace(summary, taskSummary(task)));
+    redraw(definition, key, () => replace(definition, h("h2", { id: "def-h" }, "Definition"), taskDefinition(task)));
   };
   const drawRuns = () => {
     if (!runs.length) {
-      replace(runsBox, emptyState("No runs yet", task.status === "active" ? "Runs appear here as they start; Run now starts one at once." : null));
+      redraw(runsBox, "none", () => replace(runsBox, emptyState("No runs yet", task.status === "active" ? "Runs appear here as they start; Run now starts one at once." : null)));
       return;
     }
-    replace(
-      runsBox,
-      timeline(runs, (r) => `#/tasks/${enc(id)}/runs/${enc(r.id)}`),
-      runTable(id, runs),
-      cursor ? h("button", { type: "button", class: "ghost", onclick: loadOlder }, "Load older runs") : null,
+    redraw(runsBox, JSON.stringify([runs, cursor]), () =>
+      replace(
+        runsBox,
+        timeline(runs, (r) => `#/tasks/${enc(id)}/runs/${enc(r.id)}`),
+        runTable(id, runs),
+        cursor ? h("button", { type: "button", class: "ghost", onclick: loadOlder }, "Load older runs") : null,
+      ),
     );
   };
   const loadRuns = async () => {
