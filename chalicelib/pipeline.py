@@ -63,6 +63,10 @@ T = TypeVar("T")
 # Error types recorded on steps and runs.
 EGRESS_BLOCKED = "egress_blocked"
 TEMPLATE_ERROR = "template_error"
+# What templates can see of the steps before them: each output up to CONTEXT_OUTPUT_BYTES, all of
+# them together up to CONTEXT_BYTES (past that, the clipped copy that is stored, ≤ 8 KiB each).
+CONTEXT_OUTPUT_BYTES = 64 * 1024
+CONTEXT_BYTES = 256 * 1024
 INVALID_STEP = "invalid_step"
 HTTP_STATUS = "http_status"
 TIMEOUT = "timeout"
@@ -217,6 +221,7 @@ def run_pipeline(
         "steps": {},
     }
     limit = settings().max_step_output_bytes
+    context_bytes = 0
     outcomes: list[StepOutcome] = []
     fatal: dict[str, Any] | None = None
     retryable = False
@@ -248,8 +253,14 @@ def run_pipeline(
         stored, truncated = clip_output(output, limit)
         status = "failed" if error else "succeeded"
         outcomes.append(StepOutcome(step.id, step.type, status, _iso(started), duration_ms, stored, truncated, error))
-        # Later templates see the full output, not the clipped copy that is stored.
-        context["steps"][step.id] = {"output": output, "status": status, "error": error}
+        # Later templates see the full output (not the clipped copy that is stored) while the
+        # outputs they can see stay within the context's budget; past it, the stored copy.
+        seen, _ = clip_output(output, CONTEXT_OUTPUT_BYTES) if output is not stored else (stored, truncated)
+        size = len(_json(seen).encode("utf-8"))
+        if context_bytes + size > CONTEXT_BYTES:
+            seen, size = stored, len(_json(stored).encode("utf-8"))
+        context_bytes += size
+        context["steps"][step.id] = {"output": seen, "status": status, "error": error}
         if error is not None and not step.continue_on_error:
             fatal = {**error, "step": step.id}
             retryable = failed_retryable

@@ -108,6 +108,23 @@ def _as_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
+# What one template may produce. A value is copied out of the context (never a reference into
+# it, so `{{ @ }}` cannot make the run's context contain itself), and its size is capped, so
+# self-reference (`to_string(@)` step after step) cannot grow anything exponentially.
+MAX_RENDERED_BYTES = 64 * 1024
+
+
+def _detached(value: Any, expr: str) -> Any:
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    text = (
+        value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    )
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_RENDERED_BYTES:
+        raise TemplateError(f"{{{{ {expr[:60]} }}}} renders to more than {MAX_RENDERED_BYTES} bytes")
+    return value if isinstance(value, str) else json.loads(text)
+
+
 def render_string(text: str, context: dict[str, Any]) -> Any:
     if _OPEN not in text:
         return text
@@ -115,8 +132,9 @@ def render_string(text: str, context: dict[str, Any]) -> Any:
     # Exactly one expression and nothing but whitespace around it: the value itself.
     significant = [p for p in parts if p[0] or p[1].strip()]
     if len(significant) == 1 and significant[0][0]:
-        return evaluate(significant[0][1], context)
-    return "".join(_as_text(evaluate(t, context)) if is_expr else t for is_expr, t in parts)
+        return _detached(evaluate(significant[0][1], context), significant[0][1])
+    out = "".join(_as_text(_detached(evaluate(t, context), t)) if is_expr else t for is_expr, t in parts)
+    return _detached(out, text)
 
 
 def render(value: Any, context: dict[str, Any]) -> Any:

@@ -932,3 +932,22 @@ def test_own_function_is_refused(moto_aws: None) -> None:
         ]
     )
     assert result.error is not None and result.error["type"] == "egress_blocked"
+
+
+# ---------------------------------------------------------------------------- bounded templates
+
+
+def test_self_reference_cannot_form_a_cycle_or_grow_without_bound() -> None:
+    import json as _json
+
+    steps: list[dict[str, Any]] = [{"id": "all", "type": "log", "message": "{{ @ }}"}]
+    # Each step doubles the text of the one before (to_string of the whole context): without
+    # caps this is 2^n; with them a step that would render past the cap fails, and the run ends.
+    steps += [{"id": f"grow{i}", "type": "log", "message": "{{ to_string(@) }}{{ to_string(@) }}"} for i in range(12)]
+    result = run(steps)
+    failed = [s for s in result.steps if s.status == "failed"]
+    assert failed and failed[0].error is not None and failed[0].error["type"] == "template_error"
+    assert result.error is not None and result.retryable is False
+    # The whole record can be serialised (no cycle), and stays small.
+    text = _json.dumps([s.__dict__ for s in result.steps], default=str)
+    assert len(text) < 20 * settings().max_step_output_bytes * 2

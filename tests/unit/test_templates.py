@@ -98,3 +98,24 @@ def test_unterminated_braces(text):
 
 def test_template_error_is_a_value_error():
     assert issubclass(TemplateError, ValueError)
+
+
+def test_a_whole_value_is_a_copy_never_the_context_itself():
+    ctx = {"task": {"title": "t"}, "steps": {}}
+    out = render("{{ @ }}", ctx)
+    assert out == ctx and out is not ctx and out["task"] is not ctx["task"]
+    ctx["steps"]["x"] = {"output": out}  # what the pipeline does with a step's output
+    import json
+
+    json.dumps(ctx)  # no cycle: the rendered value does not hold the context
+
+
+def test_a_rendered_value_over_the_cap_is_a_template_error():
+    from chalicelib.templates import MAX_RENDERED_BYTES
+
+    ctx = {"big": "x" * (MAX_RENDERED_BYTES // 2 + 10)}
+    assert len(render("{{ big }}", ctx)) == len(ctx["big"])
+    with pytest.raises(TemplateError, match="more than"):
+        render("{{ big }}{{ big }}", ctx)
+    with pytest.raises(TemplateError, match="more than"):
+        render("{{ [big, big] }}", ctx)
