@@ -123,6 +123,7 @@ def main() -> None:
     refused: dict[str, int] = {}
     out_of_budget = 0
     all_cases = cases()
+    slow: list[tuple[float, str, str]] = []
     for kind, expr, zone, jitter, after_text in all_cases:
         label = f"{kind} {expr!r} in {zone}, jitter {jitter}, after {after_text}"
         after = datetime.fromisoformat(after_text)
@@ -149,6 +150,7 @@ def main() -> None:
                 out_of_budget += 1
                 continue
             spent[name].append(ms_step)
+            slow.append((ms_step, name, label))
             steps_worst[name] = max(steps_worst[name], work.spent)
             if ms_step > worst[name][0]:
                 worst[name] = (ms_step, label)
@@ -172,6 +174,10 @@ def main() -> None:
         steps = f"{steps_worst[name]:>11,}" if name in steps_worst else f"{'':>11}"
         print(f"{name:<10} {p50:>7.2f} {p99:>7.2f} {worst[name][0]:>7.2f}  {steps}  {worst[name][1]}")
     print(f"refused at parse (400): {refused or 'none'}; out of budget after parse: {out_of_budget}")
+    over = sorted(slow, reverse=True)
+    print(f"over 50 ms: {sum(ms > 50 for ms, _, _ in over)} of {len(over)} steps; the slowest:")
+    for ms, name, label in over[:8]:
+        print(f"  {ms:8.2f} ms  {name:<9} {label[:150]}")
     print("preview = 100 fires; steps = the engine's work count (Work.spent), budget", f"{schedules.WORK_BUDGET:,}")
     write_results(figures)
     print(f"merged {len(figures)} keys into bench/results.json in {time.perf_counter() - started:.1f} s")

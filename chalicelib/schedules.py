@@ -141,9 +141,9 @@ class Work:
 class _CronRule:
     """A compiled cron expression: cronsim's parsed field sets, reused for every query.
 
-    Building a CronSim re-parses the five fields (the slow part of a one-off query), so the
-    parsed state is kept and a fresh iterator is assembled from it. The sets are interned: most
-    expressions share most fields, which keeps 10,000 cached expressions under 10 MB.
+    cronsim parses and validates the five fields; matches are then found from its sets (see
+    iter_from), which keeps every query's cost bounded. The sets are interned: most expressions
+    share most fields, which keeps 10,000 cached expressions under 10 MB.
     """
 
     expr: str  # normalized 5-field text given to cronsim (macros expanded)
@@ -157,37 +157,76 @@ class _CronRule:
     weekdays: frozenset[int | tuple[int, int]]
     fixed: bool  # False when every hour of the day matches: DST follows elapsed time
 
+    times: tuple[time, ...] = field(default=(), repr=False)  # hours x minutes, sorted
+
     def iter_from(self, start: datetime, work: Work | None = None) -> Iterator[datetime]:
-        """Naive wall-clock matches strictly after naive ``start`` (whole seconds), each charged
-        to ``work``; the matches end with the calendar (cronsim overflows past year 9999)."""
-        # The state CronSim.__init__ builds for (expr, naive start), assigned in the same order so
-        # CPython keeps its compact attribute layout. cronsim only reads the sets.
-        it: Any = CronSim.__new__(CronSim)
-        it.skip_initial_tick = False
-        it.dt = start
-        it.tick_direction = 1
-        it.parts = self.parts
-        it.day_and = self.day_and
-        it.seconds = self.seconds
-        it.minutes = self.minutes
-        it.hours = self.hours
-        it.days = self.days
-        it.months = self.months
-        it.weekdays = self.weekdays
-        it.fixup_tz = None
-        if work is None:
-            return cast(Iterator[datetime], it)
-        return _charged(cast(Iterator[datetime], it), work)
+        """Naive wall-clock matches strictly after naive ``start``, as cronsim finds them, at a
+        bounded cost: a year's matching days are one byte mask, and a year's mask depends only
+        on whether it is a leap year and on which weekday it starts (14 masks per expression),
+        so a sparse expression (``0 0 29 2 MON``) skips its empty years in one step each."""
+        work = work if work is not None else Work()
+        times = self.times
+        day = start.toordinal()
+        while day <= _MAX_ORDINAL:
+            year = date.fromordinal(day).year
+            first = date(year, 1, 1).toordinal()
+            size = 365 + calendar.isleap(year)
+            work.spend()
+            found = self.mask(year, work).find(1, day - first, size)
+            if found < 0:
+                day = first + size
+                continue
+            day = first + found
+            skip = bisect.bisect_right(times, start.time()) if day == start.toordinal() else 0
+            when = date.fromordinal(day)
+            for moment in times[skip:]:
+                work.spend()
+                yield datetime.combine(when, moment)
+            day += 1
+
+    def mask(self, year: int, work: Work) -> bytes:
+        """1 for each day of ``year`` whose month, day of month and day of week match (Vixie cron:
+        day of month OR day of week when both are restricted, cronsim's ``day_and`` otherwise).
+        Shared by every expression with the same day fields (a bounded cache)."""
+        leap, weekday = calendar.isleap(year), date(year, 1, 1).weekday()
+        key = (self.months, self.days, self.weekdays, self.day_and, leap, weekday)
+        found = _CRON_MASKS.get(key)
+        if found is None:
+            months, days, weekdays = _calendar_bytes(leap, weekday)
+            size = len(months)
+            month_ok = int.from_bytes(months.translate(_allowed(self.months)), "big")
+            dom_ok = int.from_bytes(days.translate(_allowed(self.days)), "big")
+            cron_days = {d for d in range(1, 8) if d in self.weekdays or d % 7 in self.weekdays}
+            dow_ok = int.from_bytes(weekdays.translate(_allowed(cron_days)), "big")
+            day_ok = dom_ok & dow_ok if self.day_and else dom_ok | dow_ok
+            work.spend(size // 8)
+            if len(_CRON_MASKS) >= 4096:
+                _CRON_MASKS.clear()
+            found = _CRON_MASKS[key] = (month_ok & day_ok).to_bytes(size, "big")
+        return found
 
 
-def _charged(it: Iterator[datetime], work: Work) -> Iterator[datetime]:
-    while True:
-        try:
-            value = next(it)
-        except (StopIteration, OverflowError, ValueError):  # cronsim steps past year 9999
-            return
-        work.spend()
-        yield value
+def _allowed(values: Any, offset: int = 0) -> bytes:
+    """A bytes.translate table: 1 for each value (plus ``offset``), 0 for every other byte."""
+    table = bytearray(256)
+    for v in values:
+        if isinstance(v, int):
+            table[v + offset] = 1
+    return bytes(table)
+
+
+@functools.lru_cache(maxsize=14)
+def _calendar_bytes(leap: bool, weekday: int) -> tuple[bytes, bytes, bytes]:
+    """Month, day of month and cron day of week (1 = Monday ... 7 = Sunday) of each day of a year
+    that is (or is not) a leap year and starts on ``weekday``: all a cron day match needs."""
+    lengths = (31, 28 + leap, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+    months = bytes(m for m, length in enumerate(lengths, 1) for _ in range(length))
+    days = bytes(d for length in lengths for d in range(1, length + 1))
+    weekdays = bytes((weekday + i) % 7 + 1 for i in range(len(days)))
+    return months, days, weekdays
+
+
+_CRON_MASKS: dict[tuple[Any, ...], bytes] = {}
 
 
 @dataclass(frozen=True, eq=False)
@@ -274,48 +313,46 @@ class _Walk:
         return found
 
     def _build(self, year: int) -> bytes:
+        """dateutil's day filter (rrule._iter) for a whole year at once: each BY* part's pass/fail
+        bytes from dateutil's masks, ANDed as big integers (every byte is 0 or 1)."""
         r: Any = self.rule
         ii = _iterinfo(r)
         ii.rebuild(year, 1)
         size = ii.yearlen + (7 if self.freq == WEEKLY else 0)
-        out = bytearray(size)
-        bymonth, byweekno, byweekday, byeaster = r._bymonth, r._byweekno, r._byweekday, r._byeaster
-        bymonthday, bynmonthday, byyearday = r._bymonthday, r._bynmonthday, r._byyearday
-        # MONTHLY nth weekdays (BYDAY=2MO) are marked month by month, as dateutil rebuilds them
-        months = range(1, 13) if self.freq == MONTHLY and r._bynweekday else (0,)
-        for month in months:
-            if month:
+        passes: list[bytes] = []
+
+        if r._bymonth:
+            passes.append(bytes(ii.mmask[:size]).translate(_allowed(r._bymonth)))
+        if r._byweekno:
+            passes.append(bytes(ii.wnomask[:size]))
+        if r._byweekday:
+            passes.append(bytes(ii.wdaymask[:size]).translate(_allowed(r._byweekday)))
+        if r._bynweekday:  # nth weekdays: YEARLY over the year (or its BYMONTHs), MONTHLY month by month
+            nth = bytearray(size)
+            for month in range(1, 13) if self.freq == MONTHLY else (1,):
                 ii.rebuild(year, month)
-                lo, hi = ii.mrange[month - 1], ii.mrange[month]
-            else:
-                lo, hi = 0, size
-            for i in range(lo, hi):
-                # dateutil's day filter (rrule._iter), verbatim
-                if not (
-                    (bymonth and ii.mmask[i] not in bymonth)
-                    or (byweekno and not ii.wnomask[i])
-                    or (byweekday and ii.wdaymask[i] not in byweekday)
-                    or (ii.nwdaymask and not ii.nwdaymask[i])
-                    or (byeaster and not ii.eastermask[i])
-                    or (
-                        (bymonthday or bynmonthday)
-                        and ii.mdaymask[i] not in bymonthday
-                        and ii.nmdaymask[i] not in bynmonthday
-                    )
-                    or (
-                        byyearday
-                        and (
-                            (i < ii.yearlen and i + 1 not in byyearday and -ii.yearlen + i not in byyearday)
-                            or (
-                                i >= ii.yearlen
-                                and i + 1 - ii.yearlen not in byyearday
-                                and -ii.nextyearlen + i - ii.yearlen not in byyearday
-                            )
-                        )
-                    )
-                ):
-                    out[i] = 1
-        return bytes(out)
+                for i, hit in enumerate(ii.nwdaymask):
+                    if hit:
+                        nth[i] = 1
+            passes.append(bytes(nth))
+        if r._bymonthday or r._bynmonthday:
+            days = bytes(ii.mdaymask[:size]).translate(_allowed(r._bymonthday))
+            last = bytes(v + 32 for v in ii.nmdaymask[:size]).translate(_allowed(r._bynmonthday, 32))
+            passes.append((int.from_bytes(days, "big") | int.from_bytes(last, "big")).to_bytes(size, "big"))
+        if r._byyearday:
+            yearly, ylen, nlen = r._byyearday, ii.yearlen, ii.nextyearlen
+            passes.append(
+                bytes(
+                    (i + 1 in yearly or -ylen + i in yearly)
+                    if i < ylen
+                    else (i + 1 - ylen in yearly or -nlen + i - ylen in yearly)
+                    for i in range(size)
+                )
+            )
+        mask = int.from_bytes(b"\x01" * size, "big")
+        for part in passes:
+            mask &= int.from_bytes(part, "big")
+        return mask.to_bytes(size, "big")
 
     # ---- occurrences
 
@@ -393,7 +430,33 @@ class _Walk:
                         if first + i > _MAX_ORDINAL:
                             return
                         yield from self._day(first + i, self.times, floor, work)
-            k += 1
+                k += 1
+                continue
+            # No day of this period passes: go straight to the period of the next day that does.
+            day = self._next_day(first + hi, work, stop_ordinal)
+            if day is None:
+                return
+            if freq == YEARLY:
+                ahead = -(-(date.fromordinal(day).year - start.year) // n)
+            elif freq == MONTHLY:
+                when = date.fromordinal(day)
+                ahead = -(-(when.year * 12 + when.month - start.year * 12 - start.month) // n)
+            else:
+                ahead = (day - week0) // (7 * n)
+            k = max(k + 1, ahead)
+
+    def _next_day(self, ordinal: int, work: Work, stop_ordinal: int) -> int | None:
+        """The first day from ``ordinal`` on whose date parts pass, or None (calendar or stop)."""
+        while ordinal <= min(stop_ordinal, _MAX_ORDINAL):
+            work.spend()
+            year = date.fromordinal(ordinal).year
+            first = date(year, 1, 1).toordinal()
+            size = 365 + calendar.isleap(year)
+            found = self.mask(year, work).find(1, ordinal - first, size)
+            if found >= 0:
+                return first + found
+            ordinal = first + size
+        return None
 
     def _daily(self, floor: datetime, work: Work, stop_ordinal: int) -> Iterator[datetime]:
         n, origin = self.interval, self.dtstart.toordinal()
@@ -406,14 +469,14 @@ class _Walk:
             mask = self.mask(year, work)
             while day < end:
                 work.spend()
-                if n == 1:
-                    found = mask.find(1, day - first, end - first)
-                    if found < 0:
-                        day = end
-                        break
-                    day = first + found
-                if mask[day - first]:
-                    yield from self._day(day, self.times, floor, work)
+                found = mask.find(1, day - first, end - first)
+                if found < 0:  # none left this year: the first lattice day of the next
+                    day += -(-(end - day) // n) * n
+                    break
+                if first + found != day:  # to the first lattice day on or after it
+                    day += -(-(first + found - day) // n) * n
+                    continue
+                yield from self._day(day, self.times, floor, work)
                 day += n
 
     def _sub_daily(self, floor: datetime, work: Work, stop_ordinal: int) -> Iterator[datetime]:
@@ -819,7 +882,7 @@ def clear_caches() -> None:
     _parse_cached.cache_clear()
     _compile_cron.cache_clear()
     _shared.cache_clear()
-    _TRANSITIONS.clear()
+    _CRON_MASKS.clear()
 
 
 # --------------------------------------------------------------------------- parsing
@@ -977,6 +1040,7 @@ def _compile_cron(text: str) -> _CronRule:
             "schedule_expr", f"day-of-month {dom} never occurs in month {month}; the schedule would never fire"
         ) from None
     return _CronRule(
+        times=tuple(time(h, m) for h in sorted(template.hours) for m in sorted(template.minutes)),
         expr=expr,
         parts=template.parts,
         day_and=template.day_and,
@@ -1487,7 +1551,7 @@ def _first_elapsed(
         if local is None or local >= _LAST_WALL:
             return None
         candidate = (local - offset).replace(tzinfo=UTC)
-        near = since + _NEAR
+        near = min(since, _LAST - _NEAR) + _NEAR
         transition = _next_transition(tz, since, min(candidate, near), work)
         if transition is None:
             return candidate if candidate <= near else _far_elapsed(iter_from, tz, after, local, work)
@@ -1518,58 +1582,23 @@ def _far_elapsed(
 
 
 def _next_transition(tz: ZoneInfo, after: datetime, limit: datetime, work: Work) -> datetime | None:
-    """First UTC-offset change in (after, limit], or None."""
-    for year in range(after.year, min(limit.year, 9999) + 1):
-        changes = _year_transitions(tz, year, work)
-        index = bisect.bisect_right(changes, after)
-        if index < len(changes):
-            return changes[index] if changes[index] <= limit else None
-    return None
-
-
-_SAMPLE = timedelta(hours=3)
-_SAMPLE_FAR = timedelta(days=1)
-_TABLE_END = 2037  # tz tables list every transition up to here; later years follow one yearly rule
-_TRANSITIONS: dict[tuple[ZoneInfo, int], tuple[datetime, ...]] = {}
-
-
-def _year_transitions(tz: ZoneInfo, year: int, work: Work) -> tuple[datetime, ...]:
-    """Instants in [year, year+1) UTC where the zone's UTC offset changes, to the second.
-
-    zoneinfo does not expose its transition table, so sample and bisect each change: every 3 h
-    through the tables' years, daily after them (a yearly DST rule never changes twice a day).
-    The calendar's first and last day are left out (see _FIRST/_LAST). Cached per (zone, year).
-    """
-    found = _TRANSITIONS.get((tz, year))
-    if found is None:
-        if len(_TRANSITIONS) >= 4096:
-            _TRANSITIONS.clear()
-        found = _TRANSITIONS[(tz, year)] = _sample_transitions(tz, year, work)
-    return found
-
-
-def _sample_transitions(tz: ZoneInfo, year: int, work: Work) -> tuple[datetime, ...]:
-    moment = max(datetime(year, 1, 1, tzinfo=UTC), _FIRST)
-    end = datetime(year + 1, 1, 1, tzinfo=UTC) if year < 9999 else _LAST
-    sample = _SAMPLE if year <= _TABLE_END else _SAMPLE_FAR
-    work.spend(4 * int((end - moment) / sample))  # a sampled offset costs a few steps
-    current = _offset(moment.astimezone(tz))
-    found = []
-    while moment < end:
-        probe = min(moment + sample, end)
-        offset = _offset(probe.astimezone(tz))
-        if offset != current:
-            lo, hi = int(moment.timestamp()), int(probe.timestamp())
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                if _offset(datetime.fromtimestamp(mid, UTC).astimezone(tz)) == current:
-                    lo = mid
-                else:
-                    hi = mid
-            found.append(datetime.fromtimestamp(hi, UTC))
-            current = offset
-        moment = probe
-    return tuple(found)
+    """First UTC-offset change in (after, limit], to the second, or None. Callers ask about
+    windows of at most two days (see _NEAR); zone offsets change months apart, so a change is
+    there exactly when the offsets at both ends differ. zoneinfo does not expose its transition
+    table: bisect to the first second with a different offset."""
+    current = _offset(after.astimezone(tz))
+    work.spend(2)
+    if _offset(limit.astimezone(tz)) == current:
+        return None
+    lo, hi = int(after.timestamp()), int(limit.timestamp())
+    while hi - lo > 1:
+        work.spend()
+        mid = (lo + hi) // 2
+        if _offset(datetime.fromtimestamp(mid, UTC).astimezone(tz)) == current:
+            lo = mid
+        else:
+            hi = mid
+    return datetime.fromtimestamp(hi, UTC)
 
 
 # --------------------------------------------------------------------------- missed fires
