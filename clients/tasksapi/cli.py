@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import typer
 import yaml
 from pydantic import BaseModel
+from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
@@ -174,15 +175,22 @@ def parse_duration(text: str) -> int:
     return d * 86400 + h * 3600 + mi * 60 + s
 
 
+def short_ts(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%m-%d %H:%M:%SZ") if value else "—"
+
+
 def task_table(tasks: list[models.Task]) -> Table:
-    table = Table(show_lines=False, header_style="bold")
-    for col in ("id", "title", "status", "schedule", "tz", "next run (UTC)", "runs", "fails"):
-        table.add_column(col, overflow="fold", no_wrap=col in ("id", "next run (UTC)"))
+    # Fits 80 columns: each task is a title line, its id and its schedule under it.
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, leading=1)
+    table.add_column("task", overflow="fold", ratio=1)
+    table.add_column("status", no_wrap=True)
+    table.add_column("next run (UTC)", no_wrap=True)
+    table.add_column("runs", no_wrap=True, justify="right")
     for t in tasks:
         sched = t.schedule_kind + (f" {t.schedule_expr}" if t.schedule_expr else "")
-        table.add_row(
-            t.id, t.title, t.status, sched, t.timezone, ts(t.next_run_at), str(t.run_count), str(t.failure_count)
-        )
+        cell = f"[bold]{escape(t.title)}[/bold]\n{t.id}\n[dim]{escape(sched)} · {t.timezone}[/dim]"
+        runs = f"{t.run_count}" + (f" ({t.failure_count} failed)" if t.failure_count else "")
+        table.add_row(cell, t.status, short_ts(t.next_run_at), runs)
     return table
 
 
@@ -201,25 +209,22 @@ def show_task(task: models.Task, as_json: bool) -> None:
 
 
 def runs_table(runs: list[models.Run], title: str | None = None) -> Table:
-    table = Table(title=title, header_style="bold")
-    for col in ("run id", "trigger", "status", "attempt", "scheduled for", "started", "duration", "error"):
-        table.add_column(col, overflow="fold", no_wrap=col in ("scheduled for", "started"))
+    table = Table(title=title, box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
+    table.add_column("run id", no_wrap=True)
+    table.add_column("trigger", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("started (UTC)", no_wrap=True)
+    table.add_column("took", no_wrap=True, justify="right")
+    table.add_column("error", overflow="fold", ratio=1)
     for r in runs:
         error = ""
         if r.error:
             error = f"{r.error.get('type', '')}: {r.error.get('message', '')}".strip(": ")
         elif r.skip_reason:
             error = f"skipped: {r.skip_reason}"
-        table.add_row(
-            r.id,
-            r.trigger,
-            r.status,
-            f"{r.attempt}/{r.max_attempts}",
-            ts(r.scheduled_for),
-            ts(r.started_at),
-            f"{r.duration_ms} ms" if r.duration_ms is not None else "—",
-            error,
-        )
+        status = r.status + (f" {r.attempt}/{r.max_attempts}" if r.attempt > 1 or r.status == "retrying" else "")
+        took = f"{r.duration_ms} ms" if r.duration_ms is not None else "—"
+        table.add_row(r.id, r.trigger, status, short_ts(r.started_at or r.scheduled_for), took, escape(error))
     return table
 
 
@@ -370,6 +375,8 @@ def runs(
         for items in _watch(fetch, interval, count):
             title = f"runs of {task_id} — {datetime.now(UTC):%H:%M:%SZ} (Ctrl-C stops)"
             live.update(runs_table(items, title), refresh=True)
+    if not out.is_terminal:
+        out.line()  # a pipe gets the last table without its final newline otherwise
 
 
 def _watch(fetch: Callable[[Client], T], interval: float, count: int | None) -> Iterator[T]:
@@ -525,6 +532,8 @@ def agents_revoke(agent_id: Annotated[str, typer.Argument(help="The agent id.")]
 
 
 def main() -> None:
+    # Usage errors (a missing argument, an unknown option) are typer's own: exit code 2 and a
+    # short framed message naming the problem, no traceback.
     try:
         app()
     except KeyboardInterrupt:
