@@ -410,6 +410,10 @@ def test_the_admin_sees_every_agent_and_creates_and_revokes_agents(console: Cons
     expect(page.locator("tr", has_text="gamma-bot").locator(".badge")).to_have_text("revoked")
     r = requests.get(f"{local_stack.base_url}/tasks", headers={"Authorization": f"Bearer {token}"}, timeout=10)
     assert r.status_code == 401
+    # events belong to an agent: the admin is told so instead of being offered a form that fails
+    console.go("#/events")
+    expect(page.get_by_text("Events belong to an agent")).to_be_visible()
+    expect(page.get_by_role("button", name="Send event")).to_have_count(0)
     console.check()
 
 

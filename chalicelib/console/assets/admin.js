@@ -26,7 +26,18 @@ export async function eventsView(view, ctx) {
     view,
     h("h1", {}, "Events"),
     h("p", {}, "An event starts one run of each of the agent's active event tasks whose pattern matches its name."),
-    h("div", { class: "cols" }, h("section", {}, h("h2", {}, "Send an event"), form, out), h("section", {}, h("h2", {}, "Event tasks"), listeners)),
+    h(
+      "div",
+      { class: "cols" },
+      h(
+        "section",
+        {},
+        h("h2", {}, "Send an event"),
+        // The API takes events only from an agent (they start that agent's tasks).
+        session.isAdmin ? h("p", { class: "card" }, "Events belong to an agent: sign in with the agent's token to send one.") : [form, out],
+      ),
+      h("section", {}, h("h2", {}, "Event tasks"), listeners),
+    ),
     h("section", {}, h("h2", {}, "Sent from this page"), history),
   );
   const drawHistory = () =>

@@ -629,7 +629,7 @@ function stepResults(steps) {
         { class: "step" },
         h("div", { class: "step-head" }, h("span", { class: "step-id" }, s.id), h("span", { class: "tag" }, s.type), badge(s.status), h("span", { class: "muted small" }, duration(s.duration_ms)), s.started_at ? when(s.started_at, { rel: false }) : null),
         s.error ? h("div", { class: "error-box" }, h("strong", {}, (s.error && s.error.type) || "error"), h("p", {}, typeof s.error === "string" ? s.error : s.error.message || JSON.stringify(s.error))) : null,
-        s.output !== undefined && s.output !== null ? [h("div", { class: "k" }, "Output", s.truncated || (s.output && s.output.truncated) ? " (truncated)" : ""), json(s.output)] : null,
+        s.output !== undefined && s.output !== null ? [h("div", { class: "k" }, "Output", s.output_truncated || s.truncated ? " (truncated at 8 KiB)" : ""), json(s.output)] : null,
       ),
     ),
   );
