@@ -376,6 +376,28 @@ def test_errors_it_does_not_know_and_fields_it_has_not_seen_are_shown_plainly(
     console.check()
 
 
+def test_hostile_text_from_the_api_is_shown_as_text(console: Console, local_stack: LocalStack) -> None:
+    agent = make_agent(local_stack, "hostile")
+    title = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>'
+    task = make_task(
+        local_stack,
+        agent,
+        title=title,
+        description="</p><b>bold?</b>",
+        payload={"steps": [{"id": "x", "type": "log", "message": '<svg onload="window.pwned=3">'}]},
+    )
+    console.sign_in(agent.token)
+    page = console.page
+    expect(page.locator("table.tasks a.row-link")).to_have_text(title)
+    console.go(f"#/tasks/{task['id']}")
+    expect(page.get_by_role("heading", level=1)).to_have_text(title)
+    expect(page.locator(".description")).to_have_text("</p><b>bold?</b>")
+    expect(page.locator(".steps")).to_contain_text('<svg onload="window.pwned=3">')
+    assert page.locator("main img, main script, main b, main svg[onload]").count() == 0
+    assert page.evaluate("window.pwned") is None
+    console.check()
+
+
 # ---- the admin, events, activity --------------------------------------------------------------------
 
 
