@@ -32,6 +32,7 @@ check: $(STAMP)
 # Figures are printed and merged into bench/results.json (~10 min: the tick bench stores 100k tasks).
 bench: $(STAMP)
 	$(BIN)/python bench/schedules.py
+	$(BIN)/python bench/adversarial.py
 	$(BIN)/python bench/tick.py
 	$(BIN)/python bench/worker.py
 	$(BIN)/python bench/lag.py
