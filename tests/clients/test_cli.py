@@ -87,6 +87,10 @@ def test_create_from_yaml_then_every_task_command(
     updated = cli.json("update", tid, "--set", "priority=2", "--set", "title=Nightly v2", "--if-match", "1")
     assert updated["priority"] == 2 and updated["title"] == "Nightly v2" and updated["version"] == 2
     one_line_error(cli("update", tid, "--set", "priority=3", "--if-match", "1", ok=False), 1, "412")
+    (cli.tmp / "change.yaml").write_text("description: changed from a file\n")
+    assert cli.json("update", tid, "-f", "change.yaml")["description"] == "changed from a file"
+    own = cli.json("preview", "--task", tid, "--after", "2027-03-27T00:00:00Z", "--count", "2")
+    assert [f["dst"] is not None for f in own["next_runs"]] == [False, True]  # the task's zone and expression
 
     assert f"{tid}: paused" in cli("pause", tid).stdout
     assert client.tasks.get(tid).status == "paused"
