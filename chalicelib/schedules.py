@@ -296,18 +296,22 @@ class _Walk:
             self.times = tuple(t for _, t in _pick([0], self.times, self.setpos))
         self.hour_set = frozenset(self.hours or ())
         self.minute_set = frozenset(self.minutes or ())
-        self.masks: dict[int, bytes] = {}
+        self.masks: dict[tuple[bool, int, bool, bool], bytes] = {}
         self.lattice: dict[int, list[time]] = {}
         self.good: list[int] | None = None  # sub-daily: phases of the day cycle that have times
 
     # ---- which days pass the date parts
 
     def mask(self, year: int, work: Work) -> bytes:
-        """One byte per day of ``year`` (plus 7 of the next for WEEKLY): 1 where the date parts pass."""
-        key = year % 400
+        """One byte per day of ``year`` (plus 7 of the next for WEEKLY): 1 where the date parts pass.
+
+        Which days pass depends only on the year's length and first weekday and on whether the
+        years around it are leap years (week numbers look at both), so at most 56 masks are built.
+        """
+        key = _year_kind(year)
         found = self.masks.get(key)
         if found is None:
-            found = self._build(2000 + key)  # same calendar as ``year``
+            found = self._build(_YEAR_OF_KIND[key])  # a year with the same calendar as ``year``
             work.spend(len(found))
             self.masks[key] = found
         return found
@@ -450,8 +454,7 @@ class _Walk:
         while ordinal <= min(stop_ordinal, _MAX_ORDINAL):
             work.spend()
             year = date.fromordinal(ordinal).year
-            first = date(year, 1, 1).toordinal()
-            size = 365 + calendar.isleap(year)
+            first, size = _year_span(year)
             found = self.mask(year, work).find(1, ordinal - first, size)
             if found >= 0:
                 return first + found
@@ -581,6 +584,22 @@ class _Walk:
         work.spend()
         for moment in times[skip:]:
             yield datetime.combine(day, moment)
+
+
+@functools.lru_cache(maxsize=10_000)
+def _year_span(year: int) -> tuple[int, int]:
+    """The ordinal of the year's first day and its number of days."""
+    return date(year, 1, 1).toordinal(), 365 + calendar.isleap(year)
+
+
+@functools.lru_cache(maxsize=10_000)  # every year of the calendar: about 1 MB
+def _year_kind(year: int) -> tuple[bool, int, bool, bool]:
+    """Everything dateutil's day masks read from a year: leap or not, the weekday it starts on,
+    and whether the years before and after it are leap years."""
+    return calendar.isleap(year), date(year, 1, 1).weekday(), calendar.isleap(year - 1), calendar.isleap(year + 1)
+
+
+_YEAR_OF_KIND = {_year_kind(y): y for y in range(2399, 1999, -1)}  # every kind occurs in 400 years
 
 
 def _pick(days: list[int], times: tuple[time, ...] | list[time], setpos: tuple[int, ...]) -> list[tuple[int, time]]:
