@@ -26,7 +26,7 @@ from chalicelib import (
 )
 from chalicelib.agents import Caller
 from chalicelib.config import settings
-from chalicelib.errors import ApiError
+from chalicelib.errors import ApiError, BadRequest
 from chalicelib.log import logger
 from chalicelib.openapi import Operation
 from chalicelib.validation import json_body, parse
@@ -115,7 +115,7 @@ def query(req: Any) -> dict[str, str]:
 
 def task_response(task: Any, status: int = 200, extra: dict[str, str] | None = None) -> Response:
     now = wiring.now()
-    rep = tasks.represent(task, now, counters=counters.live(task, now, repair=True))
+    rep = tasks.represent(task, now, counters.read(task.task_id))  # reads only: a GET never writes
     return _response(status, rep, {"ETag": f'"{rep["version"]}"', **(extra or {})})
 
 
@@ -360,7 +360,19 @@ def get_run(req: Any, caller: Caller, task_id: str, run_id: str) -> Any:
     response=contracts.EventAccepted,
     status=202,
     errors=(413,),
+    headers=(("X-Tasks-Event-Depth", "Set by HTTP steps: the chain depth of the run that sends this event"),),
     tag="events",
 )
 def post_event(req: Any, caller: Caller) -> Any:
-    return 202, events.post_event(caller, body(req), wiring.now())
+    return 202, events.post_event(caller, body(req), wiring.now(), _event_depth(req.headers.get("x-tasks-event-depth")))
+
+
+def _event_depth(value: str | None) -> int:
+    """A POST /events made by a task's own HTTP step carries its run's chain depth: the event
+    is one deeper, so a loop through the API meets the same chain limit as `emit`."""
+    if value is None:
+        return 0
+    v = value.strip()
+    if not (v.isascii() and v.isdigit() and len(v) <= 4):
+        raise BadRequest.field("X-Tasks-Event-Depth", "must be a small non-negative integer")
+    return int(v) + 1

@@ -7,6 +7,7 @@ one index query per dot in its name (plus two), whatever the number of stored ta
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,17 +32,23 @@ def candidate_patterns(name: str) -> list[str]:
     return [name, *(".".join(parts[:i]) + ".*" for i in range(1, len(parts))), "*"]
 
 
-def post_event(caller: Caller, data: Any, now: datetime) -> dict[str, Any]:
+def post_event(caller: Caller, data: Any, now: datetime, depth: int = 0) -> dict[str, Any]:
     if caller.agent_id is None:
         raise BadRequest("events belong to an agent: call POST /events with the agent's token")
     req = parse(EventCreate, data)
     if (size := stored_size(req.data)) > MAX_DATA_BYTES:
         raise PayloadTooLarge.field("data", f"is {size} bytes stored (escaped); the limit is {MAX_DATA_BYTES}")
-    return publish(caller.agent_id, req.name, req.data, depth=0, now=now)
+    if depth > settings().event_chain_limit:
+        raise BadRequest.field(
+            "X-Tasks-Event-Depth", f"the event chain is deeper than {settings().event_chain_limit} events (a loop?)"
+        )
+    return publish(caller.agent_id, req.name, req.data, depth=depth, now=now)
 
 
-def emit(agent_id: str, name: str, data: Any, *, depth: int, now: datetime) -> str:
-    """The `emit` step: publish an internal event for the same agent."""
+def emit(agent_id: str, name: str, data: Any, *, depth: int, now: datetime, key: str, at: int) -> str:
+    """The `emit` step: publish an internal event for the same agent. Its id derives from
+    `key` (the run and the step) and `at` (the run's instant), so a retried attempt publishes
+    the same event and its listeners' runs, whose ids derive from it, are created once."""
     from chalicelib.pipeline import StepFailed  # the worker's: the API and the tick never load the executor
 
     if depth > settings().event_chain_limit:
@@ -54,11 +61,15 @@ def emit(agent_id: str, name: str, data: Any, *, depth: int, now: datetime) -> s
         parse(EventCreate, {"name": name, "data": data if isinstance(data, dict) else {"value": data}})
     except (BadRequest, PayloadTooLarge) as e:
         raise StepFailed("invalid_event", e.detail, retryable=False) from None
-    return str(publish(agent_id, name, data, depth=depth, now=now)["event_id"])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return str(publish(agent_id, name, data, depth=depth, now=now, event_id=f"{at:010d}-{digest}")["event_id"])
 
 
-def publish(agent_id: str, name: str, data: Any, *, depth: int, now: datetime) -> dict[str, Any]:
-    event_id = f"{epoch(now):010d}-{secrets.token_hex(8)}"
+def publish(
+    agent_id: str, name: str, data: Any, *, depth: int, now: datetime, event_id: str | None = None
+) -> dict[str, Any]:
+    event_id = event_id or f"{epoch(now):010d}-{secrets.token_hex(8)}"
+    at_event = int(event_id.split("-", 1)[0])  # run ids of listeners derive from the event alone
     event = {"id": event_id, "name": name, "data": data, "time": iso(now)}
     task_ids: list[str] = []
     for pattern in candidate_patterns(name):
@@ -74,7 +85,7 @@ def publish(agent_id: str, name: str, data: Any, *, depth: int, now: datetime) -
             at = epoch(datetime.fromisoformat(task.snoozed_until.replace("Z", "+00:00")))
         msg = RunMessage(
             task.task_id,
-            runs.event_run_id(epoch(now), event_id, task.task_id),
+            runs.event_run_id(at_event, event_id, task.task_id),
             agent_id,
             "event",
             at,

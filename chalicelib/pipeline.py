@@ -93,10 +93,12 @@ _RESERVED_HEADERS = frozenset(
         "x-run-id",
         "x-attempt",
         "x-tasks-signature",
+        "x-tasks-event-depth",
     }
 )
-# Credentials meant for one origin are not carried to another by a redirect.
-_ORIGIN_BOUND_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+# Sent on every HTTP step: a POST /events made by the step continues its run's event chain
+# (the API counts it one deeper), so a loop through our own API meets the chain limit too.
+EVENT_DEPTH_HEADER = "X-Tasks-Event-Depth"
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _AWS_RETRYABLE_CODES = frozenset(
     {
@@ -179,6 +181,7 @@ class RunContext:
     run_id: str
     attempt: int  # 1-based
     signing_secret: str
+    depth: int = 0  # how deep in an event chain this run is (0: not started by an event)
 
 
 class StepFailed(Exception):
@@ -200,7 +203,7 @@ def run_pipeline(
     payload: dict[str, Any],
     ctx: RunContext,
     *,
-    emit: Callable[[str, Any], str],
+    emit: Callable[[str, Any, str], str],
     clock: Callable[[], float] = time.time,
     deadline: float | None = None,
 ) -> PipelineResult:
@@ -306,7 +309,7 @@ def _execute(
     step: BaseModel,
     context: dict[str, Any],
     ctx: RunContext,
-    emit: Callable[[str, Any], str],
+    emit: Callable[[str, Any, str], str],
     clock: Callable[[], float],
     timeout: float,
 ) -> Any:
@@ -569,7 +572,13 @@ def _http(step: HttpStep, ctx: RunContext, clock: Callable[[], float], timeout: 
     for hop in range(MAX_REDIRECTS + 1):
         target = _check(url, deadline)
         if origin is not None and target.origin != origin:
-            user = {k: v for k, v in user.items() if k.lower() not in _ORIGIN_BOUND_HEADERS}
+            # The step's headers and body were written for the origin it named: none of them
+            # goes to another one. A redirect that must keep the body (307/308) is refused.
+            if body:
+                raise StepFailed(
+                    HTTP_STATUS, f"refused a cross-origin redirect to {target.origin[1]} that keeps the body", False
+                )
+            user = {}
         origin = target.origin
         headers = {
             **user,
@@ -578,6 +587,7 @@ def _http(step: HttpStep, ctx: RunContext, clock: Callable[[], float], timeout: 
             "X-Task-Id": ctx.task_id,
             "X-Run-Id": ctx.run_id,
             "X-Attempt": str(ctx.attempt),
+            EVENT_DEPTH_HEADER: str(ctx.depth),
             # Signed per request: the body (and so the signature) changes if a redirect drops it.
             "X-Tasks-Signature": signature_header(ctx.signing_secret, body, int(clock())),
         }
@@ -757,9 +767,9 @@ def _eventbridge(step: EventBridgeStep, timeout: float) -> Any:
 # ---------------------------------------------------------------------------- emit, log
 
 
-def _emit(step: EmitStep, emit: Callable[[str, Any], str]) -> Any:
+def _emit(step: EmitStep, emit: Callable[[str, Any, str], str]) -> Any:
     try:
-        event_id = emit(step.name, step.data)
+        event_id = emit(step.name, step.data, step.id)
     except StepFailed:
         raise
     except ClientError as e:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import time
 from datetime import datetime, timedelta
 from typing import Any
@@ -33,6 +34,7 @@ FINAL = ("succeeded", "failed", "skipped")
 SLOT_WAIT_SECONDS = 2  # a run waiting for a concurrency slot looks again this soon
 MAX_LEASE_SECONDS = 900  # the longest a Lambda can run
 EARLY_WAIT_SECONDS = 1.0  # a message this early is held in the worker; earlier ones go back to the queue
+_TASK_IN_TEMPLATE = re.compile(r"\{\{[^}]*(\btask\b|@)")  # a template that may read the task
 
 
 class ReportFailure(Exception):
@@ -358,8 +360,11 @@ def _execute(
     secret = AgentModel.get(msg.agent_id).signing_secret if signs else ""
     from chalicelib import tasks as tasks_mod  # the representation lives with the task routes
 
+    payload = (task.spec or {}).get("payload") or {}
+    # The counters as of the run's start, read only for pipelines whose templates may see them.
+    seen = counters.read(task.task_id) if _TASK_IN_TEMPLATE.search(json.dumps(payload)) else counters.Counters()
     ctx = pipeline.RunContext(
-        task=tasks_mod.represent(task, now),  # the template's task counters are as of the last fold
+        task=tasks_mod.represent(task, now, seen),
         run={k: doc.get(k) for k in ("id", "trigger", "attempt", "scheduled_for", "max_attempts")},
         input=doc.get("input"),
         event=doc.get("event"),
@@ -367,15 +372,17 @@ def _execute(
         run_id=msg.run_id,
         attempt=attempt,
         signing_secret=secret,
+        depth=msg.depth,
     )
     started = time.monotonic()
 
-    def emit(name: str, data: Any) -> str:
-        return events.emit(msg.agent_id, name, data, depth=msg.depth + 1, now=wiring.now())
+    def emit(name: str, data: Any, step_id: str) -> str:
+        key = f"{msg.run_id}|{step_id}"
+        return events.emit(
+            msg.agent_id, name, data, depth=msg.depth + 1, now=wiring.now(), key=key, at=msg.scheduled_for
+        )
 
-    result = pipeline.run_pipeline(
-        (task.spec or {}).get("payload") or {}, ctx, emit=emit, clock=lambda: wiring.now_precise().timestamp()
-    )
+    result = pipeline.run_pipeline(payload, ctx, emit=emit, clock=lambda: wiring.now_precise().timestamp())
     finished = wiring.now()
     doc["steps"] = [
         {
@@ -406,8 +413,11 @@ def _execute(
     else:
         status = "failed"
     doc.update(status=status, finished_at=iso(finished), next_attempt_at=None)
+    # Counted before the record is final: a crash in between leaves the run to its retry, whose
+    # count finds this one (counters.py); once the record is final, no copy counts it again.
+    counters.count(msg.task_id, msg.run_id, status, doc["finished_at"])
     _save_doc(rec, doc, status)
-    _count(task, msg, rec, status, finished)
+    complete_if_last(task, msg, finished)
     metrics.run_finished(status)
     logger.info("run_finished", extra={**log, "status": status, "attempt": attempt, "duration_ms": doc["duration_ms"]})
     return status
@@ -421,24 +431,10 @@ def _save_doc(rec: RunModel, doc: dict[str, Any], status: str) -> None:
     rec.update(actions=[RunModel.doc.set(doc), RunModel.status.set(status), RunModel.lease_until.remove()])
 
 
-def _count(task: TaskModel, msg: RunMessage, rec: RunModel, status: str, finished: datetime) -> None:
-    """The task's counters are folded from run records (counters.py): normally no task write
-    here. The worker folds when its task's fold is a day old, when the run completes the task,
-    and counts a run itself only if it finished so late that a fold may have passed over it."""
-    late = counters.count_late(task, rec, status, iso(finished) or "", finished)
-    completed = complete_if_last(task, msg, finished)
-    if not late and not completed and counters.fold_due(task, msg.run_id):
-        counters.fold(task, finished)
-
-
 def complete_if_last(task: TaskModel, msg: RunMessage, now: datetime) -> bool:
     """A once task, or an rrule or cron whose occurrences are exhausted (COUNT/UNTIL, ends_at),
     completes after its last scheduled run finishes (succeeded, failed or skipped). Decided from
-    the schedule itself, not from dispatch state, which the tick may not have advanced yet.
-
-    A completed task may never run again, so its counters are folded now, through this run
-    (final, and recorded before this is called): nothing else would fold them before the run
-    records expire."""
+    the schedule itself, not from dispatch state, which the tick may not have advanced yet."""
     if msg.trigger != "schedule" or task.schedule_kind == "event":
         return False
     try:
@@ -454,5 +450,4 @@ def complete_if_last(task: TaskModel, msg: RunMessage, now: datetime) -> bool:
         )
     except UpdateError:
         return False  # rescheduled, paused or canceled meanwhile: not complete
-    counters.fold(task, now, through=msg.run_id)
     return True

@@ -162,3 +162,52 @@ def test_event_cost_is_flat_in_stored_tasks(api, clock):
     with RequestCounter() as many:
         assert len(_post(api, agent, "order.created").data["runs"]) == 1
     assert many.total == few.total, (few.calls, many.calls)
+
+
+def test_an_emit_retried_with_its_run_starts_its_listeners_once(api, clock, workers, monkeypatch):
+    from chalicelib.config import settings
+
+    monkeypatch.setenv("TASKAPI_EGRESS_ALLOW", "127.0.0.1")
+    settings.cache_clear()
+    try:
+        agent = api.agent()
+        # emit, then a step that fails retryably (nothing listens on port 9): three attempts.
+        emitter = _event_task(
+            api,
+            agent,
+            "go",
+            max_retries=2,
+            payload={
+                "steps": [
+                    {"id": "tell", "type": "emit", "name": "x.done", "data": {"k": 1}},
+                    {"id": "call", "type": "http", "method": "GET", "url": "http://127.0.0.1:9/", "timeout_seconds": 2},
+                ]
+            },
+        )
+        listener = _event_task(api, agent, "x.done")
+        _post(api, agent, "go")
+        for _ in range(6):
+            workers.drain()
+            clock.advance(3600)
+        [run] = run_records(emitter["id"])
+        assert run["status"] == "failed" and run["attempt"] == 3, run
+        # Each attempt re-published the same event: one listener run, not three.
+        listened = run_records(listener["id"])
+        assert len(listened) == 1 and listened[0]["status"] == "succeeded"
+        assert {s["output"]["event_id"] for s in [run["steps"][0]]} == {listened[0]["event"]["id"]}
+    finally:
+        monkeypatch.undo()
+        settings.cache_clear()
+
+
+def test_an_event_posted_by_a_runs_http_step_continues_its_chain(api, clock):
+    agent = api.agent()
+    _event_task(api, agent, "deep")
+    ok = api.call("POST", "/events", {"name": "deep"}, token=agent["token"], headers={"X-Tasks-Event-Depth": "9"})
+    assert ok.status_code == 202 and len(ok.data["runs"]) == 1
+    too_deep = api.call(
+        "POST", "/events", {"name": "deep"}, token=agent["token"], headers={"X-Tasks-Event-Depth": "10"}
+    )
+    assert too_deep.status_code == 400 and too_deep.data["errors"][0]["field"] == "X-Tasks-Event-Depth"
+    bad = api.call("POST", "/events", {"name": "deep"}, token=agent["token"], headers={"X-Tasks-Event-Depth": "²"})
+    assert bad.status_code == 400

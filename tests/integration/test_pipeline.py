@@ -159,7 +159,7 @@ class Emits:
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
 
-    def __call__(self, name: str, data: Any) -> str:
+    def __call__(self, name: str, data: Any, step_id: str = "") -> str:
         self.calls.append((name, data))
         return f"evt-{len(self.calls)}"
 
@@ -367,7 +367,7 @@ def test_307_keeps_method_and_body(server: Server, loopback: None) -> None:
     assert verify(SECRET, second["headers"]["X-Tasks-Signature"], second["raw"], now=int(time.time()))
 
 
-def test_cross_origin_redirect_drops_authorization(server: Server, allow: Any) -> None:
+def test_cross_origin_redirect_drops_the_steps_headers(server: Server, allow: Any) -> None:
     allow("127.0.0.1,localhost")
     result = run(
         [
@@ -383,7 +383,33 @@ def test_cross_origin_redirect_drops_authorization(server: Server, allow: Any) -
     assert result.error is None
     first, second = server.requests
     assert first["headers"]["Authorization"] == "Bearer s3cret"
-    assert "Authorization" not in second["headers"] and second["headers"]["X-Keep"] == "1"
+    assert "Authorization" not in second["headers"] and "X-Keep" not in second["headers"]
+    # Our own headers still go (the new origin is signed for and told which run this is).
+    assert second["headers"]["X-Run-Id"] == RUN_ID and "X-Tasks-Signature" in second["headers"]
+
+
+def test_cross_origin_redirect_that_keeps_the_body_is_refused(server: Server, allow: Any) -> None:
+    allow("127.0.0.1,localhost")
+    target = f"http://localhost:{server.port}/echo"
+    result = run(
+        [
+            {
+                "id": "a",
+                "type": "http",
+                "method": "POST",
+                "url": f"{server.base}/redirect?code=307&to={target}",
+                "headers": {"X-Api-Key": "k-123"},
+                "body": {"secret": "s"},
+            }
+        ]
+    )
+    assert result.error is not None and "cross-origin" in result.error["message"] and not result.retryable
+    assert len(server.requests) == 1  # the body never went to the other origin
+
+
+def test_http_steps_carry_the_runs_event_depth(server: Server, loopback: None) -> None:
+    run_pipeline({"steps": [{"id": "a", "type": "http", "url": f"{server.base}/echo"}]}, ctx(depth=3), emit=Emits())
+    assert server.requests[0]["headers"][pipeline.EVENT_DEPTH_HEADER] == "3"
 
 
 def test_redirect_loop_stops(server: Server, loopback: None) -> None:
@@ -680,7 +706,7 @@ def test_emit_step_calls_the_injected_emit() -> None:
 
 
 def test_emit_failures_are_classified() -> None:
-    def refusing(name: str, data: Any) -> str:
+    def refusing(name: str, data: Any, step_id: str) -> str:
         raise pipeline.StepFailed("invalid_step", "event chain too deep", False)
 
     result = run([{"id": "e", "type": "emit", "name": "x"}], emit=refusing)
@@ -689,7 +715,7 @@ def test_emit_failures_are_classified() -> None:
         and not result.retryable
     )
 
-    def broken(name: str, data: Any) -> str:
+    def broken(name: str, data: Any, step_id: str) -> str:
         raise RuntimeError("boom")
 
     result = run([{"id": "e", "type": "emit", "name": "x"}], emit=broken)
