@@ -266,3 +266,41 @@ def test_count_beyond_one_400_year_cycle_ends_where_dateutil_ends(rule: str) -> 
     assert compiled.until == last
     assert next_fire(schedule, last.replace(tzinfo=UTC) - timedelta(seconds=1)) == last.replace(tzinfo=UTC)
     assert next_fire(schedule, last.replace(tzinfo=UTC)) is None
+
+
+@st.composite
+def crons(draw: st.DrawFn) -> str:
+    def field(lo: int, hi: int) -> str:
+        kind = draw(st.integers(0, 4))
+        if kind == 0:
+            return "*"
+        if kind == 1:
+            return f"*/{draw(st.integers(2, max(2, (hi - lo) // 2)))}"
+        if kind == 2:
+            a, b = sorted(draw(st.lists(st.integers(lo, hi), min_size=2, max_size=2, unique=True)))
+            return f"{a}-{b}"
+        return ",".join(
+            str(v) for v in sorted(draw(st.lists(st.integers(lo, hi), min_size=1, max_size=3, unique=True)))
+        )
+
+    return " ".join((field(0, 59), field(0, 23), field(1, 31), field(1, 12), field(0, 7)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    expr=crons(),
+    start=st.datetimes(datetime(1990, 1, 1), datetime(2060, 12, 31)).map(lambda d: d.replace(microsecond=0)),
+)
+def test_cron_matches_are_cronsims(expr: str, start: datetime) -> None:
+    from cronsim import CronSim, CronSimError
+
+    try:
+        schedule = parse_schedule("cron", expr, "UTC", now=NOW)
+    except ScheduleError:
+        with pytest.raises(CronSimError):
+            CronSim(expr, start)
+        return
+    compiled = schedule.rule
+    assert isinstance(compiled, schedules._CronRule)
+    fresh = CronSim(expr, start)
+    assert list(itertools.islice(compiled.iter_from(start), 15)) == [next(fresh) for _ in range(15)]
