@@ -169,8 +169,7 @@ class _CronRule:
         day = start.toordinal()
         while day <= _MAX_ORDINAL:
             year = date.fromordinal(day).year
-            first = date(year, 1, 1).toordinal()
-            size = 365 + calendar.isleap(year)
+            first, size = _year_span(year)
             work.spend()
             found = self.mask(year, work).find(1, day - first, size)
             if found < 0:
@@ -188,7 +187,7 @@ class _CronRule:
         """1 for each day of ``year`` whose month, day of month and day of week match (Vixie cron:
         day of month OR day of week when both are restricted, cronsim's ``day_and`` otherwise).
         Shared by every expression with the same day fields (a bounded cache)."""
-        leap, weekday = calendar.isleap(year), date(year, 1, 1).weekday()
+        leap, weekday, _, _ = _year_kind(year)
         key = (self.months, self.days, self.weekdays, self.day_and, leap, weekday)
         found = _CRON_MASKS.get(key)
         if found is None:
@@ -467,8 +466,8 @@ class _Walk:
         day = origin + -(-(day - origin) // n) * n  # the first day on the INTERVAL lattice
         while day <= min(stop_ordinal, _MAX_ORDINAL):
             year = date.fromordinal(day).year
-            first = date(year, 1, 1).toordinal()
-            end = first + 365 + calendar.isleap(year)
+            first, size = _year_span(year)
+            end = first + size
             mask = self.mask(year, work)
             while day < end:
                 work.spend()
@@ -503,8 +502,8 @@ class _Walk:
         day = max(self.dtstart.toordinal(), floor.toordinal())
         while day <= min(stop_ordinal, _MAX_ORDINAL):
             year = date.fromordinal(day).year
-            first = date(year, 1, 1).toordinal()
-            end = first + 365 + calendar.isleap(year)
+            first, size = _year_span(year)
+            end = first + size
             mask = self.mask(year, work)
             while day < end:
                 work.spend()
