@@ -159,15 +159,15 @@ def measure(full_zip: Path, stage: str, runs: int) -> dict[str, object]:
             zf.extractall(dirs["source-only"], [n for n in zf.namelist() if "/__pycache__/" not in f"/{n}"])
         env = _stage_env(stage)
         runtime_env = {**env, "PYTHONPATH": str(_runtime_sdk(tmp / "var-runtime"))}
-        api = _function_env(env, stage, "")
+        api_env = _function_env(env, stage, "")
         plan = [(dirs["shipped"], _function_env(env, stage, sfx), mods) for sfx, mods in FUNCTIONS.items()]
         plan += [
-            (dirs["full"], api, ()),
+            (dirs["full"], api_env, ()),
             (dirs["runtime"], _function_env(runtime_env, stage, ""), ()),
-            (dirs["source-only"], api, ()),
+            (dirs["source-only"], api_env, ()),
         ]
         api, tick, worker, events, full, runtime, source = _import_ms(plan, runs)
-        top = _top_imports(dirs["shipped"], api)
+        top = _top_imports(dirs["shipped"], api_env)
         return {
             "package_mb": round(zips["shipped"].stat().st_size / 1e6, 2),
             "package_unzipped_mb": round(unzipped / 1e6, 1),
