@@ -103,7 +103,10 @@ class MotoProcess:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 return dict(json.loads(resp.read()))
         except urllib.error.HTTPError as e:
-            raise EmulatorError(f"restoring the state from {self.state_dir} failed: {e.read().decode()}") from None
+            raise EmulatorError(
+                f"restoring the state from {self.state_dir} failed: {e.read().decode()} "
+                "(`make reset` forgets it; TASKAPI_STATE=memory starts without it)"
+            ) from None
 
     def stop(self, timeout: float = 5.0) -> int | None:
         """Terminate the child and reap it (it flushes its journal first); SIGKILL after `timeout`."""
