@@ -90,7 +90,15 @@ def app_clients() -> list[Any]:
     """Every botocore client the app uses: the wiring module's and each PynamoDB model's."""
     from chalicelib import models, wiring
 
-    tables = (models.TaskModel, models.RunModel, models.AgentModel, models.KeyModel, models.EventModel, models.DueModel)
+    tables = (
+        models.TaskModel,
+        models.RunModel,
+        models.AgentModel,
+        models.KeyModel,
+        models.EventModel,
+        models.DueModel,
+        models.StatsModel,
+    )
     pynamo = {id(c): c for c in (m._get_connection().connection.client for m in tables)}
     return [wiring.client("sqs"), *pynamo.values()]
 

@@ -15,12 +15,11 @@ from typing import Any
 
 from pynamodb.exceptions import PutError, UpdateError
 
-from chalicelib import counters, dispatch, runs, wiring
+from chalicelib import dispatch, runs, wiring
 from chalicelib.agents import Caller
 from chalicelib.config import band_for, settings
 from chalicelib.contracts import RunNowRequest, SnoozeRequest
 from chalicelib.errors import Conflict, PayloadTooLarge
-from chalicelib.log import logger
 from chalicelib.models import AgentModel, TaskModel
 from chalicelib.runs import RunMessage
 from chalicelib.tasks import load
@@ -85,8 +84,7 @@ def _stop(status: str) -> Change:
 
 
 def pause(caller: Caller, task_id: str, now: datetime) -> TaskModel:
-    task = _transition(caller, task_id, ("active", "paused"), "pause", _stop("paused"), now)
-    return _settle_counters(task, now)
+    return _transition(caller, task_id, ("active", "paused"), "pause", _stop("paused"), now)
 
 
 def resume(caller: Caller, task_id: str, now: datetime) -> TaskModel:
@@ -117,17 +115,7 @@ def cancel(caller: Caller, task_id: str, now: datetime) -> TaskModel:
             pass
 
     every = ("active", "paused", "completed", "canceled")
-    return _settle_counters(_transition(caller, task_id, every, "cancel", _stop("canceled"), now, on_save=save), now)
-
-
-def _settle_counters(task: TaskModel, now: datetime) -> TaskModel:
-    """A stopped task has no worker left to fold its counters before its run records expire:
-    fold every finished run now (best effort; a read folds what is left, see counters.py)."""
-    try:
-        counters.fold(task, now, through=counters.EVERY_RUN)
-    except Exception:  # noqa: BLE001 - the change itself is saved; the counters stay live
-        logger.exception("fold_failed", extra={"task_id": task.task_id})
-    return task
+    return _transition(caller, task_id, every, "cancel", _stop("canceled"), now, on_save=save)
 
 
 def snooze(caller: Caller, task_id: str, data: Any, now: datetime) -> TaskModel:

@@ -7,6 +7,7 @@ from typing import Any
 
 from pynamodb.attributes import (
     JSONAttribute,
+    ListAttribute,
     NumberAttribute,
     TTLAttribute,
     UnicodeAttribute,
@@ -80,29 +81,18 @@ class TaskModel(Model):
     snooze_reason = UnicodeAttribute(null=True)
     # "<when>: <why>" when the tick could not compute the schedule and paused the task (dispatch.py)
     schedule_error = UnicodeAttribute(null=True)
-    last_run_at = UnicodeAttribute(null=True)
-    last_run_status = UnicodeAttribute(null=True)
+    # Not read: the run counters live in the stats table (StatsModel). create_task still writes
+    # these zeros; they go once it stops.
     run_count = NumberAttribute(default=0)
     failure_count = NumberAttribute(default=0)
-    # The four counters above are folded from run records up to this run id (exclusive of
-    # later runs); readers add the finished runs after it (see counters.py).
-    counted_through = UnicodeAttribute(null=True)
 
     @staticmethod
     def unchanged_since(read: TaskModel) -> Any:
         """A condition that holds only if the item is still as `read` in every attribute that
-        others write (agents: version; ticks: due_at; workers and folds: counters and
-        status), so a full-item save can never undo a concurrent update."""
+        others write (agents: version; ticks: due_at; workers: status), so a full-item save
+        can never undo a concurrent update."""
         cond = TaskModel.version == read.version
-        for attr in (
-            TaskModel.due_at,
-            TaskModel.run_count,
-            TaskModel.failure_count,
-            TaskModel.status,
-            TaskModel.last_run_at,
-            TaskModel.counted_through,
-            TaskModel.schedule_version,
-        ):
+        for attr in (TaskModel.due_at, TaskModel.status, TaskModel.schedule_version):
             value = getattr(read, attr.attr_name)
             cond &= attr.does_not_exist() if value is None else (attr == value)
         return cond
@@ -116,6 +106,21 @@ class TaskModel(Model):
     due_index = DueIndex()
     agent_index = AgentTasksIndex()
     event_index = EventTasksIndex()
+
+
+class StatsModel(Model):
+    """A task's run counters, one small item per task (counters.py): every finished run adds
+    itself with one UpdateItem of about 1 KB whatever the size of the task's definition."""
+
+    class Meta(_Meta):
+        table_name = _S.table("stats")
+
+    task_id = UnicodeAttribute(hash_key=True)
+    run_count = NumberAttribute(default=0)
+    failure_count = NumberAttribute(default=0)
+    last_run_at = UnicodeAttribute(null=True)
+    last_run_status = UnicodeAttribute(null=True)
+    recent = ListAttribute(of=UnicodeAttribute, null=True)  # marks of the runs counted last, oldest first
 
 
 class RunModel(Model):

@@ -15,6 +15,7 @@ from typing import Any
 
 from pynamodb.exceptions import DoesNotExist, PutError
 
+from chalicelib import counters
 from chalicelib.config import settings
 from chalicelib.models import RunModel
 from chalicelib.timefmt import iso, iso_epoch
@@ -109,7 +110,9 @@ def expiry(now: datetime) -> datetime:
 
 
 def put_new(msg: RunMessage, doc: dict[str, Any], now: datetime) -> bool:
-    """Create the run record once; False when it already exists (a repeated fire)."""
+    """Create the run record once; False when it already exists (a repeated fire). A run
+    created finished (the tick's record of a schedule it cannot compute) is counted first."""
+    counters.count(msg.task_id, msg.run_id, doc["status"], doc["finished_at"] or "")
     rec = RunModel(
         msg.task_id, msg.run_id, agent_id=msg.agent_id, doc=doc, status=doc["status"], expires_at=expiry(now)
     )
@@ -151,10 +154,13 @@ def fail_unqueued(msg: RunMessage, now: datetime, reason: str) -> None:
         rec = RunModel.get(msg.task_id, msg.run_id, consistent_read=True)
     except DoesNotExist:
         return
+    if rec.status != "queued":
+        return
     doc = {
         **rec.doc,
         "status": "failed",
         "finished_at": iso(now),
         "error": {"type": "enqueue_failed", "message": reason[:500], "step": None},
     }
+    counters.count(msg.task_id, msg.run_id, "failed", doc["finished_at"])  # before the record is final
     rec.update(actions=[RunModel.doc.set(doc), RunModel.status.set("failed")], condition=RunModel.status == "queued")

@@ -7,7 +7,6 @@ import hashlib
 import json
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,6 +18,7 @@ from chalicelib import dispatch, schedules
 from chalicelib.agents import Caller
 from chalicelib.config import settings
 from chalicelib.contracts import SCHEDULE_FIELDS, TaskCreate, TaskUpdate, parse_timestamp
+from chalicelib.counters import Counters
 from chalicelib.errors import (
     BadRequest,
     Conflict,
@@ -40,11 +40,9 @@ SPEC_FIELDS = tuple(f for f in TaskCreate.model_fields if f not in SCHEDULE_FIEL
 # ---- representation ------------------------------------------------------------------------
 
 
-def represent(t: TaskModel, now: datetime, *, counters: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The task as the API shows it. `counters` (from `counters.live`) are its run counters;
-    without them, the values folded on the item are shown (they lag the newest runs)."""
+def represent(t: TaskModel, now: datetime, counters: Counters) -> dict[str, Any]:
+    """The task as the API shows it, with its run counters (`counters.read`)."""
     spec, sched = t.spec or {}, t.sched or {}
-    run_counters = counters if counters is not None else counters_mod.folded(t)
     nxt = dispatch.pending_fire(t, now)
     snoozed = t.snoozed_until if t.snoozed_until and t.snoozed_until > (iso(now) or "") else None
     body: dict[str, Any] = {"id": t.task_id, "created_by": t.created_by}
@@ -53,10 +51,7 @@ def represent(t: TaskModel, now: datetime, *, counters: dict[str, Any] | None = 
     body.update(
         status=t.status,
         next_run_at=iso_epoch(nxt),
-        last_run_at=run_counters["last_run_at"],
-        last_run_status=run_counters["last_run_status"],
-        run_count=int(run_counters["run_count"] or 0),
-        failure_count=int(run_counters["failure_count"] or 0),
+        **counters.as_dict(),
         snoozed_until=snoozed,
         snooze_reason=t.snooze_reason if snoozed else None,
         schedule_error=t.schedule_error,
@@ -263,7 +258,6 @@ def load(caller: Caller, task_id: str) -> TaskModel:
 
 
 LIST_QUERY = {"status", "created_by", "schedule_kind", "limit", "offset"}
-LIST_COUNTER_THREADS = 8
 
 
 def list_tasks(caller: Caller, query: dict[str, str], now: datetime) -> dict[str, Any]:
@@ -308,10 +302,8 @@ def list_tasks(caller: Caller, query: dict[str, str], now: datetime) -> dict[str
     page_keys = keys[offset : offset + limit]
     by_id = {t.task_id: t for t in TaskModel.batch_get(page_keys)} if page_keys else {}
     page = [by_id[k] for k in page_keys if k in by_id]
-    # One Query per task for its unfolded runs: run concurrently, a page is not 50 round trips.
-    with ThreadPoolExecutor(max_workers=LIST_COUNTER_THREADS) as pool:
-        live = list(pool.map(lambda t: counters_mod.live(t, now, repair=True), page))
-    tasks = [represent(t, now, counters=c) for t, c in zip(page, live, strict=True)]
+    stats = counters_mod.read_many(t.task_id for t in page)  # one BatchGetItem per 100 tasks
+    tasks = [represent(t, now, stats[t.task_id]) for t in page]
     return {
         "tasks": tasks,
         "limit": limit,

@@ -34,7 +34,8 @@ FINAL = ("succeeded", "failed", "skipped")
 SLOT_WAIT_SECONDS = 2  # a run waiting for a concurrency slot looks again this soon
 MAX_LEASE_SECONDS = 900  # the longest a Lambda can run
 EARLY_WAIT_SECONDS = 1.0  # a message this early is held in the worker; earlier ones go back to the queue
-_TASK_IN_TEMPLATE = re.compile(r"\{\{[^}]*(\btask\b|@)")  # a template that may read the task
+# A template that may read the task: names it, or the whole context (`@`, a root wildcard).
+_TASK_IN_TEMPLATE = re.compile(r"\{\{(?:(?!\}\}).)*?(\btask\b|@|\*)", re.DOTALL)
 
 
 class ReportFailure(Exception):
@@ -358,13 +359,9 @@ def _execute(
     # Only HTTP steps sign requests: other pipelines skip the agent read on this hot path.
     signs = any(s.get("type") == "http" for s in _steps(task.spec or {}))
     secret = AgentModel.get(msg.agent_id).signing_secret if signs else ""
-    from chalicelib import tasks as tasks_mod  # the representation lives with the task routes
-
     payload = (task.spec or {}).get("payload") or {}
-    # The counters as of the run's start, read only for pipelines whose templates may see them.
-    seen = counters.read(task.task_id) if _TASK_IN_TEMPLATE.search(json.dumps(payload)) else counters.Counters()
     ctx = pipeline.RunContext(
-        task=tasks_mod.represent(task, now, seen),
+        task=_task_context(task, payload, now),
         run={k: doc.get(k) for k in ("id", "trigger", "attempt", "scheduled_for", "max_attempts")},
         input=doc.get("input"),
         event=doc.get("event"),
@@ -421,6 +418,16 @@ def _execute(
     metrics.run_finished(status)
     logger.info("run_finished", extra={**log, "status": status, "attempt": attempt, "duration_ms": doc["duration_ms"]})
     return status
+
+
+def _task_context(task: TaskModel, payload: Any, now: datetime) -> dict[str, Any]:
+    """The task as templates see it, counters as of the run's start; only built (one read of
+    the counters) for pipelines whose templates may read it."""
+    if not _TASK_IN_TEMPLATE.search(json.dumps(payload)):
+        return {}
+    from chalicelib import tasks as tasks_mod  # the representation lives with the task routes
+
+    return tasks_mod.represent(task, now, counters.read(task.task_id))
 
 
 def _save_doc(rec: RunModel, doc: dict[str, Any], status: str) -> None:

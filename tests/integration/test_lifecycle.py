@@ -214,23 +214,3 @@ def test_preview_routes(api, clock):
         b = api.call("POST", "/schedules/preview", bad, token=agent["token"])
         assert b.status_code == 400 and b.data["errors"], bad
     assert api.call("GET", f"/tasks/{t['id']}/preview?count=101", token=agent["token"]).status_code == 400
-
-
-def test_pausing_or_canceling_folds_the_counters_into_the_task(api, clock, workers):
-    """A stopped task gets no more worker folds: its finished runs are folded at once, so its
-    counts survive the run records' expiry even if nobody reads it meanwhile."""
-    from chalicelib.models import TaskModel
-
-    agent = api.agent()
-    a = _create(api, agent, schedule_expr="* * * * *")
-    b = _create(api, agent, schedule_expr="* * * * *")
-    for _ in range(3):
-        clock.advance(60)
-        tick(clock)
-        workers.drain()
-    assert TaskModel.get(a["id"]).run_count == 0  # recent runs: not folded yet, counted on read
-    assert _do(api, agent, a["id"], "pause").data["run_count"] == 3
-    assert _do(api, agent, b["id"], "cancel").data["run_count"] == 3
-    for tid in (a["id"], b["id"]):
-        item = TaskModel.get(tid)
-        assert item.run_count == 3 and item.counted_through is not None and item.last_run_status == "succeeded"
