@@ -32,7 +32,7 @@ from typing import Any
 
 from pynamodb.exceptions import PutError, UpdateError
 
-from chalicelib import runs, schedules, wiring
+from chalicelib import counters, runs, schedules, wiring
 from chalicelib.config import band_for, settings
 from chalicelib.errors import BadRequest
 from chalicelib.log import logger
@@ -426,6 +426,7 @@ def _schedule_failed(due: DueTask, error: Exception, now: datetime, report: Tick
         msg = _message(due, due.due_at)
         doc = runs.new_doc(msg, status="failed", max_attempts=1, now=now)
         doc.update(finished_at=iso(now), error={"type": "schedule_error", "message": reason[:1000], "step": None})
+        counters.count(msg.task_id, msg.run_id, "failed", doc["finished_at"])  # before the final record (counters.py)
         runs.put_new(msg, doc, now)  # the fire's own run id: a repeated tick writes it once
         _update(
             TaskModel(due.task_id),

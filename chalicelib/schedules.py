@@ -78,12 +78,12 @@ _T = TypeVar("_T")
 _SECOND = timedelta(seconds=1)
 _MICROSECOND = timedelta(microseconds=1)
 _ZERO = timedelta(0)
-# Work budgets, in steps (a day tested against a rule's date parts, a wall-clock candidate, a
-# sampled UTC offset...; one step is well under a microsecond of CPU). One next fire may take
-# WORK_BUDGET; compiling a rule (COUNT, the never-fires check) PARSE_BUDGET. A 400-year Gregorian
-# cycle is 146,097 days, so every rule that fires at all fires within both.
-WORK_BUDGET = 400_000
-PARSE_BUDGET = 1_500_000
+# Work budgets, in steps: an occurrence or a wall-clock candidate is 1, a year or a day skipped is 3,
+# a period of a YEARLY/MONTHLY/WEEKLY rule 10, a year's day mask a step per day (a step is about
+# 0.2-1 µs of CPU on a quiet core). One next fire may take WORK_BUDGET; compiling a rule (COUNT,
+# the never-fires check) PARSE_BUDGET. bench/adversarial.py reports the most any case took.
+WORK_BUDGET = 250_000
+PARSE_BUDGET = 500_000
 # Fire instants are computed inside [_FIRST, _LAST] (UTC): a day inside datetime's range at each
 # end, so a wall-clock time, an offset or the jitter can never push arithmetic out of it.
 _FIRST = datetime(1, 1, 2, tzinfo=UTC)
@@ -170,7 +170,7 @@ class _CronRule:
         while day <= _MAX_ORDINAL:
             year = date.fromordinal(day).year
             first, size = _year_span(year)
-            work.spend()
+            work.spend(3)
             found = self.mask(year, work).find(1, day - first, size)
             if found < 0:
                 day = first + size
@@ -392,7 +392,7 @@ class _Walk:
             week0 = start.toordinal() - (start.weekday() - cast(Any, self.rule)._wkst) % 7
             k = max(0, (floor.toordinal() - week0) // (7 * n))
         while True:
-            work.spend()
+            work.spend(10)
             if freq == YEARLY:
                 year = start.year + k * n
                 if year > 9999:
@@ -451,7 +451,7 @@ class _Walk:
     def _next_day(self, ordinal: int, work: Work, stop_ordinal: int) -> int | None:
         """The first day from ``ordinal`` on whose date parts pass, or None (calendar or stop)."""
         while ordinal <= min(stop_ordinal, _MAX_ORDINAL):
-            work.spend()
+            work.spend(3)
             year = date.fromordinal(ordinal).year
             first, size = _year_span(year)
             found = self.mask(year, work).find(1, ordinal - first, size)
@@ -470,7 +470,7 @@ class _Walk:
             end = first + size
             mask = self.mask(year, work)
             while day < end:
-                work.spend()
+                work.spend(3)
                 found = mask.find(1, day - first, end - first)
                 if found < 0:  # none left this year: the first lattice day of the next
                     day += -(-(end - day) // n) * n
@@ -506,7 +506,7 @@ class _Walk:
             end = first + size
             mask = self.mask(year, work)
             while day < end:
-                work.spend()
+                work.spend(3)
                 found = mask.find(1, day - first, end - first)
                 if found < 0:
                     day = end

@@ -444,6 +444,7 @@ def test_a_schedule_the_tick_cannot_compute_pauses_its_task_visibly(api, clock, 
     # AND the broken one is paused with a schedule_error saying when and why
     got = api.call("GET", f"/tasks/{bad['id']}", token=agent["token"]).data
     assert got["status"] == "paused" and got["next_run_at"] is None
+    assert got["failure_count"] == 1 and got["last_run_status"] == "failed"
     assert got["schedule_error"].startswith(clock.now.strftime("%Y-%m-%dT%H:%M:%SZ") + ": ")
     assert "expected 5 fields" in got["schedule_error"]
     # AND its pending fire has a failed run record whose error names schedule_error
