@@ -1,7 +1,7 @@
 """Deployment package and local-stack figures: package size, each function's cold import, and how
 long the local stack takes to restart with 10,000 tasks stored.
 
-    python bench/package.py [--stage prod] [--runs 7] [--no-build] [--restart-tasks 10000] [--no-restart]
+    python bench/package.py [--stage prod] [--runs 7] [--no-build] [--restart-tasks 10000] [--no-restart | --only-restart]
 
 Builds the package with the full pinned SDK (`infra.package.package(trim=False)`), then derives the
 two other SDK choices from it and measures all three (MB = 10^6 bytes):
@@ -24,8 +24,9 @@ API function):
 - cold_import_top_ms: the API function's slowest imports (python -X importtime, cumulative ms).
 Local stack (`python -m local`, as `make run` starts it):
 - local_restart_s: from starting it to /health answering 200, with --restart-tasks tasks (and
-  their due entries) stored in its state directory; local_start_memory_s: the same start with
-  TASKAPI_STATE=memory and nothing stored, for comparison.
+  their due entries) stored in its state directory; of which local_restore_s loading them into
+  the emulator and local_restart_first_tick_s the first tick (it runs before /health answers);
+  local_start_memory_s: the same start with TASKAPI_STATE=memory and nothing stored.
 The machine's load shows in the timings: compare figures of one run.
 Merges the figures into bench/results.json (reads it, updates these keys, writes it back).
 """
@@ -193,12 +194,14 @@ def measure(full_zip: Path, stage: str, runs: int) -> dict[str, object]:
         }
 
 
-def _start_local(env: dict[str, str], base: str, timeout: float = 600) -> tuple[subprocess.Popen[bytes], float]:
-    """`python -m local`; returns it and the seconds until /health answered 200."""
+def _start_local(
+    env: dict[str, str], base: str, log: Path | None = None, timeout: float = 600
+) -> tuple[subprocess.Popen[bytes], float]:
+    """`python -m local` (its JSON log lines into `log`); returns it and the seconds until /health
+    answered 200."""
     started = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "local"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    out = log.open("wb") if log is not None else subprocess.DEVNULL
+    proc = subprocess.Popen([sys.executable, "-m", "local"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.DEVNULL)
     while time.monotonic() - started < timeout:
         if proc.poll() is not None:
             raise RuntimeError(f"python -m local exited with {proc.returncode}")
@@ -211,6 +214,18 @@ def _start_local(env: dict[str, str], base: str, timeout: float = 600) -> tuple[
         time.sleep(0.1)
     proc.kill()
     raise RuntimeError("the local stack did not become ready")
+
+
+def _events(log: Path, message: str) -> list[dict[str, object]]:
+    out = []
+    for line in log.read_text().splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and event.get("message") == message:
+            out.append(event)
+    return out
 
 
 def _stop_local(proc: subprocess.Popen[bytes]) -> None:
@@ -250,18 +265,25 @@ def local_restart(tasks: int) -> dict[str, object]:
             _stop_local(proc)
 
         again = LocalStackProcess(tick_seconds=60)
-        again.env["TASKAPI_STATE"] = state
-        proc, restart_s = _start_local(again.env, again.base)
+        again.env.update(TASKAPI_STATE=state, POWERTOOLS_LOG_LEVEL="INFO")
+        log = Path(state) / "restart.log"
+        proc, restart_s = _start_local(again.env, again.base, log)
         try:
             listed = call(again.base, "GET", f"/tasks?limit=1&created_by={agent['agent_id']}", agent["token"])
             if not listed["tasks"]:
                 raise RuntimeError("the restarted stack has none of the stored tasks")
-            state_mb = sum(f.stat().st_size for f in Path(state).iterdir()) / 1e6
+            state_mb = sum(f.stat().st_size for f in Path(state).iterdir() if f != log) / 1e6
         finally:
             _stop_local(proc)
+        restored = _events(log, "state_restored")[0]
+        first_tick = [e for e in _events(log, "tick") if "duration_ms" in e][0]
     return {
         "local_restart_s": restart_s,
         "local_restart_tasks": tasks,
+        # of which: loading the items into the emulator, and the first tick (moto's Query of the
+        # 10,000 due entries, as an in-memory stack holding them would pay too)
+        "local_restore_s": round(float(restored["restore_ms"]) / 1000, 2),  # type: ignore[arg-type]
+        "local_restart_first_tick_s": round(float(first_tick["duration_ms"]) / 1000, 2),  # type: ignore[arg-type]
         "local_state_mb": round(state_mb, 1),
         "local_start_memory_s": memory_s,
     }
@@ -274,10 +296,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-build", action="store_true", help="measure build/bench/<stage>/ as a previous run built it")
     ap.add_argument("--restart-tasks", type=int, default=10_000)
     ap.add_argument("--no-restart", action="store_true", help="skip local_restart_s")
+    ap.add_argument("--only-restart", action="store_true", help="measure local_restart_s only")
     args = ap.parse_args(argv)
     out = ROOT / "build" / "bench"
-    target = out / args.stage if args.no_build else package(args.stage, out, trim=False)
-    figures = measure(target / "deployment.zip", args.stage, args.runs)
+    figures: dict[str, object] = {}
+    if not args.only_restart:
+        target = out / args.stage if args.no_build else package(args.stage, out, trim=False)
+        figures.update(measure(target / "deployment.zip", args.stage, args.runs))
     if not args.no_restart:
         figures.update(local_restart(args.restart_tasks))
     for key, value in figures.items():

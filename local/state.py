@@ -324,11 +324,15 @@ class Journal:
                 for attrs in stored.values():
                     _expire_leases(attrs, now)
                     hash_key = DynamoType(attrs[table.hash_key_attr])
-                    if table.range_key_attr is None:
-                        table.items[hash_key] = Item(hash_key, None, attrs)
+                    range_key = DynamoType(attrs[table.range_key_attr]) if table.range_key_attr else None
+                    item = Item(hash_key, range_key, {})
+                    # The stored items were valid when written: skip moto's per-attribute size
+                    # check, which recomputes the whole item's size for each attribute (4x slower).
+                    dict.update(item.attrs, {k: DynamoType(v) for k, v in attrs.items()})
+                    if range_key is None:
+                        table.items[hash_key] = item
                     else:
-                        range_key = DynamoType(attrs[table.range_key_attr])
-                        table.items[hash_key][range_key] = Item(hash_key, range_key, attrs)
+                        table.items[hash_key][range_key] = item
                     items += 1
             messages = 0
             queues = self._sqs().queues
