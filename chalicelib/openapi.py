@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from chalicelib import contracts
+from chalicelib.config import settings
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,11 @@ class Operation:
 
 
 OPERATIONS: list[Operation] = []
+# Request headers whose values are not free text.
+_HEADER_SCHEMAS: dict[str, dict[str, Any]] = {
+    "Idempotency-Key": {"type": "string", "minLength": 1, "maxLength": 255},
+    "If-Match": {"type": "string", "pattern": r'^\s*(\*|(W/)?"?[0-9]{1,18}"?)\s*$'},
+}
 
 
 @lru_cache(maxsize=1)
@@ -48,6 +54,12 @@ def _name_the_zones(components: dict[str, Any]) -> None:
         prop = model.get("properties", {}).get("timezone")
         if isinstance(prop, dict) and prop.get("type") == "string":
             model["properties"]["timezone"] = {"$ref": "#/components/schemas/TimeZone", "default": prop.get("default")}
+
+
+def _header_schema(name: str) -> dict[str, Any]:
+    if name == "X-Tasks-Event-Depth":  # the event it sends is one deeper, at most the chain limit
+        return {"type": "integer", "minimum": 0, "maximum": settings().event_chain_limit - 1}
+    return _HEADER_SCHEMAS.get(name, {"type": "string"})
 
 
 def int_param(lo: int, hi: int | None, default: int) -> dict[str, Any]:
@@ -118,7 +130,13 @@ def document() -> dict[str, Any]:
             for n, schema, d in op.query
         ]
         params += [
-            {"name": n, "in": "header", "required": False, "schema": {"type": "string"}, "description": d}
+            {
+                "name": n,
+                "in": "header",
+                "required": False,
+                "schema": _header_schema(n),
+                "description": d,
+            }
             for n, d in op.headers
         ]
         entry: dict[str, Any] = {
