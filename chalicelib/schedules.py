@@ -690,7 +690,17 @@ def parse_schedule(
     if kind == "rrule" and (expr is None or "DTSTART" not in expr.upper()):
         base = now if anchor is None else _require_aware(anchor, "anchor")
         anchor_key = base.astimezone(UTC).replace(second=0, microsecond=0)
-    schedule = _parse_cached(kind, expr, timezone, anchor_key, jitter_seconds, jitter_seed, starts, ends)
+    key = (kind, expr, timezone, anchor_key, jitter_seconds, jitter_seed, starts, ends)
+    refused = _REFUSED.get(key)
+    if refused is not None:  # a refusal can cost a whole parse budget: do not pay it twice
+        raise refused.with_traceback(None)
+    try:
+        schedule = _parse_cached(*key)
+    except ScheduleError as e:
+        if len(_REFUSED) >= 4096:
+            _REFUSED.clear()
+        _REFUSED[key] = e
+        raise
     if kind == "once" and check_past:
         instant = schedule.rule
         assert isinstance(instant, datetime)
@@ -699,6 +709,9 @@ def parse_schedule(
                 "schedule_expr", f"{schedule.expr} ({_z(instant)}) is in the past; a once time may be at most 60 s ago"
             )
     return schedule
+
+
+_REFUSED: dict[tuple[Any, ...], ScheduleError] = {}
 
 
 def next_fire(schedule: Schedule, after: datetime, *, work: Work | None = None) -> datetime | None:
@@ -901,6 +914,7 @@ def clear_caches() -> None:
     _compile_cron.cache_clear()
     _shared.cache_clear()
     _CRON_MASKS.clear()
+    _REFUSED.clear()
 
 
 # --------------------------------------------------------------------------- parsing

@@ -166,10 +166,17 @@ def test_a_sparse_elapsed_time_rule_in_a_dst_zone_stays_in_budget() -> None:
     assert work.spent < 3 * WORK_BUDGET
 
 
-def test_a_rule_that_never_fires_is_refused() -> None:
+def test_a_rule_that_never_fires_is_refused_and_the_refusal_remembered() -> None:
+    never = "FREQ=MINUTELY;INTERVAL=1440;BYHOUR=5\nDTSTART:20270101T030000Z"
     with pytest.raises(ScheduleError) as caught:
-        parse("rrule", "FREQ=MINUTELY;INTERVAL=1440;BYHOUR=5\nDTSTART:20270101T030000Z")
+        parse("rrule", never)
     assert caught.value.field == "schedule_expr" and "never" in caught.value.message
+    # a second request for the same rule gets the same answer without compiling it again
+    assert schedules._REFUSED and schedules._parse_cached.cache_info().misses == 1
+    with pytest.raises(ScheduleError) as again:
+        parse_schedule("rrule", never, "UTC", now=NOW)
+    assert again.value.message == caught.value.message
+    assert schedules._parse_cached.cache_info().misses == 1
 
 
 # --------------------------------------------------------------------------- same answers as dateutil
