@@ -59,7 +59,8 @@ class _StepBase(_In):
 class HttpStep(_StepBase):
     type: Literal["http"]
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"] = "POST"
-    url: Annotated[Str, Field(min_length=1, max_length=2048)]
+    # http(s), any case, or a template that renders to one (checked again after rendering).
+    url: Annotated[Str, Field(min_length=1, max_length=2048, pattern=r"^([hH][tT][tT][pP][sS]?://|[\s\S]*\{\{)")]
     headers: dict[Str, Str] = Field(default_factory=dict)
     query: dict[Str, Str | Int] = Field(default_factory=dict)
     body: Any = None
@@ -171,10 +172,36 @@ _EXPR_UNLESS_EVENT: dict[str, Any] = {
 }
 
 
+# A window needs its key, a limit its key (a null one needs nothing).
+def _needs(field: str, key: str) -> dict[str, Any]:
+    return {
+        "if": {"properties": {field: {"type": "integer"}}, "required": [field]},
+        "then": {"properties": {key: {"type": "string"}}, "required": [key]},
+    }
+
+
+_TASK_RULES: dict[str, Any] = {
+    "allOf": [
+        _EXPR_UNLESS_EVENT,
+        _needs("dedupe_window_seconds", "dedupe_key"),
+        _needs("concurrency_limit", "concurrency_key"),
+    ]
+}
+_TASK_EXAMPLE: dict[str, Any] = {
+    "title": "Nightly report",
+    "description": "POST the report request",
+    "schedule_kind": "cron",
+    "schedule_expr": "30 2 * * *",
+    "timezone": "Europe/Chisinau",
+    "created_by": "9b0c8e8a-3f4e-4a51-9d55-2f5a8f1f0c11",
+    "payload": {"steps": [{"id": "note", "type": "log", "message": "report for {{ run.scheduled_for }}"}]},
+}
+
+
 class TaskFields(_In):
     """Everything an agent may set on a task; `TaskCreate` adds what is required."""
 
-    model_config = ConfigDict(json_schema_extra=_EXPR_UNLESS_EVENT)
+    model_config = ConfigDict(json_schema_extra=_TASK_RULES)
 
     title: Annotated[Str, Field(min_length=1, max_length=200)]
     description: Annotated[Str, Field(max_length=4000)]
@@ -197,7 +224,7 @@ class TaskFields(_In):
 
 
 class TaskCreate(TaskFields):
-    pass
+    model_config = ConfigDict(json_schema_extra={**_TASK_RULES, "examples": [_TASK_EXAMPLE]})
 
 
 class TaskUpdate(_In):
