@@ -255,10 +255,10 @@ def add_bytecode(zip_path: Path, runtime: str) -> int:
 
 # botocore ships the API model of every AWS service: 17 of a 25 MB zip. The functions make
 # clients for these services only (pynamodb: dynamodb; pipeline steps: lambda, sqs, sns, events;
-# the admin token: ssm), so the package keeps the pinned SDK with only their models
+# the admin token: ssm; agents' secrets: kms), so the package keeps the pinned SDK with only their models
 # (docs/deploy.md weighs this against the runtime's boto3). A client for another service would
 # fail with UnknownServiceError: tests/unit/test_lean.py checks every client the code makes.
-SDK_SERVICES = ("dynamodb", "events", "lambda", "sns", "sqs", "ssm")
+SDK_SERVICES = ("dynamodb", "events", "kms", "lambda", "sns", "sqs", "ssm")
 SDK_PACKAGES = ("boto3", "botocore", "s3transfer")
 
 
