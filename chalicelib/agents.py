@@ -19,6 +19,7 @@ from typing import Any
 from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 
 from chalicelib import wiring
+from chalicelib.allowlist import AgentEgress
 from chalicelib.config import settings
 from chalicelib.errors import Forbidden, NotFound, Unauthorized
 from chalicelib.models import AgentModel
@@ -135,3 +136,67 @@ def get_active_agent(agent_id: str) -> AgentModel:
     except DoesNotExist:
         raise NotFound(f"agent {agent_id} not found") from None
     return agent
+
+
+# ---- egress (the admin's per-agent allow-lists) --------------------------------------------
+
+
+def _agent_key(agent_id: str) -> str:
+    """The canonical UUID, or 404: anything else names no agent (and never reaches DynamoDB)."""
+    try:
+        return str(uuid.UUID(agent_id))
+    except ValueError:
+        raise NotFound(f"agent {agent_id[:64]} not found") from None
+
+
+def _strings(values: Any) -> list[str]:
+    return [str(v) for v in values or ()]
+
+
+def _egress_doc(agent_id: str, aws_targets: Any, http_allow: Any) -> dict[str, Any]:
+    return {"agent_id": agent_id, "aws_targets": _strings(aws_targets), "http_allow": _strings(http_allow)}
+
+
+def get_egress(caller: Caller, agent_id: str) -> dict[str, Any]:
+    """The admin reads any agent's lists; an agent only its own (so it knows what it may use)."""
+    if not caller.is_admin and caller.agent_id != agent_id:
+        caller.require_admin()
+    key = _agent_key(agent_id)
+    try:
+        agent = AgentModel.get(key, consistent_read=True)
+    except DoesNotExist:
+        raise NotFound(f"agent {key} not found") from None
+    return _egress_doc(key, agent.egress_aws_targets, agent.egress_http_allow)
+
+
+def set_egress(agent_id: str, aws_targets: list[str], http_allow: list[str]) -> dict[str, Any]:
+    """Replace both lists (admin only, checked by the route). Takes effect on the agent's next run
+    that uses them: the worker reads them fresh for every such run."""
+    key = _agent_key(agent_id)
+    aws: Any = list(dict.fromkeys(aws_targets))  # pynamodb types a list of strings as list[UnicodeAttribute]
+    http: Any = list(dict.fromkeys(http_allow))
+    try:
+        AgentModel(key).update(
+            actions=[AgentModel.egress_aws_targets.set(aws), AgentModel.egress_http_allow.set(http)],
+            condition=AgentModel.agent_id.exists(),
+        )
+    except UpdateError as e:
+        if e.cause_response_code == "ConditionalCheckFailedException":
+            raise NotFound(f"agent {key} not found") from None
+        raise
+    return _egress_doc(key, aws, http)
+
+
+def egress_for_run(agent_id: str) -> AgentEgress:
+    """What a worker's run of this agent may reach beyond the operator's base: read consistently for
+    each run that has an HTTP or AWS step, so a narrowed list holds from the next run on. An agent
+    that is gone opens nothing."""
+    try:
+        agent = AgentModel.get(
+            agent_id,
+            consistent_read=True,
+            attributes_to_get=["agent_id", "egress_aws_targets", "egress_http_allow"],
+        )
+    except DoesNotExist:
+        return AgentEgress()
+    return AgentEgress(tuple(_strings(agent.egress_aws_targets)), tuple(_strings(agent.egress_http_allow)))

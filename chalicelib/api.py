@@ -171,6 +171,33 @@ def revoke_agent(req: Any, caller: Caller, agent_id: str) -> Any:
     return agents.revoke_agent(agent_id)
 
 
+@route(
+    "/agents/{agent_id}/egress",
+    "PUT",
+    "Set what the agent's steps may reach: AWS targets and HTTP allow entries (replaces both lists)",
+    request=contracts.EgressUpdate,
+    response=contracts.Egress,
+    errors=(403, 404),
+    tag="agents",
+)
+def set_agent_egress(req: Any, caller: Caller, agent_id: str) -> Any:
+    caller.require_admin()
+    spec = parse(contracts.EgressUpdate, body(req))
+    return agents.set_egress(agent_id, spec.aws_targets, spec.http_allow)
+
+
+@route(
+    "/agents/{agent_id}/egress",
+    "GET",
+    "What the agent's steps may reach (the admin, or the agent itself)",
+    response=contracts.Egress,
+    errors=(403, 404),
+    tag="agents",
+)
+def get_agent_egress(req: Any, caller: Caller, agent_id: str) -> Any:
+    return agents.get_egress(caller, agent_id)
+
+
 # ---- tasks ---------------------------------------------------------------------------------
 
 

@@ -19,6 +19,8 @@ from pydantic import (
     model_validator,
 )
 
+from chalicelib.allowlist import parse_entry
+
 Str = StrictStr
 Int = StrictInt
 
@@ -308,6 +310,28 @@ class AgentCreated(Agent):
 
 class AgentList(BaseModel):
     agents: list[Agent]
+
+
+def _allow_entry(value: str) -> str:
+    parse_entry(value)  # ValueError → a 400 naming the entry
+    return value.strip()
+
+
+AwsTarget = Annotated[Str, Field(min_length=1, max_length=2048, pattern=r"^[!-~]+$")]
+HttpAllowEntry = Annotated[Str, Field(min_length=1, max_length=300), AfterValidator(_allow_entry)]
+
+
+class EgressUpdate(_In):
+    """Replaces both lists; an omitted one becomes empty."""
+
+    aws_targets: list[AwsTarget] = Field(default_factory=list, max_length=100)
+    http_allow: list[HttpAllowEntry] = Field(default_factory=list, max_length=100)
+
+
+class Egress(BaseModel):
+    agent_id: Uuid
+    aws_targets: list[Str]
+    http_allow: list[Str]
 
 
 class SnoozeRequest(_In):

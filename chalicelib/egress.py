@@ -5,12 +5,18 @@ runtime API listens on 127.0.0.1:9001, credentials sit in the environment, and a
 puts internal services on private addresses. So every URL is resolved here, every
 address it resolves to is checked, and the caller connects to the address that was
 checked (never resolving the name a second time, so DNS rebinding cannot switch it).
-The operator may open exceptions with `TASKAPI_EGRESS_ALLOW` (hostnames or CIDRs).
+The operator may open exceptions with `TASKAPI_EGRESS_ALLOW`, and the admin per agent (its
+`http_allow`): `host[:port]`, `*.suffix[:port]`, an address or CIDR with an optional port
+(`10.0.0.0/8:443`, `[fd00::/8]:443`). Ports in `TASKAPI_EGRESS_DENY_PORTS` (the local stack's
+own API and emulator) and the Lambda runtime API's port are refused on every non-public
+address whatever the allow-lists say. AWS step targets are allow-listed per agent
+(`aws_targets`, matched by `aws_target_allowed`).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import socket
 from concurrent.futures import ThreadPoolExecutor
@@ -19,8 +25,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import quote, urlsplit
 
+from chalicelib.allowlist import AllowEntry, IPNetwork, parse_entry
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
@@ -105,40 +112,51 @@ def blocked_reason(addr: IPAddress) -> str | None:
     return None
 
 
-@lru_cache(maxsize=64)
-def _parse_allow(allow: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...], tuple[IPNetwork, ...]]:
-    """Split allow entries into exact hostnames, `*.suffix` wildcards and networks."""
-    hosts: set[str] = set()
-    suffixes: list[str] = []
-    nets: list[IPNetwork] = []
+@lru_cache(maxsize=256)
+def _parse_allow(allow: tuple[str, ...]) -> tuple[AllowEntry, ...]:
+    """The entries that parse; an operator's malformed entry opens nothing (the API refuses
+    malformed per-agent entries up front)."""
+    out: list[AllowEntry] = []
     for raw in allow:
-        entry = raw.strip().lower().rstrip(".")
-        if not entry:
-            continue
         try:
-            nets.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
-            continue
+            out.append(parse_entry(raw))
         except ValueError:
-            pass
-        if entry.startswith("*."):
-            suffixes.append(entry[1:])
-        else:
-            hosts.add(entry)
-    return frozenset(hosts), tuple(suffixes), tuple(nets)
+            continue
+    return tuple(out)
 
 
-def _host_allowed(hostname: str, allow: tuple[str, ...]) -> bool:
-    hosts, suffixes, _ = _parse_allow(allow)
+def _allowed(hostname: str, literal: bool, addr: IPAddress, port: int, allow: tuple[str, ...]) -> bool:
+    """Is `addr`:`port` (an address `hostname` resolved to, or the literal itself) allow-listed?
+    A name entry opens the addresses of that name only, an address entry those addresses only."""
     h = hostname.lower().rstrip(".")
-    return h in hosts or any(h.endswith(s) for s in suffixes)
-
-
-def _addr_allowed(addr: IPAddress, allow: tuple[str, ...]) -> bool:
-    _, _, nets = _parse_allow(allow)
     candidates: list[IPAddress] = [addr]
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         candidates.append(addr.ipv4_mapped)
-    return any(a.version == n.version and a in n for a in candidates for n in nets)
+    for e in _parse_allow(allow):
+        if e.port is not None and e.port != port:
+            continue
+        if e.net is not None:
+            if any(a.version == e.net.version and a in e.net for a in candidates):
+                return True
+        elif not literal and (h == e.host or (e.suffix is not None and h.endswith(e.suffix))):
+            return True
+    return False
+
+
+@lru_cache(maxsize=16)
+def _ports(deny: str, runtime_api: str) -> frozenset[int]:
+    out = {int(p) for p in deny.replace(" ", "").split(",") if p.isascii() and p.isdigit() and 0 < int(p) < 65536}
+    tail = runtime_api.rpartition(":")[2]
+    if runtime_api and tail.isascii() and tail.isdigit():
+        out.add(int(tail))  # Lambda's runtime API (127.0.0.1:9001): an invocation's own control plane
+    return frozenset(out)
+
+
+def deny_ports() -> frozenset[int]:
+    """Ports refused on every non-public address, whatever the allow-lists: the local stack's own
+    API and emulator (`TASKAPI_EGRESS_DENY_PORTS`, set by `local.env.prepare`) and, in Lambda,
+    the runtime API. Read per call (cached on the values), so a test can change them."""
+    return _ports(os.environ.get("TASKAPI_EGRESS_DENY_PORTS", ""), os.environ.get("AWS_LAMBDA_RUNTIME_API", ""))
 
 
 _resolver: ThreadPoolExecutor | None = None
@@ -179,12 +197,15 @@ def _resolve(hostname: str, port: int, timeout: float | None) -> list[str]:
         raise ResolutionFailed(f"cannot resolve {hostname!r}: {e}") from None
 
 
-def check_url(url: str, allow: tuple[str, ...], *, timeout: float | None = None) -> ResolvedTarget:
+def check_url(
+    url: str, allow: tuple[str, ...], *, timeout: float | None = None, deny: frozenset[int] = frozenset()
+) -> ResolvedTarget:
     """Resolve `url`'s host and check every address; return the one to connect to.
 
-    Raises EgressBlocked for a non-http(s) URL, credentials in the URL, or any resolved
-    address that is not public (unless the host name or that address is allow-listed),
-    and ResolutionFailed when the name does not resolve.
+    Raises EgressBlocked for a non-http(s) URL, credentials in the URL, any resolved address
+    that is not public (unless the host name or that address is allow-listed for the port
+    connected to) or that is not public and on a port in `deny` (allowed or not), and
+    ResolutionFailed when the name does not resolve.
     """
     try:
         parts = urlsplit(url.strip())
@@ -209,14 +230,19 @@ def check_url(url: str, allow: tuple[str, ...], *, timeout: float | None = None)
     if not addresses:
         raise ResolutionFailed(f"{hostname!r} resolved to no address")
 
-    host_ok = literal is None and _host_allowed(hostname, allow)
     for a in addresses:
         addr = ipaddress.ip_address(a)
         reason = blocked_reason(addr)
-        if reason and not host_ok and not _addr_allowed(addr, allow):
-            shown = hostname if literal is not None else f"{hostname} ({a})"
+        if not reason:
+            continue
+        shown = hostname if literal is not None else f"{hostname} ({a})"
+        if port in deny:
+            # Deny beats allow: the local stack's own emulator and API (or Lambda's runtime API).
+            raise EgressBlocked(f"{shown} port {port} belongs to the service itself; no allow-list opens it")
+        if not _allowed(hostname, literal is not None, addr, port, allow):
             raise EgressBlocked(
-                f"{shown} is not a public address ({reason}); HTTP steps may only reach public addresses"
+                f"{shown} port {port} is not a public address ({reason}) and not allow-listed; "
+                "HTTP steps may only reach public addresses"
             )
 
     # Percent-encode what may not appear on a request line (spaces, non-ASCII), keeping

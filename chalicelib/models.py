@@ -150,6 +150,10 @@ class AgentModel(Model):
     # Rate-limit buckets (ratelimit.py): the theoretical arrival time, epoch milliseconds.
     rl_writes = NumberAttribute(null=True)
     rl_events = NumberAttribute(null=True)
+    # Egress the admin opened for this agent (PUT /agents/{id}/egress): AWS step targets (exact or
+    # `*` globs) and HTTP allow entries on top of TASKAPI_EGRESS_ALLOW. Absent: nothing opened.
+    egress_aws_targets = ListAttribute(of=UnicodeAttribute, null=True)
+    egress_http_allow = ListAttribute(of=UnicodeAttribute, null=True)
 
 
 class DueModel(Model):

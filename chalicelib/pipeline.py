@@ -18,6 +18,7 @@ import socket
 import ssl
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -41,6 +42,7 @@ from botocore.exceptions import (
 from pydantic import BaseModel, ValidationError
 
 from chalicelib import wiring
+from chalicelib.allowlist import AgentEgress, aws_target_allowed
 from chalicelib.config import settings
 from chalicelib.contracts import (
     EmitStep,
@@ -52,7 +54,7 @@ from chalicelib.contracts import (
     SnsStep,
     SqsStep,
 )
-from chalicelib.egress import EgressBlocked, ResolutionFailed, ResolvedTarget, check_url
+from chalicelib.egress import EgressBlocked, ResolutionFailed, ResolvedTarget, check_url, deny_ports
 from chalicelib.log import logger
 from chalicelib.signing import signature_header
 from chalicelib.templates import TemplateError, render
@@ -182,6 +184,9 @@ class RunContext:
     attempt: int  # 1-based
     signing_secret: str
     depth: int = 0  # how deep in an event chain this run is (0: not started by an event)
+    # What the admin opened for the task's agent (AWS targets, extra HTTP allow entries); the
+    # default opens no AWS target, so a caller that forgets it fails closed.
+    egress: AgentEgress = AgentEgress()
 
 
 class StepFailed(Exception):
@@ -250,7 +255,11 @@ def run_pipeline(
         except TemplateError as e:
             error = {"type": TEMPLATE_ERROR, "message": str(e)}
         except Exception as e:  # noqa: BLE001 - a bug of ours: record it (logged) and let a retry try again
-            logger.exception("pipeline step crashed", extra={"run_id": ctx.run_id, "step_id": step.id})
+            # Where it crashed, not what it said: the text may quote header values or a secret.
+            logger.error(
+                "pipeline_step_crashed",
+                extra={"run_id": ctx.run_id, "step_id": step.id, "error_type": type(e).__name__, "at": _where(e)},
+            )
             error, failed_retryable = {"type": INTERNAL, "message": f"{type(e).__name__}: {e}"}, True
         duration_ms = max(0, int(round((clock() - started) * 1000)))
         stored, truncated = clip_output(output, limit)
@@ -314,6 +323,7 @@ def _execute(
     timeout: float,
 ) -> Any:
     step = _rendered(step, context)
+    _guard_aws_target(step, ctx)
     if isinstance(step, HttpStep):
         return _http(step, ctx, clock, timeout)
     if isinstance(step, LambdaStep):
@@ -387,6 +397,11 @@ def _json(value: Any) -> str:
 
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else _json(value)
+
+
+def _where(exc: BaseException) -> list[str]:
+    """The innermost frames of `exc`'s traceback as `file:line function`, without its message."""
+    return [f"{os.path.basename(f.filename)}:{f.lineno} {f.name}" for f in traceback.extract_tb(exc.__traceback__)[-8:]]
 
 
 def _iso(epoch: float) -> str:
@@ -549,9 +564,11 @@ def _decode_body(resp: _Response) -> Any:
     return text
 
 
-def _check(url: str, deadline: float) -> ResolvedTarget:
+def _check(url: str, deadline: float, ctx: RunContext) -> ResolvedTarget:
+    """The operator's allow-list plus the agent's; the stack's own ports are refused whatever they say."""
+    allow = settings().egress_allow + ctx.egress.http_allow
     try:
-        return check_url(url, settings().egress_allow, timeout=max(0.1, deadline - time.monotonic()))
+        return check_url(url, allow, timeout=max(0.1, deadline - time.monotonic()), deny=deny_ports())
     except EgressBlocked as e:
         raise StepFailed(EGRESS_BLOCKED, str(e), False) from None
     except ResolutionFailed as e:
@@ -570,7 +587,7 @@ def _http(step: HttpStep, ctx: RunContext, clock: Callable[[], float], timeout: 
     origin: tuple[str, str, int] | None = None
 
     for hop in range(MAX_REDIRECTS + 1):
-        target = _check(url, deadline)
+        target = _check(url, deadline, ctx)
         if origin is not None and target.origin != origin:
             # The step's headers and body were written for the origin it named: none of them
             # goes to another one. A redirect that must keep the body (307/308) is refused.
@@ -665,6 +682,28 @@ def _guard_own(kind: str, name: str) -> None:
     own_function = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "")
     if (prefix and name.startswith(prefix)) or name.startswith("tasks-api-") or (own_function and name == own_function):
         raise StepFailed(EGRESS_BLOCKED, f"{kind} {name!r} belongs to the Tasks API itself", False)
+
+
+def _aws_target(step: BaseModel) -> tuple[str, str] | None:
+    """(kind, target as the step names it) for the AWS step types."""
+    if isinstance(step, LambdaStep):
+        return "function", step.function_name
+    if isinstance(step, SqsStep):
+        return "queue", step.queue_url
+    if isinstance(step, SnsStep):
+        return "topic", step.topic_arn
+    if isinstance(step, EventBridgeStep):
+        return "event bus", step.event_bus_name
+    return None
+
+
+def _guard_aws_target(step: BaseModel, ctx: RunContext) -> None:
+    """AWS targets are allow-listed per agent by the admin (`PUT /agents/{id}/egress`), checked
+    after templates: IAM is the operator-wide ceiling, this decides which agent may use what."""
+    found = _aws_target(step)
+    if found is not None and not aws_target_allowed(found[1], ctx.egress.aws_targets):
+        kind, target = found
+        raise StepFailed(EGRESS_BLOCKED, f"{kind} {target!r} is not in this agent's aws_targets", False)
 
 
 def _dedupe_id(ctx: RunContext, step_id: str) -> str:
@@ -780,15 +819,7 @@ def _emit(step: EmitStep, emit: Callable[[str, Any, str], str]) -> Any:
 
 
 def _log(step: LogStep, ctx: RunContext) -> Any:
-    shown, _ = clip_output(step.message, settings().max_step_output_bytes)
-    logger.info(
-        "pipeline log step",
-        extra={
-            "task_id": ctx.task_id,
-            "run_id": ctx.run_id,
-            "attempt": ctx.attempt,
-            "step_id": step.id,
-            "step_message": shown,
-        },
-    )
+    """The message is the step's output, kept in the run record the agent reads; it never goes
+    to the operator log, where response bodies or header values it quotes would be exposed to
+    whoever reads the service's logs."""
     return step.message

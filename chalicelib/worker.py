@@ -23,7 +23,7 @@ from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 
-from chalicelib import counters, dispatch, events, metrics, pipeline, retry, runs, schedules, wiring
+from chalicelib import agents, counters, dispatch, events, metrics, pipeline, retry, runs, schedules, wiring
 from chalicelib.errors import BadRequest
 from chalicelib.log import logger
 from chalicelib.models import AgentModel, KeyModel, RunModel, TaskModel
@@ -202,6 +202,9 @@ def _event_of(msg: RunMessage) -> Any:
     return events.load(msg.agent_id, msg.event_id)
 
 
+_EGRESS_STEPS = frozenset({"http", "lambda", "sqs", "sns", "eventbridge"})
+
+
 def _steps(spec: dict[str, Any]) -> list[dict[str, Any]]:
     return list((spec.get("payload") or {}).get("steps") or [])
 
@@ -359,6 +362,10 @@ def _execute(
     # Only HTTP steps sign requests: other pipelines skip the agent read on this hot path.
     signs = any(s.get("type") == "http" for s in _steps(task.spec or {}))
     secret = AgentModel.get(msg.agent_id).signing_secret if signs else ""
+    # The admin's per-agent egress (AWS targets, extra HTTP allow entries), read fresh and only
+    # for a pipeline with a step that uses it; without it the executor opens no AWS target.
+    reaches = any(s.get("type") in _EGRESS_STEPS for s in _steps(task.spec or {}))
+    egress = agents.egress_for_run(msg.agent_id) if reaches else pipeline.AgentEgress()
     payload = (task.spec or {}).get("payload") or {}
     ctx = pipeline.RunContext(
         task=_task_context(task, payload, now),
@@ -370,6 +377,7 @@ def _execute(
         attempt=attempt,
         signing_secret=secret,
         depth=msg.depth,
+        egress=egress,
     )
     started = time.monotonic()
 

@@ -89,6 +89,8 @@ class Resolver:
             return f"{base}:logs:{self.region}:{self.account}:log-group:{self.resolve(props['LogGroupName'])}:*"
         if kind == "AWS::IAM::Role" and attr == "Arn":
             return f"{base}:iam::{self.account}:role/{self.stack_name}-{name}"
+        if kind == "AWS::KMS::Key" and attr == "Arn":
+            return f"{base}:kms:{self.region}:{self.account}:key/{self.ref(name)}"
         raise KeyError(f"Fn::GetAtt {name}.{attr} ({kind}) is not modelled")
 
     # -- intrinsic functions ---------------------------------------------------------------

@@ -148,9 +148,14 @@ def prepare(environ: MutableMapping[str, str] | None = None) -> LocalEnv:
         env["TASKAPI_ADMIN_TOKEN"] = generated
     tick_seconds = _positive_int(env, "TASKAPI_TICK_SECONDS", 60)
     env["TASKAPI_TICK_SECONDS"] = str(tick_seconds)
+    port = _positive_int(env, "PORT", 8080)
+    # The stack's own API and emulator are never reachable from an HTTP step, whatever
+    # TASKAPI_EGRESS_ALLOW opens (the emulator holds every secret and can reset all state).
+    own = [p for p in env.get("TASKAPI_EGRESS_DENY_PORTS", "").split(",") if p.strip()]
+    env["TASKAPI_EGRESS_DENY_PORTS"] = ",".join(dict.fromkeys([*own, str(port), str(moto_port)]))
     return LocalEnv(
         host="127.0.0.1",
-        port=_positive_int(env, "PORT", 8080),
+        port=port,
         moto_port=moto_port,
         prefix=env["TASKAPI_PREFIX"],
         tick_seconds=tick_seconds,

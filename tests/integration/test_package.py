@@ -169,6 +169,7 @@ def test_each_function_gets_only_its_own_queue_log_group_and_secret(sam: dict[st
     stage = stage_of(load_config(), STAGE)
     policies = _policies(sam)
     param_arn = f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{stage.admin_token_param}"
+    signing_key = Resolver(sam, account=ACCOUNT, region=REGION).get_att("SigningKey", "Arn")
     for fn in FUNCTIONS:
         statements = policies[fn.chalice_name]
         name = stage.function_prefix + fn.suffix
@@ -176,6 +177,9 @@ def test_each_function_gets_only_its_own_queue_log_group_and_secret(sam: dict[st
         assert _allowed(statements, "logs:PutLogEvents", logs)
         assert not _allowed(statements, "logs:CreateLogGroup", logs), "the log group comes from infra/"
         assert _allowed(statements, "ssm:GetParameter", param_arn) == (fn.chalice_name == "api_handler")
+        # Signing secrets: the API only seals them, only the workers (which sign) open them.
+        assert _allowed(statements, "kms:Encrypt", signing_key) == (fn.chalice_name == "api_handler")
+        assert _allowed(statements, "kms:Decrypt", signing_key) == (fn.queue is not None)
         for band in PRIORITY_BANDS:
             q = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{stage.prefix}runs-{band}"
             own = fn.chalice_name == f"worker_{band}"
@@ -252,6 +256,8 @@ class _Calls:
             self.seen.add((fn, f"sqs:{action}", arn + name, op))
         elif service == "ssm":
             self.seen.add((fn, f"ssm:{op}", f"{arn}parameter/{params['Name'].lstrip('/')}", op))
+        elif service == "kms":  # by alias: mapped to its key's ARN (what IAM checks) by the test
+            self.seen.add((fn, f"kms:{op}", arn + params["KeyId"], op))
         else:
             self.seen.add((fn, f"{service}:{op}", "?", op))
 
@@ -288,6 +294,8 @@ def test_the_packaged_policies_allow_every_call_the_functions_make(sam, api, clo
         "steps": [
             {"id": "e", "type": "emit", "name": "iam.next", "data": {}},
             {"id": "l", "type": "log", "message": "hi"},
+            # Any HTTP step makes the worker open the agent's signing secret (this one is refused).
+            {"id": "h", "type": "http", "url": "http://127.0.0.1:9/", "continue_on_error": True},
         ]
     }
     follow = api.call(
@@ -332,11 +340,21 @@ def test_the_packaged_policies_allow_every_call_the_functions_make(sam, api, clo
     assert api.call("POST", f"/agents/{agent['agent_id']}/revoke", headers=ADMIN).status_code == 200
 
     policies = _policies(sam, Prefix=settings().prefix)
-    functions = {fn for fn, *_ in calls.seen}
+    r = Resolver(sam, {"Prefix": settings().prefix}, account=ACCOUNT, region=REGION)
+    keys = {  # a KMS alias's ARN → its key's ARN
+        f"arn:aws:kms:{REGION}:{ACCOUNT}:{r.resolve(res['Properties']['AliasName'])}": r.get_att(
+            res["Properties"]["TargetKeyId"]["Ref"], "Arn"
+        )
+        for res in sam["Resources"].values()
+        if res["Type"] == "AWS::KMS::Alias"
+    }
+    seen = {(fn, action, keys.get(arn, arn), op) for fn, action, arn, op in calls.seen}
+    assert {("api_handler", "kms:Encrypt"), ("worker_normal", "kms:Decrypt")} <= {c[:2] for c in seen}, seen
+    functions = {fn for fn, *_ in seen}
     assert {"api_handler", "tick", "aws_events"} <= functions and any(f.startswith("worker_") for f in functions), (
         functions
     )
-    denied = sorted(c for c in calls.seen if not _allowed(policies[c[0]], c[1], c[2]))
+    denied = sorted(c for c in seen if not _allowed(policies[c[0]], c[1], c[2]))
     assert not denied, "calls the packaged IAM policies would deny:\n" + "\n".join(map(str, denied))
 
 

@@ -155,3 +155,123 @@ def test_invalid_url_parts():
 def test_request_target_is_percent_encoded():
     t = check_url("http://93.184.216.34/a b/ü?x=1 2&y=%41", ())
     assert t.request_target == "/a%20b/%C3%BC?x=1%202&y=%41"
+
+
+# ---- allow entries with ports, denied ports, AWS target globs
+
+
+def test_parse_entry_forms():
+    from chalicelib.allowlist import AllowEntry, parse_entry
+
+    assert parse_entry("Example.COM.") == AllowEntry(host="example.com")
+    assert parse_entry("api.example.com:8443") == AllowEntry(host="api.example.com", port=8443)
+    assert parse_entry("*.svc.example:443") == AllowEntry(suffix=".svc.example", port=443)
+    assert parse_entry("127.0.0.1") == AllowEntry(net=ipaddress.ip_network("127.0.0.1/32"))
+    assert parse_entry("10.0.0.0/8:443") == AllowEntry(net=ipaddress.ip_network("10.0.0.0/8"), port=443)
+    assert parse_entry("fd00::/8") == AllowEntry(net=ipaddress.ip_network("fd00::/8"))
+    assert parse_entry("[::1]:8080") == AllowEntry(net=ipaddress.ip_network("::1/128"), port=8080)
+    assert parse_entry("[fd00::/8]") == AllowEntry(net=ipaddress.ip_network("fd00::/8"))
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "",
+        " ",
+        "host:0",
+        "host:65536",
+        "host:http",
+        "a b",
+        "ex*ample.com",
+        "[::1",
+        "[::1]8080",
+        "[nothost]:80",
+        "fd00::1:2:3:zz",
+        "10.0.0.0/33:80",
+        "host:80:90",
+        "x" * 301,
+        "http://example.com",
+        "*",
+    ],
+)
+def test_parse_entry_refuses(entry):
+    from chalicelib.allowlist import parse_entry
+
+    with pytest.raises(ValueError):
+        parse_entry(entry)
+
+
+def test_port_bound_entries_match_only_their_port(monkeypatch):
+    _fake_dns(monkeypatch, {"svc.internal.example": ["10.0.0.5"], "db.internal.example": ["10.0.0.6"]})
+    assert check_url("http://10.0.0.5:8080/", ("10.0.0.0/8:8080",)).port == 8080
+    assert check_url("http://svc.internal.example:8080/", ("svc.internal.example:8080",)).ip == "10.0.0.5"
+    assert check_url("https://db.internal.example/", ("*.internal.example:443",)).port == 443
+    assert check_url("http://[::1]:9000/", ("[::1]:9000",)).port == 9000
+    for url, allow in (
+        ("http://10.0.0.5:8081/", ("10.0.0.0/8:8080",)),
+        ("http://10.0.0.5/", ("10.0.0.0/8:8080",)),  # port 80
+        ("http://svc.internal.example:9/", ("svc.internal.example:8080",)),
+        ("http://db.internal.example/", ("*.internal.example:443",)),
+        ("http://[::1]:9001/", ("[::1]:9000",)),
+        ("http://[::ffff:127.0.0.1]:9001/", ("127.0.0.1:9000",)),
+    ):
+        with pytest.raises(EgressBlocked, match="not allow-listed"):
+            check_url(url, allow)
+
+
+def test_malformed_operator_entries_open_nothing():
+    with pytest.raises(EgressBlocked):
+        check_url("http://127.0.0.1:80/", ("127.0.0.1:http", "127.0.0.1:0"))
+
+
+def test_denied_ports_beat_the_allow_list_on_non_public_addresses():
+    deny = frozenset({5000, 8080})
+    for url in ("http://127.0.0.1:5000/moto-api/reset", "http://127.9.9.9:8080/", "http://[::ffff:127.0.0.1]:5000/"):
+        with pytest.raises(EgressBlocked, match="belongs to the service itself"):
+            check_url(url, ("127.0.0.0/8", "127.0.0.1:5000"), deny=deny)
+    assert check_url("http://127.0.0.1:5001/", ("127.0.0.0/8",), deny=deny).port == 5001
+    # The stack listens on loopback: a public address on the same port is not it.
+    assert check_url("http://93.184.216.34:8080/", (), deny=deny).port == 8080
+
+
+def test_deny_ports_from_the_environment(monkeypatch):
+    from chalicelib.egress import deny_ports
+
+    monkeypatch.setenv("TASKAPI_EGRESS_DENY_PORTS", " 8080, 5000,junk,0,70000")
+    monkeypatch.setenv("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001")
+    assert deny_ports() == frozenset({8080, 5000, 9001})
+    monkeypatch.delenv("TASKAPI_EGRESS_DENY_PORTS")
+    monkeypatch.delenv("AWS_LAMBDA_RUNTIME_API")
+    assert deny_ports() == frozenset()
+
+
+def test_aws_target_globs():
+    from chalicelib.allowlist import aws_target_allowed
+
+    arn = "arn:aws:lambda:us-east-1:123456789012:function:agent-a-report"
+    assert aws_target_allowed(arn, (arn,))
+    assert aws_target_allowed(arn, ("arn:aws:lambda:us-east-1:123456789012:function:agent-a-*",))
+    assert aws_target_allowed(arn, ("*",))
+    assert not aws_target_allowed(arn, ())
+    assert not aws_target_allowed(arn + ":prod", (arn,))  # exact, not a prefix
+    assert not aws_target_allowed("agent-a-report", (arn,))  # as the step names it
+    assert not aws_target_allowed(arn, ("arn:aws:lambda:*:function:agent-b-*",))
+    assert not aws_target_allowed("a", ("a*a",))
+
+
+def test_glob_agrees_with_a_regex():
+    import re
+
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from chalicelib.allowlist import _glob
+
+    text = st.text(alphabet="ab*:", max_size=12)
+
+    @given(text, st.text(alphabet="ab:", max_size=12))
+    def check(pattern, value):
+        regex = ".*".join(re.escape(p) for p in pattern.split("*"))
+        assert _glob(pattern, value) == (re.fullmatch(regex, value, re.DOTALL) is not None)
+
+    check()
