@@ -4,28 +4,44 @@ A token is `tapi_<agent id hex>_<43 chars of 256-bit randomness>`: the prefix ma
 recognisable to secret scanners and lets us find the agent with one consistent
 GetItem (so revocation takes effect on the very next request); only its SHA-256
 is stored.
+
+A signing secret is shown once, in the answer to `POST /agents`, and stored only as a KMS
+ciphertext (`kms1:<base64>`, the key of `infra/resources.json`'s `SigningKeyAlias`) whose
+encryption context names the agent, so a ciphertext copied to another agent's item does not
+decrypt. The API may only encrypt; the workers, which sign HTTP steps, may only decrypt and
+keep what they decrypted for a few minutes per container. An item written before secrets
+were encrypted holds the plaintext: the worker reads it as it is, and the API encrypts it in
+place the next time that agent's token is used.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
+import threading
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
 from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 
 from chalicelib import wiring
 from chalicelib.allowlist import AgentEgress
 from chalicelib.config import settings
 from chalicelib.errors import Forbidden, NotFound, Unauthorized
+from chalicelib.log import logger
 from chalicelib.models import AgentModel
 from chalicelib.timefmt import iso
 
 TOKEN_PREFIX = "tapi_"
+SECRET_PREFIX = "whsec_"
+SEALED_PREFIX = "kms1:"  # the stored form of a signing secret: KMS ciphertext, base64
+SECRET_CACHE_SECONDS = 300  # a worker container decrypts an agent's secret at most this often
+SECRET_CACHE_SIZE = 1024
 
 
 @dataclass(frozen=True)
@@ -86,7 +102,80 @@ def _agent_for(token: str) -> str:
         raise bad from None
     if agent.status != "active" or not hmac.compare_digest(agent.token_hash, hash_token(token)):
         raise bad
+    if not agent.signing_secret.startswith(SEALED_PREFIX):
+        _seal_legacy(agent)
     return agent_id
+
+
+def _seal_legacy(agent: AgentModel) -> None:
+    """Encrypt a secret stored before secrets were encrypted, unless it changed meanwhile."""
+    plaintext = agent.signing_secret
+    try:
+        agent.update(
+            actions=[AgentModel.signing_secret.set(seal_secret(agent.agent_id, plaintext))],
+            condition=AgentModel.signing_secret == plaintext,
+        )
+    except UpdateError:
+        pass  # another request sealed it first
+    except (ClientError, BotoCoreError):
+        # Authentication does not depend on it: the next request tries again.
+        logger.warning("signing_secret_not_sealed", extra={"agent_id": agent.agent_id})
+
+
+# ---- signing secrets at rest --------------------------------------------------------------
+
+
+def _key_alias() -> str:
+    return f"alias/{settings().prefix}signing-secrets"
+
+
+def _context(agent_id: str) -> dict[str, str]:
+    return {"agent_id": agent_id}
+
+
+def seal_secret(agent_id: str, secret: str) -> str:
+    """The stored form of `secret`: KMS ciphertext bound to `agent_id` (the API's kms:Encrypt)."""
+    blob = wiring.client("kms").encrypt(
+        KeyId=_key_alias(), Plaintext=secret.encode("utf-8"), EncryptionContext=_context(agent_id)
+    )["CiphertextBlob"]
+    return SEALED_PREFIX + base64.b64encode(blob).decode("ascii")
+
+
+def open_secret(agent_id: str, stored: str) -> str:
+    """The plaintext of a stored secret (the workers' kms:Decrypt); a legacy plaintext as it is."""
+    if not stored.startswith(SEALED_PREFIX):
+        return stored
+    blob = base64.b64decode(stored[len(SEALED_PREFIX) :])
+    kms = wiring.client("kms")
+    answer = kms.decrypt(KeyId=_key_alias(), CiphertextBlob=blob, EncryptionContext=_context(agent_id))
+    return bytes(answer["Plaintext"]).decode("utf-8")
+
+
+_secrets: dict[str, tuple[float, str]] = {}  # agent id → (valid until, monotonic; plaintext)
+_secrets_lock = threading.Lock()
+
+
+def signing_secret(agent_id: str) -> str:
+    """The agent's signing secret for a worker: one GetItem and one kms:Decrypt per agent and
+    container every SECRET_CACHE_SECONDS, not per run (a secret never changes once created)."""
+    now = time.monotonic()
+    with _secrets_lock:
+        hit = _secrets.get(agent_id)
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    plain = open_secret(agent_id, AgentModel.get(agent_id).signing_secret)
+    with _secrets_lock:
+        if len(_secrets) >= SECRET_CACHE_SIZE:
+            for stale in [k for k, (until, _) in _secrets.items() if until <= now] or list(_secrets)[:1]:
+                _secrets.pop(stale, None)
+        _secrets[agent_id] = (now + SECRET_CACHE_SECONDS, plain)
+    return plain
+
+
+def forget_secrets() -> None:
+    """Drop the decrypted secrets this container holds (tests, after a moto reset)."""
+    with _secrets_lock:
+        _secrets.clear()
 
 
 def represent(agent: AgentModel) -> dict[str, Any]:
@@ -96,14 +185,14 @@ def represent(agent: AgentModel) -> dict[str, Any]:
 def create_agent(name: str) -> dict[str, Any]:
     agent_id = str(uuid.uuid4())
     token = f"{TOKEN_PREFIX}{uuid.UUID(agent_id).hex}_{secrets.token_urlsafe(32)}"
-    signing_secret = "whsec_" + secrets.token_urlsafe(32)
+    signing_secret = SECRET_PREFIX + secrets.token_urlsafe(32)
     agent = AgentModel(
         agent_id,
         name=name,
         created_at=iso(wiring.now()),
         status="active",
         token_hash=hash_token(token),
-        signing_secret=signing_secret,
+        signing_secret=seal_secret(agent_id, signing_secret),
         task_count=0,
     )
     try:

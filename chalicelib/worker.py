@@ -26,7 +26,7 @@ from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 from chalicelib import agents, counters, dispatch, events, metrics, pipeline, retry, runs, schedules, wiring
 from chalicelib.errors import BadRequest
 from chalicelib.log import logger
-from chalicelib.models import AgentModel, KeyModel, RunModel, TaskModel
+from chalicelib.models import KeyModel, RunModel, TaskModel
 from chalicelib.runs import RunMessage
 from chalicelib.timefmt import from_epoch, iso
 
@@ -361,7 +361,7 @@ def _execute(
         metrics.dispatch_lag(now.timestamp() - msg.scheduled_for)
     # Only HTTP steps sign requests: other pipelines skip the agent read on this hot path.
     signs = any(s.get("type") == "http" for s in _steps(task.spec or {}))
-    secret = AgentModel.get(msg.agent_id).signing_secret if signs else ""
+    secret = agents.signing_secret(msg.agent_id) if signs else ""
     # The admin's per-agent egress (AWS targets, extra HTTP allow entries), read fresh and only
     # for a pipeline with a step that uses it; without it the executor opens no AWS target.
     reaches = any(s.get("type") in _EGRESS_STEPS for s in _steps(task.spec or {}))
@@ -413,7 +413,9 @@ def _execute(
         _save_doc(rec, doc, "retrying")
         _visible_in(queue_url, receipt, delay)
         metrics.retry_scheduled()
-        logger.info("run_retrying", extra={**log, "attempt": attempt, "delay_s": delay, "error": result.error})
+        # The error's type and step, not its message: that may quote header values or responses.
+        error = {"type": result.error["type"], "step": result.error.get("step")}
+        logger.info("run_retrying", extra={**log, "attempt": attempt, "delay_s": delay, "error": error})
         raise ReportFailure("retrying")
     else:
         status = "failed"
