@@ -305,3 +305,42 @@ def test_cron_matches_are_cronsims(expr: str, start: datetime) -> None:
     assert isinstance(compiled, schedules._CronRule)
     fresh = CronSim(expr, start)
     assert list(itertools.islice(compiled.iter_from(start), 15)) == [next(fresh) for _ in range(15)]
+
+
+TRANSITIONS = {  # one 2027 offset change per zone: spring-forward, fall-back, 30-minute, at midnight
+    "Europe/Chisinau": datetime(2027, 10, 31, 0, 0, tzinfo=UTC),
+    "America/New_York": datetime(2027, 3, 14, 7, 0, tzinfo=UTC),
+    "Australia/Lord_Howe": datetime(2027, 4, 3, 15, 0, tzinfo=UTC),
+    "America/Santiago": datetime(2027, 9, 5, 4, 0, tzinfo=UTC),
+}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    zone=st.sampled_from(sorted(TRANSITIONS)),
+    minutes=st.lists(st.sampled_from([0, 15, 30, 45, 59]), min_size=1, max_size=2, unique=True),
+    days_after=st.integers(0, 5),
+    start_before=st.integers(0, 9 * 24 * 60),
+)
+def test_every_hour_schedules_match_a_minute_by_minute_search(
+    zone: str, minutes: list[int], days_after: int, start_before: int
+) -> None:
+    """Elapsed-time (every-hour) schedules, far and near DST changes, against brute force: the
+    first instant after `after` whose wall time matches (both copies of a repeated hour, none in
+    a gap)."""
+    from zoneinfo import ZoneInfo
+
+    tz = ZoneInfo(zone)
+    change = TRANSITIONS[zone]
+    day = (change + timedelta(days=days_after)).astimezone(tz)
+    expr = f"{','.join(map(str, sorted(minutes)))} * {day.day} {day.month} *"
+    schedule = parse("cron", expr, zone)
+    after = change - timedelta(minutes=start_before)
+    got = next_fire(schedule, after)
+    moment = after.replace(second=0) + timedelta(minutes=1)
+    while moment < change + timedelta(days=8):
+        wall = moment.astimezone(tz)
+        if wall.minute in minutes and wall.day == day.day and wall.month == day.month and moment > after:
+            break
+        moment += timedelta(minutes=1)
+    assert got == moment
