@@ -1,10 +1,11 @@
 """Schedules: parse and validate a task's schedule, and compute its fire instants.
 
-Four kinds (API.md "Schedules"): ``cron`` (5 fields, iterated by cronsim), ``rrule`` (RFC 5545,
-iterated by dateutil), ``once`` (an ISO 8601 timestamp) and ``event`` (a name pattern, never
-scheduled). Both libraries are asked for *naive local wall-clock* matches only; this module maps
-wall-clock times to UTC instants with the project's DST policy, because neither library
-implements that policy for every schedule shape:
+Four kinds (API.md "Schedules"): ``cron`` (5 fields, parsed by cronsim), ``rrule`` (RFC 5545,
+compiled by dateutil), ``once`` (an ISO 8601 timestamp) and ``event`` (a name pattern, never
+scheduled). Matches are *naive local wall-clock* times, found from the libraries' compiled rules
+with bounded work (every loop charges a ``Work`` budget; see _Walk and _CronRule.iter_from); this
+module maps wall-clock times to UTC instants with the project's DST policy, because neither
+library implements that policy for every schedule shape:
 
 * fixed-hour schedules (cron hour field not every hour, rrule with BYHOUR or a daily-or-slower
   frequency, once): a wall time inside a spring-forward gap fires once at the first instant after
