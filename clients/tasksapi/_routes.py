@@ -131,3 +131,13 @@ def list_agents() -> Call[list[models.Agent]]:
 
 def revoke_agent(agent_id: str) -> Call[models.Agent]:
     return Call("POST", f"/agents/{seg(agent_id)}/revoke", model(models.Agent), json={}, retry_safe=True)
+
+
+def get_egress(agent_id: str) -> Call[models.Egress]:
+    return Call("GET", f"/agents/{seg(agent_id)}/egress", model(models.Egress), retry_safe=True)
+
+
+def set_egress(agent_id: str, aws_targets: list[str], http_allow: list[str]) -> Call[models.Egress]:
+    body = models.EgressUpdate(aws_targets=aws_targets, http_allow=http_allow).body()
+    # A PUT replaces both lists: sending it twice leaves the same state.
+    return Call("PUT", f"/agents/{seg(agent_id)}/egress", model(models.Egress), json=body, retry_safe=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import builtins
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any, TypeVar
 
 import anyio
@@ -280,6 +280,17 @@ class Agents:
     def revoke(self, agent_id: str) -> models.Agent:
         return self._c.send(routes.revoke_agent(agent_id))
 
+    def egress(self, agent_id: str) -> models.Egress:
+        """The agent's AWS targets and HTTP allow entries (the admin, or the agent itself)."""
+        return self._c.send(routes.get_egress(agent_id))
+
+    def set_egress(
+        self, agent_id: str, *, aws_targets: Iterable[str] = (), http_allow: Iterable[str] = ()
+    ) -> models.Egress:
+        """Replace what the agent's steps may reach: AWS targets (exact, or `*` globs) and HTTP
+        allow entries (`host[:port]`, CIDR[`:port`]) on top of the operator's."""
+        return self._c.send(routes.set_egress(agent_id, list(aws_targets), list(http_allow)))
+
 
 # ---- async ---------------------------------------------------------------------------------
 
@@ -491,3 +502,11 @@ class AsyncAgents:
 
     async def revoke(self, agent_id: str) -> models.Agent:
         return await self._c.send(routes.revoke_agent(agent_id))
+
+    async def egress(self, agent_id: str) -> models.Egress:
+        return await self._c.send(routes.get_egress(agent_id))
+
+    async def set_egress(
+        self, agent_id: str, *, aws_targets: Iterable[str] = (), http_allow: Iterable[str] = ()
+    ) -> models.Egress:
+        return await self._c.send(routes.set_egress(agent_id, list(aws_targets), list(http_allow)))

@@ -92,6 +92,13 @@ class AgentCreate(Request):
     name: str | None = None
 
 
+class EgressUpdate(Request):
+    """Replaces both lists; an omitted one becomes empty."""
+
+    aws_targets: list[str] | None = None
+    http_allow: list[str] | None = None
+
+
 # ---- responses -----------------------------------------------------------------------------
 
 
@@ -205,6 +212,14 @@ class AgentList(Model):
     agents: list[Agent]
 
 
+class Egress(Model):
+    """What an agent's steps may reach beyond the defaults (docs/pipelines.md, the egress guard)."""
+
+    agent_id: str
+    aws_targets: list[str] = Field(default_factory=list)
+    http_allow: list[str] = Field(default_factory=list)
+
+
 class FieldError(Model):
     field: str
     message: str
@@ -235,6 +250,7 @@ OPENAPI_COMPONENTS: dict[str, type[BaseModel]] = {
     "Agent": Agent,
     "AgentCreated": AgentCreated,
     "AgentList": AgentList,
+    "Egress": Egress,
     "Problem": Problem,
     "Health": Health,
     "TaskCreate": TaskCreate,
@@ -244,4 +260,5 @@ OPENAPI_COMPONENTS: dict[str, type[BaseModel]] = {
     "SchedulePreviewRequest": SchedulePreviewRequest,
     "EventCreate": EventCreate,
     "AgentCreate": AgentCreate,
+    "EgressUpdate": EgressUpdate,
 }

@@ -83,6 +83,8 @@ def _sdk_calls() -> list[tuple[str, str]]:
         routes.create_agent("a"),
         routes.list_agents(),
         routes.revoke_agent(i),
+        routes.get_egress(i),
+        routes.set_egress(i, [], []),
     ]
     return [(c.method, c.path) for c in calls]
 

@@ -176,6 +176,29 @@ def test_agents_admin_routes(admin: tasksapi.Client, local_stack: LocalStack) ->
         admin.agents.revoke(str(uuid.uuid4()))
 
 
+def test_agent_egress_routes(admin: tasksapi.Client, local_stack: LocalStack) -> None:
+    made = admin.agents.create("sdk-egress")
+    assert admin.agents.egress(made.agent_id).aws_targets == []
+    got = admin.agents.set_egress(
+        made.agent_id, aws_targets=["arn:aws:sns:us-east-1:1:t-*"], http_allow=["10.0.0.0/8:443"]
+    )
+    assert got.agent_id == made.agent_id and got.http_allow == ["10.0.0.0/8:443"]
+    with tasksapi.Client(local_stack.base_url, made.token) as c:
+        assert c.agents.egress(made.agent_id) == got  # an agent reads its own lists
+        with pytest.raises(tasksapi.Forbidden):
+            c.agents.set_egress(made.agent_id, aws_targets=["*"])
+    with pytest.raises(tasksapi.BadRequest) as bad:
+        admin.agents.set_egress(made.agent_id, http_allow=["host:0"])
+    assert [e.field for e in bad.value.errors] == ["http_allow[0]"]
+
+    async def twin() -> None:
+        async with tasksapi.AsyncClient(local_stack.base_url, local_stack.admin_token) as root:
+            assert (await root.agents.set_egress(made.agent_id)).aws_targets == []
+            assert (await root.agents.egress(made.agent_id)).http_allow == []
+
+    asyncio.run(twin())
+
+
 def test_config_errors_say_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TASKS_API_URL", raising=False)
     monkeypatch.delenv("TASKS_API_TOKEN", raising=False)
