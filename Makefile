@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/adversarial.py
 	$(BIN)/python bench/tick.py
 	$(BIN)/python bench/worker.py
+	$(BIN)/python bench/signing_secrets.py
 	$(BIN)/python bench/lag.py
 	$(BIN)/python bench/api.py
 	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(BIN)/python bench/package.py --stage $(STAGE)
