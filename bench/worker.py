@@ -7,7 +7,7 @@
   worker_vs_raw_ratio (goal ≥ 0.6).
 - requests_per_run: AWS requests of one scheduled run end to end (its share of the tick + the
   worker), by service.operation, counted with botocore event hooks, over a day of hourly fires
-  (the steady state: fires from the due table, one counter fold per task a day).
+  (the steady state: fires from the due table, one counter write per finished run).
 - cost_per_million_runs_usd at on-demand us-east-1 prices (see PRICES and the capacity model below).
 
 Usage: python bench/worker.py [--tasks 40] [--hours 25]
@@ -31,7 +31,9 @@ PRICES = {
 }
 # Capacity model (items here are < 1 KB to write and < 4 KB to read): a write is 1 WCU, plus
 # the task `due` index's own writes when an update sets `due_at` (a key change: delete + put in
-# the index, 2) or removes it (1); a consistent GetItem is 1 RCU, an eventually consistent one
+# the index, 2) or removes it (1), plus the counters' trim of their recent run marks (one write
+# every RECENT_MAX - RECENT_KEEP counted runs of a task; a day of hourly runs has none, so it is
+# added at that steady-state rate); a consistent GetItem is 1 RCU, an eventually consistent one
 # 0.5; BatchGetItem (eventually consistent) 0.5 an item; a Query 0.5 RCU (1 if consistent) per
 # started 4 KB of the items it returns (measured per call).
 WRITE_UNITS = {"dynamodb.PutItem": 1, "dynamodb.UpdateItem": 1, "dynamodb.DeleteItem": 1}
@@ -146,8 +148,7 @@ def main() -> None:
             },
         )
         # The steady state of hourly tasks created at T0: the first fire starts each schedule
-        # (from the task's index) and is not measured; every later one comes from the due table,
-        # and within the 24 measured hours each task's counters are folded once, as every day.
+        # (from the task's index) and is not measured; every later one comes from the due table.
         now = float(T0 + 3600)
         wiring.set_clock(lambda: now)  # fires are due at the clock: no DelaySeconds to wait out
         seed(ddb, 0, args.tasks, int(now), settings().due_shards, running=False)
@@ -222,7 +223,11 @@ def main() -> None:
         + PRICES["lambda_request"]
         + empty.calls.get("sqs.GetQueueUrl", 0) * PRICES["sqs_request"]
     )
-    wcu = sum(WRITE_UNITS.get(op, 0) * n for op, n in per_run.items()) + gsi
+    from chalicelib.counters import RECENT_KEEP, RECENT_MAX
+
+    trims = sum(1 for p in updates if p.get("TableName", "").endswith("stats") and "REMOVE" in p["UpdateExpression"])
+    trim_wcu = max(0.0, 1 / (RECENT_MAX - RECENT_KEEP) - trims / runs)  # the steady state's share
+    wcu = sum(WRITE_UNITS.get(op, 0) * n for op, n in per_run.items()) + gsi + trim_wcu
     rcu = (
         sum(READ_UNITS.get(op, 0) * n for op, n in per_run.items())
         + 0.5 * batch_get_keys(batch_gets) / runs
