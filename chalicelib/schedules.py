@@ -743,6 +743,8 @@ def next_fire(schedule: Schedule, after: datetime, *, work: Work | None = None) 
         floor = schedule.starts_at - timedelta(seconds=jitter) - _MICROSECOND
         if floor > lo:
             lo = floor
+    if lo >= _LAST:
+        return None
     lo = max(lo, _FIRST - _SECOND)
     if isinstance(rule, datetime):
         base: datetime | None = rule if rule > lo else None

@@ -344,3 +344,45 @@ def test_every_hour_schedules_match_a_minute_by_minute_search(
             break
         moment += timedelta(minutes=1)
     assert got == moment
+
+
+SOME_SCHEDULES = [
+    ("cron", "*/5 * * * *"),
+    ("cron", "30 2 * * *"),
+    ("cron", "0 0 29 2 *"),
+    ("rrule", FEB_29),
+    ("rrule", DENSE_YEARLY),
+    ("rrule", "FREQ=MINUTELY;INTERVAL=7;BYMONTH=2"),
+    ("rrule", "DTSTART:89991231T235959Z\nRRULE:FREQ=WEEKLY;BYDAY=MO,FR;BYSETPOS=-1"),
+    ("once", "2027-03-28T02:30:00"),
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    which=st.sampled_from(SOME_SCHEDULES),
+    zone=st.sampled_from(["UTC", "America/New_York", "Pacific/Kiritimati", "Pacific/Pago_Pago", "Australia/Lord_Howe"]),
+    jitter=st.sampled_from([0, 3599]),
+    after=st.datetimes(datetime(1, 1, 1), datetime(9999, 12, 31, 23, 59, 59)),
+    offset_minutes=st.integers(-24 * 60 + 1, 24 * 60 - 1),
+    starts=st.sampled_from([None, "0001-01-01T00:00:00+00:00", "9999-12-31T23:59:59+00:00"]),
+)
+def test_any_after_in_any_zone_gives_fires_or_none_never_an_error(
+    which: tuple[str, str], zone: str, jitter: int, after: datetime, offset_minutes: int, starts: str | None
+) -> None:
+    kind, expr = which
+    schedule = parse_schedule(
+        kind,
+        expr,
+        zone,
+        now=NOW,
+        jitter_seconds=jitter,
+        jitter_seed="t",
+        starts_at=datetime.fromisoformat(starts) if starts else None,
+        check_past=False,
+    )
+    moment = after.replace(tzinfo=timezone(timedelta(minutes=offset_minutes)))
+    fires = preview(schedule, moment, 3)
+    assert fires == sorted(set(fires)) and all(f.tzinfo is UTC for f in fires)
+    assert all(datetime(1, 1, 2, tzinfo=UTC) <= f <= datetime(9999, 12, 30, 23, 59, 59, tzinfo=UTC) for f in fires)
+    assert all(len(iso(f) or "") == 20 for f in fires)  # YYYY-MM-DDTHH:MM:SSZ, four-digit year
