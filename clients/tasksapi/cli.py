@@ -531,6 +531,34 @@ def agents_revoke(agent_id: Annotated[str, typer.Argument(help="The agent id.")]
     emit_json(agent) if as_json else out.print(f"{agent.agent_id}: {agent.status}", highlight=False)
 
 
+@agents_app.command("egress")
+def agents_egress(
+    agent_id: Annotated[str, typer.Argument(help="The agent id.")],
+    aws_target: Annotated[
+        list[str] | None, typer.Option("--aws-target", help="An AWS target the agent may call (repeat; * globs).")
+    ] = None,
+    http_allow: Annotated[
+        list[str] | None, typer.Option("--http-allow", help="host[:port] or CIDR[:port] it may reach (repeat).")
+    ] = None,
+    set_: Annotated[
+        bool, typer.Option("--set", help="Replace both lists with the options given (none: empty).")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show what an agent's steps may reach, or (with --set) replace it."""
+    if (aws_target or http_allow) and not set_:
+        raise typer.BadParameter("add --set to replace the agent's lists")
+    if set_:
+        got = call(lambda c: c.agents.set_egress(agent_id, aws_targets=aws_target or (), http_allow=http_allow or ()))
+    else:
+        got = call(lambda c: c.agents.egress(agent_id))
+    if as_json:
+        emit_json(got)
+        return
+    out.print(f"aws_targets: {', '.join(got.aws_targets) or '(none)'}", highlight=False)
+    out.print(f"http_allow:  {', '.join(got.http_allow) or '(none)'}", highlight=False)
+
+
 def main() -> None:
     # Usage errors (a missing argument, an unknown option) are typer's own: exit code 2 and a
     # short framed message naming the problem, no traceback.

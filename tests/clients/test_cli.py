@@ -188,6 +188,12 @@ def test_agents_admin_commands(admin_cli: Cli, cli: Cli) -> None:
     assert made["token"].startswith("tapi_") and made["name"] == "cli-made"
     assert made["agent_id"] in [a["agent_id"] for a in admin_cli.json("agents", "ls")]
     assert made["agent_id"] in admin_cli("agents", "ls").stdout
+    set_ = admin_cli.json(
+        "agents", "egress", made["agent_id"], "--set", "--aws-target", "arn:*:q", "--http-allow", "10.0.0.1:80"
+    )
+    assert set_ == {"agent_id": made["agent_id"], "aws_targets": ["arn:*:q"], "http_allow": ["10.0.0.1:80"]}
+    assert "10.0.0.1:80" in admin_cli("agents", "egress", made["agent_id"]).stdout
+    assert admin_cli.json("agents", "egress", made["agent_id"], "--set")["aws_targets"] == []
     assert admin_cli.json("agents", "revoke", made["agent_id"])["status"] == "revoked"
     one_line_error(cli("agents", "ls", ok=False), 1, "403")
 
