@@ -8,15 +8,16 @@ small item per task in the stats table, to which every finished run adds itself 
   the size of the task's definition): once `recent` holds more than RECENT_MAX marks, the
   oldest are trimmed down to RECENT_KEEP, one extra write every RECENT_MAX - RECENT_KEEP runs.
 - Whoever finishes a run counts it *before* saving the run's final record: a crash in between
-  leaves the run unfinished, so its retry runs it again and its count finds the id in `recent`
-  (nothing lost, nothing doubled). Once the final record is saved nobody counts the run again:
+  leaves the run unfinished, so its retry runs it again and its count finds the mark in
+  `recent` (nothing lost, nothing doubled). Once the final record is saved nobody counts the run again:
   every path reads the record first and drops a finished run.
 - `read` / `read_many` are plain reads: a GET never writes. Run records may expire (retention);
   the counts do not depend on them.
 
 The one bound: a second count of a run is refused while its mark is among the RECENT_KEEP
-newest (see docs/runs.md): a worker that dies between the count and the save is retried
-minutes later, and would double count only if more runs of the same task were counted meanwhile.
+newest at least (see docs/runs.md). A worker that dies between the count and the save is
+retried minutes later: that run is counted twice only if RECENT_KEEP or more other runs of
+the same task were counted meanwhile.
 """
 
 from __future__ import annotations
