@@ -3,11 +3,14 @@ by the e2e fixture), each test file with agents of its own."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 import tasksapi
@@ -54,3 +57,13 @@ def finished(client: tasksapi.Client, task_id: str, run_id: str, timeout: float 
             return run
         time.sleep(0.2)
     raise AssertionError(f"run {run_id} did not finish: {client.runs.get(task_id, run_id)}")
+
+
+T = TypeVar("T")
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run` on a thread of its own: another suite in the same worker (a browser test's
+    sync API, say) may have left an event loop running on this one, where asyncio.run refuses."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()

@@ -8,16 +8,17 @@ never breaks an older client); this test is where a new field gets noticed.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from typing import Any
 
 import pytest
 import tasksapi
 from tasksapi import _routes as routes
+from tasksapi._http import Call
 from tasksapi.mcp_server import build_server
 from tasksapi.models import OPENAPI_COMPONENTS
 
+from tests.clients.conftest import run_async
 from tests.e2e.conftest import LocalStack
 
 pytestmark = pytest.mark.e2e
@@ -56,7 +57,7 @@ def test_every_served_schema_is_mirrored_by_the_sdk(served: dict[str, Any]) -> N
 
 def _sdk_calls() -> list[tuple[str, str]]:
     i = "00000000-0000-4000-8000-000000000000"
-    calls = [
+    calls: list[Call[Any]] = [
         routes.health(),
         routes.openapi(),
         routes.create_task({}, None),
@@ -100,7 +101,7 @@ def test_the_sdk_calls_every_served_route_and_only_those(served: dict[str, Any])
 
 
 def test_mcp_task_tools_take_every_task_field(served: dict[str, Any]) -> None:
-    tools = {t.name: t for t in asyncio.run(build_server("http://unused.test", "tapi_x_y").list_tools())}
+    tools = {t.name: t for t in run_async(build_server("http://unused.test", "tapi_x_y").list_tools())}
 
     def params(name: str, *own: str) -> set[str]:
         return set(tools[name].input_schema["properties"]) - set(own)

@@ -4,7 +4,6 @@ the tool list and schemas, a call of each tool, resources, and the errors."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 import subprocess
@@ -19,7 +18,7 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.types import CallToolResult, TextResourceContents
 
-from tests.clients.conftest import BIN, clean_env, finished
+from tests.clients.conftest import BIN, clean_env, finished, run_async
 from tests.e2e.conftest import LocalStack
 
 pytestmark = pytest.mark.e2e
@@ -49,7 +48,7 @@ def session(env: dict[str, str], work: Callable[[Client], Awaitable[None]], *arg
         async with Client(params, read_timeout_seconds=60) as client:
             await work(client)
 
-    asyncio.run(go())
+    run_async(go())
 
 
 def ok(result: CallToolResult) -> dict[str, Any]:
@@ -301,7 +300,7 @@ def test_streamable_http_transport(env: dict[str, str]) -> None:
                 page = ok(await mcp.call_tool("list_tasks", {"limit": 1}))
                 assert "tasks" in page
 
-        asyncio.run(go())
+        run_async(go())
     finally:
         proc.terminate()
         proc.wait(15)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import tasksapi
 
-from tests.clients.conftest import LOG_PIPELINE, finished
+from tests.clients.conftest import LOG_PIPELINE, finished, run_async
 from tests.e2e.conftest import LocalStack
 
 pytestmark = pytest.mark.e2e
@@ -196,7 +196,7 @@ def test_agent_egress_routes(admin: tasksapi.Client, local_stack: LocalStack) ->
             assert (await root.agents.set_egress(made.agent_id)).aws_targets == []
             assert (await root.agents.egress(made.agent_id)).http_allow == []
 
-    asyncio.run(twin())
+    run_async(twin())
 
 
 def test_config_errors_say_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -258,4 +258,4 @@ def test_async_client_on_every_route(local_stack: LocalStack, admin: tasksapi.Cl
                 await c.tasks.snooze(t.id, 0)
             assert [e.field for e in bad.value.errors] == ["delay_seconds"]
 
-    asyncio.run(scenario())
+    run_async(scenario())

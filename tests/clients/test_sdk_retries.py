@@ -3,7 +3,6 @@ MockTransport stands in for the network; no SDK code is patched)."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import httpx
@@ -11,6 +10,8 @@ import pytest
 import tasksapi
 from tasksapi import _routes as routes
 from tasksapi._http import MAX_RETRY_WAIT, retry_delay
+
+from tests.clients.conftest import run_async
 
 TASK: dict[str, Any] = {
     "id": "7f1d2c3e-0000-4000-8000-000000000001",
@@ -160,7 +161,7 @@ def test_the_async_client_retries_the_same_way() -> None:
         async with tasksapi.AsyncClient("http://api.test", "tapi_x_y", http_client=http) as c:
             return (await c.tasks.create(title="t", created_by=TASK["created_by"])).id
 
-    assert asyncio.run(go()) == TASK["id"]
+    assert run_async(go()) == TASK["id"]
     assert len(seen) == 2 and seen[0].headers["Idempotency-Key"] == seen[1].headers["Idempotency-Key"]
 
 
