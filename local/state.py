@@ -299,6 +299,9 @@ class Journal:
 
     # ---- restore ----------------------------------------------------------------------
 
+    def _restore_kms(self) -> int:
+        return _restore_kms_keys(_kms_backend(self.region), self.store.dir / "kms.json")
+
     def restore(self, now: float | None = None) -> dict[str, Any]:
         """Load the stored state into the (freshly provisioned) emulator, then start journaling."""
         from moto.dynamodb.models.dynamo_type import DynamoType, Item
@@ -358,6 +361,7 @@ class Journal:
                     queue._messages_lock.notify_all()
                 messages += len(rebuilt)
             self._last_sqs = None
+        kms_keys = self._restore_kms()
         # Writing the new base takes a while for a large state: the journal thread does it before
         # its first flush (until it has, CURRENT still names the generation just restored).
         self._thread = threading.Thread(target=self._run, args=(snap,), name="state-journal", daemon=True)
@@ -370,8 +374,51 @@ class Journal:
             "snapshot_age_s": round(now - snap.time, 1) if snap.time else None,
             "torn_frame_ignored": snap.torn,
             "skipped": skipped,
+            "kms_keys_kept": kms_keys,
             "restore_ms": round((time.monotonic() - started) * 1000),
         }
+
+
+def _kms_backend(region: str) -> Any:
+    from moto.kms.models import kms_backends
+
+    return kms_backends[ACCOUNT][region]
+
+
+def _restore_kms_keys(backend: Any, path: Path) -> int:
+    """The signing-secrets key (any aliased KMS key) survives a restart: stored ciphertexts name
+    the key they were made under, and a decrypt names the alias. CloudFormation makes a new key
+    at every start; the aliased key is given back the stored key's id and material (the alias
+    stays on it), so what was encrypted before decrypts after. Its material lives in the state
+    directory beside the data, as it lives in moto's memory: this is a local emulator's key."""
+    stored: dict[str, dict[str, str]] = {}
+    if path.exists():
+        try:
+            stored = json.loads(path.read_text())
+        except ValueError:
+            stored = {}
+    for key in list(backend.keys.values()):
+        for alias in list(key.aliases):
+            old = stored.get(alias)
+            if old is None or old["id"] == key.id:
+                continue
+            backend.keys.pop(key.id, None)
+            key.id, key.arn = old["id"], old["arn"]
+            key.key_material = base64.b64decode(old["material"])
+            for a in key.aliases.values():
+                if hasattr(a, "target_key_id"):
+                    a.target_key_id = key.id
+            backend.keys[key.id] = key
+    current = {
+        alias: {"id": key.id, "arn": key.arn, "material": base64.b64encode(key.key_material).decode()}
+        for key in backend.keys.values()
+        for alias in key.aliases
+        if isinstance(getattr(key, "key_material", None), bytes)
+    }
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(current))
+    os.replace(tmp, path)
+    return len(current)
 
 
 def _expire_leases(attrs: Attrs, now: float) -> None:

@@ -12,12 +12,14 @@ import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
+from chalicelib.signing import verify
 from tests.e2e.conftest import ROOT, START_TIMEOUT, TICK_SECONDS, LocalStack, _alive, _free_port
 
 pytestmark = pytest.mark.e2e
@@ -35,6 +37,7 @@ def _start(state: Path, admin: str) -> LocalStack:
         TASKAPI_TICK_SECONDS=str(TICK_SECONDS),
         TASKAPI_PREFIX="tasksapi-restart-",
         TASKAPI_STATE=str(state),
+        TASKAPI_EGRESS_ALLOW="127.0.0.1",  # the signed HTTP target below listens on loopback
         PYTHONUNBUFFERED="1",
     )
     proc = subprocess.Popen(
@@ -105,8 +108,26 @@ def _task(agent_id: str, title: str, kind: str, expr: str | None) -> dict[str, A
     return body
 
 
+class _Target(BaseHTTPRequestHandler):
+    """Records each request's signature header and body."""
+
+    seen: list[tuple[str, bytes]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.seen.append((self.headers.get("X-Tasks-Signature", ""), body))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
 def test_kill_9_and_restart_keeps_agents_tasks_history_and_runs_each_due_fire_once(tmp_path: Path) -> None:
     state, admin = tmp_path / "state", "restart-admin-" + secrets.token_urlsafe(16)
+    target = ThreadingHTTPServer(("127.0.0.1", 0), _Target)
+    threading.Thread(target=target.serve_forever, daemon=True).start()
     first = _start(state, admin)
     second: LocalStack | None = None
     try:
@@ -126,6 +147,13 @@ def test_kill_9_and_restart_keeps_agents_tasks_history_and_runs_each_due_fire_on
             r = _call(first, "POST", "/tasks", token, _task(agent["agent_id"], title, kind, expr))
             assert r.status_code == 201, r.text
             ids[title] = r.json()["id"]
+        signed = _task(agent["agent_id"], "signed", "event", None)
+        signed["payload"] = {
+            "steps": [{"id": "call", "type": "http", "url": f"http://127.0.0.1:{target.server_port}/hook"}]
+        }
+        r = _call(first, "POST", "/tasks", token, signed)
+        assert r.status_code == 201, r.text
+        signed_id = r.json()["id"]
         r = _call(first, "POST", f"/tasks/{ids['every-minute']}/run_now", token, {"input": {"why": "before"}})
         assert r.status_code == 202, r.text
         manual = r.json()["run"]["id"]
@@ -154,9 +182,10 @@ def test_kill_9_and_restart_keeps_agents_tasks_history_and_runs_each_due_fire_on
         # THEN the agent's token still works and its tasks and history are there
         r = _call(second, "GET", "/tasks", token)
         assert r.status_code == 200, r.text
-        assert {t["id"] for t in r.json()["tasks"]} == set(ids.values())
+        assert {t["id"] for t in r.json()["tasks"]} == {*ids.values(), signed_id}
         restored = second.events("state_restored")
         assert restored and restored[0]["items"] > 0, second.output()[-3000:]
+        assert restored[0]["kms_keys_kept"] >= 1  # the signing-secrets key came back with the data
         manual_run = next(run for run in _runs(second, token, ids["every-minute"]) if run["id"] == manual)
         assert manual_run["status"] == "succeeded" and manual_run["input"] == {"why": "before"}
         event_run = next(run for run in _runs(second, token, ids["on-order"]) if run["id"] == evented)
@@ -184,7 +213,23 @@ def test_kill_9_and_restart_keeps_agents_tasks_history_and_runs_each_due_fire_on
         executed = Counter(e["run_id"] for s in (first, second) for e in s.events("run_finished"))
         assert executed[manual] == 1 and executed[evented] == 1 and executed[once_runs[0]["id"]] == 1
         assert [run_id for run_id, n in executed.items() if n > 1] == []
+
+        # ... and the agent's signing secret, encrypted before the crash, still signs after it
+        r = _call(second, "POST", f"/tasks/{signed_id}/run_now", token, {})
+        assert r.status_code == 202, r.text
+        signed_run = r.json()["run"]["id"]
+        _wait_for(
+            "the signed HTTP run to succeed after the restart",
+            lambda: any(
+                run["id"] == signed_run and run["status"] == "succeeded" for run in _runs(second, token, signed_id)
+            ),
+            60,
+            [second],
+        )
+        header, body = _Target.seen[-1]
+        assert verify(agent["signing_secret"], header, body, now=int(time.time()))
     finally:
+        target.shutdown()
         for stack in (first, second):
             if stack is not None and stack.proc.poll() is None:
                 stack.proc.send_signal(signal.SIGTERM)
