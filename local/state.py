@@ -415,6 +415,7 @@ def _restore_kms_keys(backend: Any, path: Path) -> int:
         for alias in key.aliases
         if isinstance(getattr(key, "key_material", None), bytes)
     }
+    path.parent.mkdir(parents=True, exist_ok=True)  # a first start: nothing stored yet
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(current))
     os.replace(tmp, path)
