@@ -23,3 +23,6 @@ os.environ.update(
     POWERTOOLS_LOG_LEVEL="WARNING",
     POWERTOOLS_METRICS_DISABLED="true",
 )
+
+# One local stack per test worker, shared by the e2e, clients and browser suites (tests/stack.py).
+from tests.stack import local_stack  # noqa: E402, F401

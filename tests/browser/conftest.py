@@ -18,7 +18,7 @@ import pytest
 import requests
 from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
-from tests.e2e.conftest import LocalStack, local_stack  # noqa: F401  (the session's stack)
+from tests.stack import LocalStack
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "docs" / "console"
@@ -39,7 +39,10 @@ PHONE = {"width": 390, "height": 844}
 VIEWER_ZONE = "America/New_York"  # not UTC, so local times and UTC differ on screen
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: while Playwright's sync API is open its event loop counts as
+# running in this thread, and every later `asyncio.run()` on the same test worker (the SQS worker
+# handler, the async SDK) would fail with "cannot be called from a running event loop".
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: `apt-get install -y chromium` (.ci/run does it)")
@@ -96,7 +99,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 @pytest.fixture
-def console(request: pytest.FixtureRequest, browser: Browser, local_stack: LocalStack) -> Iterator[Console]:  # noqa: F811
+def console(request: pytest.FixtureRequest, browser: Browser, local_stack: LocalStack) -> Iterator[Console]:
     context = browser.new_context(viewport=DESKTOP, locale="en-US", timezone_id=VIEWER_ZONE)
     page = context.new_page()
     c = Console(page, local_stack.base_url)

@@ -14,7 +14,7 @@ import requests
 from playwright.sync_api import Route, expect
 
 from tests.browser.conftest import PHONE, Console, make_agent, make_task
-from tests.e2e.conftest import LocalStack
+from tests.stack import LocalStack
 
 pytestmark = pytest.mark.e2e
 

@@ -15,13 +15,13 @@ from typing import Any, TypeVar
 import pytest
 import tasksapi
 
-from tests.e2e.conftest import LocalStack, local_stack  # noqa: F401  (the session fixture)
+from tests.stack import LocalStack
 
 BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="module")
-def admin(local_stack: LocalStack) -> Iterator[tasksapi.Client]:  # noqa: F811
+def admin(local_stack: LocalStack) -> Iterator[tasksapi.Client]:
     with tasksapi.Client(local_stack.base_url, local_stack.admin_token) as client:
         yield client
 
@@ -32,7 +32,7 @@ def agent(admin: tasksapi.Client, request: pytest.FixtureRequest) -> tasksapi.Ag
 
 
 @pytest.fixture(scope="module")
-def client(local_stack: LocalStack, agent: tasksapi.AgentCreated) -> Iterator[tasksapi.Client]:  # noqa: F811
+def client(local_stack: LocalStack, agent: tasksapi.AgentCreated) -> Iterator[tasksapi.Client]:
     with tasksapi.Client(local_stack.base_url, agent.token) as c:
         yield c
 

@@ -13,7 +13,7 @@ import pytest
 import tasksapi
 
 from tests.clients.conftest import BIN, clean_env, finished
-from tests.e2e.conftest import LocalStack
+from tests.stack import LocalStack
 
 pytestmark = pytest.mark.e2e
 

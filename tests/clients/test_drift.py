@@ -19,7 +19,7 @@ from tasksapi.mcp_server import build_server
 from tasksapi.models import OPENAPI_COMPONENTS
 
 from tests.clients.conftest import run_async
-from tests.e2e.conftest import LocalStack
+from tests.stack import LocalStack
 
 pytestmark = pytest.mark.e2e
 

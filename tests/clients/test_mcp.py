@@ -19,7 +19,7 @@ from mcp.client.stdio import StdioServerParameters
 from mcp.types import CallToolResult, TextResourceContents
 
 from tests.clients.conftest import BIN, clean_env, finished, run_async
-from tests.e2e.conftest import LocalStack
+from tests.stack import LocalStack
 
 pytestmark = pytest.mark.e2e
 

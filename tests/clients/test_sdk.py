@@ -11,7 +11,7 @@ import pytest
 import tasksapi
 
 from tests.clients.conftest import LOG_PIPELINE, finished, run_async
-from tests.e2e.conftest import LocalStack
+from tests.stack import LocalStack
 
 pytestmark = pytest.mark.e2e
 

@@ -14,8 +14,8 @@ import boto3
 import pytest
 import requests
 
-from tests.e2e.conftest import LocalStack
 from tests.e2e.test_runs_e2e import _agent, _call, _task, _until_finished
+from tests.stack import LocalStack
 
 pytestmark = pytest.mark.e2e
 

@@ -11,7 +11,7 @@ import boto3
 import pytest
 import requests
 
-from tests.e2e.conftest import LocalStack
+from tests.stack import LocalStack
 
 pytestmark = pytest.mark.e2e
 

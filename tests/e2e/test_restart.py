@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from chalicelib.signing import verify
-from tests.e2e.conftest import ROOT, START_TIMEOUT, TICK_SECONDS, LocalStack, _alive, _free_port
+from tests.stack import ROOT, START_TIMEOUT, TICK_SECONDS, LocalStack, _alive, _free_port
 
 pytestmark = pytest.mark.e2e
 FLUSH_WAIT = 2.5  # the journal is written every second: this is "a few seconds" after the last write

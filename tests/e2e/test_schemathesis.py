@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.e2e.conftest import LocalStack
+from tests.stack import LocalStack
 
 FUZZ = Path(__file__).parent / "fuzz"
 CHECKS = (

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from chalicelib.signing import verify
-from tests.e2e.conftest import LocalStack
+from tests.stack import LocalStack
 
 pytestmark = pytest.mark.e2e
 
