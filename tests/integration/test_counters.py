@@ -233,15 +233,34 @@ def test_copies_of_a_run_counting_at_once_count_it_once(env):
     assert (got.last_run_at, got.last_run_status) == (calls[-1][2], calls[-1][1])
 
 
+def test_a_trim_keeps_the_newest_marks(env):
+    task_id = "00000000-0000-4000-8000-000000000003"
+    ids = [f"{1796281376 + i:010d}-m{i:016x}" for i in range(RECENT_MAX + 1)]
+    for rid in ids:
+        assert counters.count(task_id, rid, "succeeded", "2027-03-01T12:00:00Z")
+    assert StatsModel.get(task_id).recent == [counters.mark(r) for r in ids[-RECENT_KEEP:]]
+    assert counters.count(task_id, ids[-RECENT_KEEP], "succeeded", "2027-03-01T12:00:00Z") is False
+    assert counters.count(task_id, ids[0], "succeeded", "2027-03-01T12:00:00Z")  # the bound: forgotten
+    assert counters.read(task_id).run_count == RECENT_MAX + 2
+
+
 def test_trimming_under_concurrent_counts_loses_none_and_keeps_the_item_under_1_kb(env):
     task_id = "00000000-0000-4000-8000-000000000002"
     ids = [f"{1796281376 + i:010d}-e{i:016x}" for i in range(3 * RECENT_MAX)]
     results = _count_concurrently(task_id, [(rid, "succeeded", "2027-03-01T12:00:00Z") for rid in ids])
     assert results == [True] * len(ids) and counters.read(task_id).run_count == len(ids)
+    # Racing trims may leave the burst's end over RECENT_MAX (a trim that loses leaves it to the
+    # next count): the next count trims it.
+    last = f"{1796281376 + len(ids):010d}-e{len(ids):016x}"
+    assert counters.count(task_id, last, "succeeded", "2027-03-01T12:00:00Z")
+    ids.append(last)
     item = boto3.client("dynamodb").get_item(TableName="test-stats", Key={"task_id": {"S": task_id}})["Item"]
     assert RECENT_KEEP <= len(item["recent"]["L"]) <= RECENT_MAX and _item_bytes(item) <= 1024, _item_bytes(item)
-    # the newest are still remembered: a late copy of any of them is refused
-    for rid in ids[-RECENT_KEEP:]:
+    # the marks kept (at least the RECENT_KEEP counted last) refuse a late copy of their runs
+    kept = {m["S"] for m in item["recent"]["L"]}
+    remembered = [rid for rid in ids if counters.mark(rid) in kept]
+    assert len(remembered) == len(kept)
+    for rid in remembered:
         assert counters.count(task_id, rid, "succeeded", "2027-03-01T13:00:00Z") is False
     assert counters.read(task_id).run_count == len(ids)
     # at its fullest (RECENT_MAX marks, the longest timestamps and status), still under 1 KB
