@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -89,12 +90,11 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-@pytest.fixture(scope="session")
-def local_stack() -> Iterator[LocalStack]:
+def launch(admin_token: str, **settings: str) -> LocalStack:
+    """`python -m local` on free ports with `settings` (TASKAPI_… variables) over a clean AWS
+    environment (the stack forces fake credentials anyway), INFO logs whatever the other suites
+    set (tests read the stack's events); returns once /health answers 200."""
     port, moto_port = _free_port(), _free_port()
-    admin_token = "e2e-admin-" + secrets.token_urlsafe(24)
-    # A clean AWS environment (the stack forces fake credentials anyway) and our own settings;
-    # INFO logs, whatever the other suites set, since the tests read the stack's events.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TASKAPI_", "POWERTOOLS_"))}
     env.update(
         POWERTOOLS_LOG_LEVEL="INFO",
@@ -102,13 +102,8 @@ def local_stack() -> Iterator[LocalStack]:
         MOTO_PORT=str(moto_port),
         TASKAPI_ADMIN_TOKEN=admin_token,
         TASKAPI_TICK_SECONDS=str(TICK_SECONDS),
-        TASKAPI_PREFIX="tasksapi-e2e-",
-        TASKAPI_STATE="memory",  # never the developer's .data/ (tests/e2e/test_restart.py keeps its own)
-        TASKAPI_EGRESS_ALLOW="127.0.0.1",  # the e2e HTTP targets listen on loopback
-        # The fuzzer sends thousands of writes a minute; rate limits have tests of their own.
-        TASKAPI_RATE_WRITES_PER_MINUTE="60000",
-        TASKAPI_RATE_EVENTS_PER_MINUTE="60000",
         PYTHONUNBUFFERED="1",
+        **settings,
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "local"],
@@ -126,23 +121,38 @@ def local_stack() -> Iterator[LocalStack]:
         for line in proc.stdout:
             stack.lines.append(line.rstrip("\n"))
 
-    reader = threading.Thread(target=drain, name="local-stack-output", daemon=True)
-    reader.start()
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                reader.join(2)
-                pytest.fail(f"python -m local exited with {proc.returncode} before it was ready:\n{stack.output()}")
-            try:
-                if requests.get(f"{stack.base_url}/health", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"python -m local was not ready within {START_TIMEOUT:.0f} s:\n{stack.output()}")
-            time.sleep(0.2)
+    threading.Thread(target=drain, name="local-stack-output", daemon=True).start()
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        if proc.poll() is not None:
+            time.sleep(1)  # let the reader collect the last lines
+            pytest.fail(f"python -m local exited with {proc.returncode} before it was ready:\n{stack.output()}")
+        try:
+            if requests.get(f"{stack.base_url}/health", timeout=2).status_code == 200:
+                return stack
+        except requests.RequestException:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"python -m local was not ready within {START_TIMEOUT:.0f} s:\n{stack.output()}")
+        time.sleep(0.2)
 
+
+@pytest.fixture(scope="session")
+def local_stack() -> Iterator[LocalStack]:
+    stack = launch(
+        "e2e-admin-" + secrets.token_urlsafe(24),
+        TASKAPI_PREFIX="tasksapi-e2e-",
+        TASKAPI_STATE="memory",  # never the developer's .data/ (tests/e2e/test_restart.py keeps its own)
+        TASKAPI_EGRESS_ALLOW="127.0.0.1",  # the e2e HTTP targets listen on loopback
+        # The fuzzer sends thousands of writes a minute; rate limits have tests of their own.
+        TASKAPI_RATE_WRITES_PER_MINUTE="60000",
+        TASKAPI_RATE_EVENTS_PER_MINUTE="60000",
+    )
+    proc = stack.proc
+    port, moto_port = urlsplit(stack.base_url).port, urlsplit(stack.moto_endpoint).port
+    assert port is not None and moto_port is not None
+    try:
         yield stack
 
         moto_pid = stack.moto_pid()
@@ -152,7 +162,7 @@ def local_stack() -> Iterator[LocalStack]:
             rc = proc.wait(STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
             pytest.fail(f"python -m local did not stop within {STOP_TIMEOUT:.0f} s of SIGTERM:\n{stack.output()}")
-        reader.join(2)
+        time.sleep(0.5)  # the reader's last lines
         assert rc == 0, f"python -m local exited with {rc} on SIGTERM:\n{stack.output()}"
         assert not _alive(moto_pid), f"the moto server (pid {moto_pid}) outlived python -m local"
         assert not _port_open(moto_port), "something still listens on the moto port"

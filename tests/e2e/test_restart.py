@@ -3,11 +3,9 @@ killed with SIGKILL mid-schedule, then started again on the same directory."""
 
 from __future__ import annotations
 
-import os
 import secrets
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -20,56 +18,19 @@ import pytest
 import requests
 
 from chalicelib.signing import verify
-from tests.stack import ROOT, START_TIMEOUT, TICK_SECONDS, LocalStack, _alive, _free_port
+from tests.stack import TICK_SECONDS, LocalStack, _alive, launch
 
 pytestmark = pytest.mark.e2e
 FLUSH_WAIT = 2.5  # the journal is written every second: this is "a few seconds" after the last write
 
 
 def _start(state: Path, admin: str) -> LocalStack:
-    port, moto_port = _free_port(), _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TASKAPI_", "POWERTOOLS_"))}
-    env.update(
-        POWERTOOLS_LOG_LEVEL="INFO",
-        PORT=str(port),
-        MOTO_PORT=str(moto_port),
-        TASKAPI_ADMIN_TOKEN=admin,
-        TASKAPI_TICK_SECONDS=str(TICK_SECONDS),
+    return launch(
+        admin,
         TASKAPI_PREFIX="tasksapi-restart-",
         TASKAPI_STATE=str(state),
         TASKAPI_EGRESS_ALLOW="127.0.0.1",  # the signed HTTP target below listens on loopback
-        PYTHONUNBUFFERED="1",
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "local"],
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    stack = LocalStack(f"http://127.0.0.1:{port}", admin, f"http://127.0.0.1:{moto_port}", TICK_SECONDS, proc)
-
-    def drain() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            stack.lines.append(line.rstrip("\n"))
-
-    threading.Thread(target=drain, daemon=True).start()
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"python -m local exited with {proc.returncode}:\n{stack.output()}")
-        try:
-            if requests.get(f"{stack.base_url}/health", timeout=2).status_code == 200:
-                return stack
-        except requests.RequestException:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"python -m local was not ready within {START_TIMEOUT:.0f} s:\n{stack.output()}")
-        time.sleep(0.2)
 
 
 def _call(stack: LocalStack, method: str, path: str, token: str, body: Any = None) -> requests.Response:
