@@ -14,15 +14,15 @@ from typing import Any
 
 from chalice import Chalice, Rate
 
-from chalicelib.config import settings
+from chalicelib.platform.config import settings
 
 EVENT_FUNCTIONS = ("tick", "worker_high", "worker_normal", "worker_low", "aws_events")
 
 app = Chalice(app_name="tasks-api")
 
 if not os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "").endswith(tuple(f"-{f}" for f in EVENT_FUNCTIONS)):
-    from chalicelib.api import bp
-    from chalicelib.console import bp as console_bp
+    from chalicelib.http.api import bp
+    from chalicelib.http.console import bp as console_bp
 
     app.register_blueprint(bp)
     app.register_blueprint(console_bp)  # the web console at /console: static files only
@@ -30,7 +30,8 @@ if not os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "").endswith(tuple(f"-{f}" for
 
 @app.schedule(Rate(1, unit=Rate.MINUTES), name="tick")
 def tick(event: Any) -> dict[str, Any]:
-    from chalicelib import dispatch, metrics, wiring
+    from chalicelib.dispatch import tick as dispatch
+    from chalicelib.platform import metrics, wiring
 
     started = time.monotonic()
     try:
@@ -42,7 +43,8 @@ def tick(event: Any) -> dict[str, Any]:
 
 
 def _work(event: Any) -> dict[str, Any]:
-    from chalicelib import metrics, worker
+    from chalicelib.execution import worker
+    from chalicelib.platform import metrics
 
     try:
         return worker.handle_batch(event.to_dict())
@@ -71,7 +73,8 @@ def worker_low(event: Any) -> dict[str, Any]:
 # creates invokes this with {"agent_id", "event"}; each event becomes that agent's internal event.
 @app.lambda_function(name="aws_events")
 def aws_events(event: Any, context: Any) -> dict[str, Any]:
-    from chalicelib import awsevents, metrics, wiring
+    from chalicelib.platform import metrics, wiring
+    from chalicelib.services import awsevents
 
     try:
         return awsevents.handle(event, wiring.now())

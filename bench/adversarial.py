@@ -29,7 +29,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import write_results
-from chalicelib import schedules
+from chalicelib.domain import schedules
 
 NOW = datetime(2026, 12, 3, tzinfo=UTC)
 SEED = 11

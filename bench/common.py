@@ -88,7 +88,8 @@ class Requests:
 
 def app_clients() -> list[Any]:
     """Every botocore client the app uses: the wiring module's and each PynamoDB model's."""
-    from chalicelib import models, wiring
+    from chalicelib.platform import wiring
+    from chalicelib.store import models
 
     tables = (
         models.TaskModel,
@@ -109,7 +110,7 @@ def store_hourly_tasks(
     """Store n synthetic hourly tasks (ids start..start+n) directly, 25 items a batch — the API
     would take minutes for thousands. Running: the next fire `due_at` is a due-table entry;
     else the schedule starts at `due_at` (the task's own index, as after a create)."""
-    from chalicelib.dispatch import shard_for, slot_of
+    from chalicelib.dispatch.tick import shard_for, slot_of
 
     sched = json.dumps(
         {

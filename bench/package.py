@@ -56,9 +56,9 @@ RESULTS = Path(__file__).resolve().parent / "results.json"
 # What each function's handler imports on its first call (app.py), after `import app`.
 FUNCTIONS = {
     "": (),
-    "-tick": ("chalicelib.dispatch", "chalicelib.metrics", "chalicelib.wiring"),
-    "-worker_normal": ("chalicelib.worker", "chalicelib.metrics"),
-    "-aws_events": ("chalicelib.awsevents", "chalicelib.metrics", "chalicelib.wiring"),
+    "-tick": ("chalicelib.dispatch.tick", "chalicelib.platform.metrics", "chalicelib.platform.wiring"),
+    "-worker_normal": ("chalicelib.execution.worker", "chalicelib.platform.metrics"),
+    "-aws_events": ("chalicelib.services.awsevents", "chalicelib.platform.metrics", "chalicelib.platform.wiring"),
 }
 
 

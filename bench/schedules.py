@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from croniter import croniter
 from cronsim import CronSim
 
-from chalicelib import schedules
+from chalicelib.domain import schedules
 
 COUNT = 10_000
 PASSES = 3

@@ -44,8 +44,9 @@ def main() -> None:
     args = parser.parse_args()
     moto = start_emulator(PREFIX)
     try:
-        from chalicelib import agents, wiring
-        from chalicelib.models import AgentModel
+        from chalicelib.platform import wiring
+        from chalicelib.services import agents
+        from chalicelib.store.models import AgentModel
 
         made = [agents.create_agent(f"bench-{i}") for i in range(args.agents)]
         ids = [a["agent_id"] for a in made]

@@ -95,8 +95,9 @@ def main() -> None:
     try:
         import boto3
 
-        from chalicelib import dispatch, wiring
-        from chalicelib.config import settings
+        from chalicelib.dispatch import tick as dispatch
+        from chalicelib.platform import wiring
+        from chalicelib.platform.config import settings
 
         ddb, sqs = boto3.client("dynamodb"), boto3.client("sqs")
         raw_queue = sqs.create_queue(QueueName=PREFIX + "raw")["QueueUrl"]

@@ -132,8 +132,9 @@ def main() -> None:
         from tick import raw_tick
 
         import app
-        from chalicelib import dispatch, wiring
-        from chalicelib.config import settings
+        from chalicelib.dispatch import tick as dispatch
+        from chalicelib.platform import wiring
+        from chalicelib.platform.config import settings
 
         ddb, sqs = boto3.client("dynamodb"), boto3.client("sqs")
         ddb.put_item(
@@ -224,7 +225,7 @@ def main() -> None:
         + PRICES["lambda_request"]
         + empty.calls.get("sqs.GetQueueUrl", 0) * PRICES["sqs_request"]
     )
-    from chalicelib.counters import RECENT_KEEP, RECENT_MAX
+    from chalicelib.store.counters import RECENT_KEEP, RECENT_MAX
 
     trims = sum(1 for p in updates if p.get("TableName", "").endswith("stats") and "REMOVE" in p["UpdateExpression"])
     trim_wcu = max(0.0, 1 / (RECENT_MAX - RECENT_KEEP) - trims / runs)  # the steady state's share

@@ -69,8 +69,8 @@ def build_bands(app: Any, config: Any) -> list[Any]:
     """One band per `@app.on_sqs_message` worker, in priority order, with its queue's URL and ARN."""
     from chalice.app import SQSEventConfig
 
-    from chalicelib import wiring
-    from chalicelib.config import PRIORITY_BANDS, settings
+    from chalicelib.platform import wiring
+    from chalicelib.platform.config import PRIORITY_BANDS, settings
     from local.pollers import Band
 
     sqs = wiring.client("sqs")
@@ -152,7 +152,7 @@ def main() -> int:
         if str(local_env.PROJECT_ROOT) not in sys.path:
             sys.path.insert(0, str(local_env.PROJECT_ROOT))
         app = importlib.import_module("app").app
-        from chalicelib import wiring
+        from chalicelib.platform import wiring
         from local.pollers import Pollers
         from local.ticker import TickLoop
         from local.web import HttpServer, chalice_config
@@ -189,7 +189,7 @@ def main() -> int:
         ticker.start()
         ticker.first_tick_done.wait(max(cfg.tick_seconds, 10))
         pollers.start()
-        from chalicelib.config import settings
+        from chalicelib.platform.config import settings
 
         http = HttpServer(app, config, cfg.host, cfg.port, settings().max_body_bytes)
         http.start()

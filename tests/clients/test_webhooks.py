@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from tasksapi import webhooks
 
-from chalicelib import signing
+from chalicelib.domain import signing
 from tests.clients.conftest import finished
 
 SECRET = "whsec_test"

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import requests
 
-from chalicelib.signing import verify
+from chalicelib.domain.signing import verify
 from tests.stack import TICK_SECONDS, LocalStack, _alive, launch
 
 pytestmark = pytest.mark.e2e

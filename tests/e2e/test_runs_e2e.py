@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import requests
 
-from chalicelib.signing import verify
+from chalicelib.domain.signing import verify
 from tests.stack import LocalStack
 
 pytestmark = pytest.mark.e2e

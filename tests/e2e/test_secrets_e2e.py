@@ -15,7 +15,7 @@ import boto3
 import pytest
 import requests
 
-from chalicelib.signing import verify
+from chalicelib.domain.signing import verify
 from tests.stack import LocalStack
 
 pytestmark = pytest.mark.e2e

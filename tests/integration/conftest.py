@@ -48,7 +48,7 @@ def _empty_queues() -> None:
 
 @pytest.fixture()
 def env(aws: None) -> Iterator[None]:
-    from chalicelib import wiring
+    from chalicelib.platform import wiring
 
     _empty_tables()
     _empty_queues()

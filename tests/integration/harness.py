@@ -14,8 +14,9 @@ import moto.sqs.models as moto_sqs
 import pytest
 
 from bench.common import Requests, app_clients
-from chalicelib import dispatch, wiring
-from chalicelib.config import PRIORITY_BANDS, settings
+from chalicelib.dispatch import tick as dispatch
+from chalicelib.platform import wiring
+from chalicelib.platform.config import PRIORITY_BANDS, settings
 from local import events as lambda_events
 
 

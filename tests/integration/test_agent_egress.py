@@ -11,7 +11,7 @@ from typing import Any
 import boto3
 import pytest
 
-from chalicelib.config import settings
+from chalicelib.platform.config import settings
 from tests.integration.conftest import ADMIN, task_body
 from tests.integration.harness import run_records
 

@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from app import aws_events
-from chalicelib.awsevents import event_name
+from chalicelib.services.awsevents import event_name
 from tests.integration.conftest import task_body
 
 S3_EVENT: dict[str, Any] = {
@@ -99,7 +99,7 @@ def test_misconfiguration_is_dropped_not_retried(api):
     )
     revoked = aws_events({"agent_id": agent["agent_id"], "event": {**S3_EVENT, "id": "other"}}, None)
     assert revoked == {"published": None, "dropped": "agent_revoked"}
-    from chalicelib.models import RunModel
+    from chalicelib.store.models import RunModel
 
     assert list(RunModel.query(task)) == []
 

@@ -15,10 +15,11 @@ import boto3
 import pytest
 
 from bench.common import app_clients
-from chalicelib import counters, wiring
-from chalicelib.config import settings
-from chalicelib.counters import RECENT_KEEP, RECENT_MAX
-from chalicelib.models import RunModel, StatsModel
+from chalicelib.platform import wiring
+from chalicelib.platform.config import settings
+from chalicelib.store import counters
+from chalicelib.store.counters import RECENT_KEEP, RECENT_MAX
+from chalicelib.store.models import RunModel, StatsModel
 from local import events as lambda_events
 from tests.integration.conftest import task_body
 from tests.integration.harness import Crash, RequestCounter, TableCalls, queue_url, run_records, tick

@@ -9,8 +9,9 @@ from collections import Counter
 import boto3
 import pytest
 
-from chalicelib import dispatch, wiring
-from chalicelib.models import DueModel, TaskModel
+from chalicelib.dispatch import tick as dispatch
+from chalicelib.platform import wiring
+from chalicelib.store.models import DueModel, TaskModel
 from tests.integration.conftest import _empty_queues, task_body
 from tests.integration.harness import Crash, RequestCounter, all_messages, crash_on, run_records, tick
 
@@ -87,7 +88,7 @@ def test_no_lost_fire_and_one_run_per_fire_whatever_step_crashes(api, clock, wor
     agent = api.agent()
     ids = _due_tasks(api, agent, 25)
     clock.advance(9 * 60 + 30)  # 12:09:30, the 12:10 fires are due within the look-ahead
-    from chalicelib.models import TaskModel
+    from chalicelib.store.models import TaskModel
 
     target = wiring.client("sqs") if ".sqs." in event else TaskModel._get_connection().connection.client
     undo = crash_on(target, event, after_calls=nth)
@@ -303,8 +304,8 @@ def test_a_tick_working_from_an_old_version_never_overwrites_the_new_versions_en
 def test_a_schedule_change_made_as_a_fire_starts_does_not_run_that_instant_twice(api, clock, workers):
     from datetime import timedelta
 
-    from chalicelib import tasks as tasks_mod
-    from chalicelib.agents import Caller
+    from chalicelib.services import tasks as tasks_mod
+    from chalicelib.services.agents import Caller
 
     agent = api.agent()
     t = _create(api, agent, schedule_expr="*/5 * * * *")
@@ -355,7 +356,7 @@ def test_changing_a_once_task_that_just_ran_does_not_run_it_again(api, clock, wo
 def test_a_slow_dispatch_on_write_leaves_the_start_to_the_tick(api, clock, workers):
     """If the API call stalls between sending and clearing the start, a tick may already have
     worked past the entry it wrote; so the start stays in the index and nothing is lost."""
-    from chalicelib.models import DueModel as Due
+    from chalicelib.store.models import DueModel as Due
 
     agent = api.agent()
     conn = Due._get_connection().connection.client
@@ -409,7 +410,7 @@ def test_missed_fires_after_an_outage_follow_the_policy(api, clock, workers, pol
 
 
 def test_lookahead_never_exceeds_sqs_delay_limit(clock):
-    from chalicelib.config import settings
+    from chalicelib.platform.config import settings
 
     assert settings().lookahead_seconds + 5 < 900
     assert settings().lookahead_seconds > settings().tick_seconds
@@ -507,7 +508,7 @@ def test_a_message_up_to_a_second_early_waits_for_its_instant(api, clock, worker
 
 
 def test_delay_is_computed_when_sent_and_rounds_down():
-    from chalicelib.dispatch import delay_for
+    from chalicelib.dispatch.tick import delay_for
 
     assert delay_for(1000, 969.6) == 30  # visible at 999.6: the worker waits the last 0.4 s
     assert delay_for(1000, 1000.5) == 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from chalicelib.events import candidate_patterns
+from chalicelib.services.events import candidate_patterns
 from tests.integration.conftest import task_body
 from tests.integration.harness import RequestCounter, run_records
 
@@ -165,7 +165,7 @@ def test_event_cost_is_flat_in_stored_tasks(api, clock):
 
 
 def test_an_emit_retried_with_its_run_starts_its_listeners_once(api, clock, workers, monkeypatch):
-    from chalicelib.config import settings
+    from chalicelib.platform.config import settings
 
     monkeypatch.setenv("TASKAPI_EGRESS_ALLOW", "127.0.0.1")
     settings.cache_clear()

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from chalicelib.validation import MAX_JSON_DEPTH, scrub
+from chalicelib.domain.validation import MAX_JSON_DEPTH, scrub
 from tests.integration.conftest import task_body
 
 

@@ -20,8 +20,9 @@ import boto3
 import botocore.client
 import pytest
 
-from chalicelib import awsevents, worker
-from chalicelib.config import PRIORITY_BANDS, Settings, settings
+from chalicelib.execution import worker
+from chalicelib.platform.config import PRIORITY_BANDS, Settings, settings
+from chalicelib.services import awsevents
 from infra import stack
 from infra.cfn import Resolver
 from infra.package import FUNCTIONS, PLACEHOLDER_ROLE, load_config, package, stage_of
@@ -92,11 +93,16 @@ def test_the_zip_imports_with_what_it_ships_and_carries_bytecode(
         names = set(zf.namelist())
         zf.extractall(tmp_path)
     tag = sys.implementation.cache_tag
-    assert {"app.py", "chalicelib/worker.py", f"chalicelib/__pycache__/worker.{tag}.pyc", "pynamodb/models.py"} <= names
+    assert {
+        "app.py",
+        "chalicelib/execution/worker.py",
+        f"chalicelib/__pycache__/worker.{tag}.pyc",
+        "pynamodb/models.py",
+    } <= names
     assert PLACEHOLDER_ROLE not in json.dumps(sam)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TASKAPI_", "PYTHON"))}
     env.update(sam["Resources"]["Tick"]["Properties"]["Environment"]["Variables"], PYTHONDONTWRITEBYTECODE="1")
-    probe = "import app, chalicelib.worker as w; print(w.__cached__)"
+    probe = "import app, chalicelib.execution.worker as w; print(w.__cached__)"
     proc = subprocess.run([sys.executable, "-S", "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr  # -S: only the stdlib and what the zip ships
     assert (tmp_path / proc.stdout.strip()).is_file(), "the shipped bytecode is where the import looks for it"
@@ -229,13 +235,13 @@ class _Calls:
         f = sys._getframe(3)
         while f is not None:
             code = f.f_code
-            if code.co_filename.endswith("chalicelib/worker.py") and self.worker:
+            if code.co_filename.endswith("chalicelib/execution/worker.py") and self.worker:
                 return self.worker
             if code.co_filename.endswith("dispatch.py") and code.co_name in ("run_tick", "_tick_shard"):
                 return "tick"
-            if code.co_filename.endswith("chalicelib/api.py") and code.co_name == "handler":
+            if code.co_filename.endswith("chalicelib/http/api.py") and code.co_name == "handler":
                 return "api_handler"
-            if code.co_filename.endswith("chalicelib/awsevents.py") and code.co_name == "handle":
+            if code.co_filename.endswith("chalicelib/services/awsevents.py") and code.co_name == "handle":
                 return "aws_events"
             f = f.f_back
         return None
@@ -376,7 +382,7 @@ def _app_names(prefix: str) -> tuple[set[str], set[str]]:
     """The tables (from the PynamoDB models) and queues (from the settings) the app uses, for a prefix."""
     from pynamodb.models import Model
 
-    from chalicelib import models
+    from chalicelib.store import models
 
     current = settings().prefix
     s = Settings(prefix=prefix)
@@ -404,7 +410,7 @@ def test_the_app_tables_indexes_ttl_and_queues_exist_in_infra_and_in_the_package
     from pynamodb.indexes import GlobalSecondaryIndex
     from pynamodb.models import Model
 
-    from chalicelib import models
+    from chalicelib.store import models
 
     prefix = stage_of(load_config(), STAGE).prefix
     want_tables, want_queues = _app_names(prefix)

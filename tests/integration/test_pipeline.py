@@ -22,11 +22,12 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from chalicelib import pipeline, wiring
-from chalicelib.allowlist import AgentEgress
-from chalicelib.config import settings
-from chalicelib.pipeline import PipelineResult, RunContext, run_pipeline
-from chalicelib.signing import verify
+from chalicelib.domain.allowlist import AgentEgress
+from chalicelib.domain.signing import verify
+from chalicelib.execution import pipeline
+from chalicelib.execution.pipeline import PipelineResult, RunContext, run_pipeline
+from chalicelib.platform import wiring
+from chalicelib.platform.config import settings
 
 SECRET = "whsec_integration-secret"
 TASK_ID = "0b7e1c5e-8d2a-4c55-9f11-2a1e6f6c0d01"
@@ -726,7 +727,7 @@ def test_emit_failures_are_classified() -> None:
 
 
 def test_log_step_output_is_the_message_and_never_the_operator_log(caplog: pytest.LogCaptureFixture) -> None:
-    from chalicelib.log import logger
+    from chalicelib.platform.log import logger
 
     level = logger.log_level
     logger.setLevel("INFO")

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from chalicelib.config import settings
-from chalicelib.ratelimit import Limit, decide
+from chalicelib.platform.config import settings
+from chalicelib.services.ratelimit import Limit, decide
 from tests.integration.conftest import task_body
 
 

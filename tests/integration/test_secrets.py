@@ -17,12 +17,13 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from chalicelib import agents, wiring
-from chalicelib.config import settings
-from chalicelib.log import logger
-from chalicelib.models import AgentModel
-from chalicelib.pipeline import RunContext, run_pipeline
-from chalicelib.signing import verify
+from chalicelib.domain.signing import verify
+from chalicelib.execution.pipeline import RunContext, run_pipeline
+from chalicelib.platform import wiring
+from chalicelib.platform.config import settings
+from chalicelib.platform.log import logger
+from chalicelib.services import agents
+from chalicelib.store.models import AgentModel
 from tests.integration.conftest import task_body
 from tests.integration.harness import run_records
 

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import boto3
 import pytest
 
-from chalicelib.config import settings
+from chalicelib.platform.config import settings
 from tests.integration.conftest import ADMIN, task_body
 
 

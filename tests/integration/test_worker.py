@@ -12,10 +12,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import boto3
 import pytest
 
-from chalicelib import retry, runs, wiring
-from chalicelib.config import settings
-from chalicelib.models import KeyModel, RunModel, TaskModel
-from chalicelib.runs import RunMessage
+from chalicelib.domain import retry
+from chalicelib.platform import wiring
+from chalicelib.platform.config import settings
+from chalicelib.services import runs
+from chalicelib.services.runs import RunMessage
+from chalicelib.store.models import KeyModel, RunModel, TaskModel
 from tests.integration.conftest import task_body
 from tests.integration.harness import TableCalls, all_messages, crash_on, queue_url, run_records
 
@@ -285,7 +287,7 @@ def test_snooze_does_not_supersede_a_retry_of_an_earlier_fire(api, clock, worker
         backoff_strategy="fixed",
     )
     clock.advance(9 * 60 + 30)
-    from chalicelib import dispatch
+    from chalicelib.dispatch import tick as dispatch
 
     dispatch.run_tick(wiring.now_precise())
     clock.advance(30)  # 12:10:00: the run fails once and waits 10 s for its retry

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from chalicelib.contracts import TaskCreate
-from chalicelib.errors import BadRequest
-from chalicelib.validation import json_body, parse
+from chalicelib.domain.contracts import TaskCreate
+from chalicelib.domain.errors import BadRequest
+from chalicelib.domain.validation import json_body, parse
 
 BASE = {
     "title": "t",
@@ -51,7 +51,7 @@ def test_json_body_limits_and_errors():
     with pytest.raises(BadRequest):
         json_body(b"", 100)
     assert json_body(b"", 100, required=False) == {}
-    from chalicelib.errors import PayloadTooLarge
+    from chalicelib.domain.errors import PayloadTooLarge
 
     with pytest.raises(PayloadTooLarge):
         json_body(b"[" + b" " * 200 + b"]", 100)

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from chalicelib.egress import EgressBlocked, ResolutionFailed, blocked_reason, check_url
+from chalicelib.execution.egress import EgressBlocked, ResolutionFailed, blocked_reason, check_url
 
 BLOCKED = [
     "http://127.0.0.1/",
@@ -161,7 +161,7 @@ def test_request_target_is_percent_encoded():
 
 
 def test_parse_entry_forms():
-    from chalicelib.allowlist import AllowEntry, parse_entry
+    from chalicelib.domain.allowlist import AllowEntry, parse_entry
 
     assert parse_entry("Example.COM.") == AllowEntry(host="example.com")
     assert parse_entry("api.example.com:8443") == AllowEntry(host="api.example.com", port=8443)
@@ -195,7 +195,7 @@ def test_parse_entry_forms():
     ],
 )
 def test_parse_entry_refuses(entry):
-    from chalicelib.allowlist import parse_entry
+    from chalicelib.domain.allowlist import parse_entry
 
     with pytest.raises(ValueError):
         parse_entry(entry)
@@ -235,7 +235,7 @@ def test_denied_ports_beat_the_allow_list_on_non_public_addresses():
 
 
 def test_deny_ports_from_the_environment(monkeypatch):
-    from chalicelib.egress import deny_ports
+    from chalicelib.execution.egress import deny_ports
 
     monkeypatch.setenv("TASKAPI_EGRESS_DENY_PORTS", " 8080, 5000,junk,0,70000")
     monkeypatch.setenv("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001")
@@ -246,7 +246,7 @@ def test_deny_ports_from_the_environment(monkeypatch):
 
 
 def test_aws_target_globs():
-    from chalicelib.allowlist import aws_target_allowed
+    from chalicelib.domain.allowlist import aws_target_allowed
 
     arn = "arn:aws:lambda:us-east-1:123456789012:function:agent-a-report"
     assert aws_target_allowed(arn, (arn,))
@@ -265,7 +265,7 @@ def test_glob_agrees_with_a_regex():
     from hypothesis import given
     from hypothesis import strategies as st
 
-    from chalicelib.allowlist import _glob
+    from chalicelib.domain.allowlist import _glob
 
     text = st.text(alphabet="ab*:", max_size=12)
 

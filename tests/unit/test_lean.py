@@ -26,9 +26,9 @@ print(json.dumps({"modules": sorted(sys.modules), "routes": len(app.app.routes)}
 # What each function's handler imports on its first call (app.py), after `import app`.
 HANDLER_IMPORTS = {
     "": [],  # the API function: chalice routes everything through app.app
-    "-tick": ["chalicelib.dispatch", "chalicelib.metrics", "chalicelib.wiring"],
-    "-worker_normal": ["chalicelib.worker", "chalicelib.metrics"],
-    "-aws_events": ["chalicelib.awsevents", "chalicelib.metrics", "chalicelib.wiring"],
+    "-tick": ["chalicelib.dispatch.tick", "chalicelib.platform.metrics", "chalicelib.platform.wiring"],
+    "-worker_normal": ["chalicelib.execution.worker", "chalicelib.platform.metrics"],
+    "-aws_events": ["chalicelib.services.awsevents", "chalicelib.platform.metrics", "chalicelib.platform.wiring"],
 }
 
 
@@ -58,19 +58,24 @@ def _has(modules: object, prefix: str) -> bool:
 def test_each_function_loads_only_what_its_handler_needs(suffix: str) -> None:
     loaded = _loaded(suffix)
     modules = loaded["modules"]
-    assert _has(modules, "chalice") and _has(modules, "chalicelib.config")
+    assert _has(modules, "chalice") and _has(modules, "chalicelib.platform.config")
     # nobody but a worker loads the pipeline executor (HTTP steps, templates, the egress guard)
-    executor = ("chalicelib.pipeline", "chalicelib.egress", "chalicelib.templates", "chalicelib.signing")
+    executor = (
+        "chalicelib.execution.pipeline",
+        "chalicelib.execution.egress",
+        "chalicelib.domain.templates",
+        "chalicelib.domain.signing",
+    )
     is_worker = suffix.startswith("-worker")
     assert all(_has(modules, m) == is_worker for m in executor), suffix
     if suffix == "":
         assert loaded["routes"], "the API function serves the routes"
-        assert not _has(modules, "chalicelib.worker")
+        assert not _has(modules, "chalicelib.execution.worker")
     else:
-        assert loaded["routes"] == 0 and not _has(modules, "chalicelib.api"), "event functions skip the routes"
+        assert loaded["routes"] == 0 and not _has(modules, "chalicelib.http.api"), "event functions skip the routes"
     if suffix == "-tick":
         # the tick's cold start: no request models (pydantic), no schedule descriptions
-        assert not _has(modules, "pydantic") and not _has(modules, "chalicelib.contracts")
+        assert not _has(modules, "pydantic") and not _has(modules, "chalicelib.domain.contracts")
         assert not _has(modules, "cron_descriptor")
 
 

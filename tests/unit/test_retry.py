@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chalicelib.retry import backoff_seconds, bounds
+from chalicelib.domain.retry import backoff_seconds, bounds
 
 
 @pytest.mark.parametrize(

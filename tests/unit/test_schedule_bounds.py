@@ -15,8 +15,8 @@ from dateutil.rrule import rrulestr
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from chalicelib import schedules
-from chalicelib.schedules import (
+from chalicelib.domain import schedules
+from chalicelib.domain.schedules import (
     WORK_BUDGET,
     ScheduleBudgetError,
     ScheduleError,
@@ -26,7 +26,7 @@ from chalicelib.schedules import (
     parse_schedule,
     preview,
 )
-from chalicelib.timefmt import iso
+from chalicelib.domain.timefmt import iso
 
 NOW = datetime(2026, 12, 3, 6, 0, tzinfo=UTC)
 EVERY_DAY = "MO,TU,WE,TH,FR,SA,SU"

@@ -1,4 +1,4 @@
-"""DST policy of chalicelib.schedules: hand-worked tables for 2027 plus properties.
+"""DST policy of chalicelib.domain.schedules: hand-worked tables for 2027 plus properties.
 
 Expected instants are worked out by hand from the zone rules (checked by test_table_premises),
 never computed with the code under test. Offsets used below:
@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chalicelib.schedules import _compile_cron, fixed_hour, next_fire, parse_schedule, preview
+from chalicelib.domain.schedules import _compile_cron, fixed_hour, next_fire, parse_schedule, preview
 
 NOW = datetime(2027, 1, 1, tzinfo=UTC)
 ANCHOR = datetime(2027, 1, 1, tzinfo=UTC)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from chalicelib.schedules import MissedPlan, ScheduleError, parse_schedule, plan_missed
+from chalicelib.domain.schedules import MissedPlan, ScheduleError, parse_schedule, plan_missed
 
 NOW = datetime(2027, 1, 1, tzinfo=UTC)
 HOURLY = parse_schedule("cron", "0 * * * *", now=NOW)

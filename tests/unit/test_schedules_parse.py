@@ -1,4 +1,4 @@
-"""Validation, kinds, jitter, bounds and descriptions of chalicelib.schedules."""
+"""Validation, kinds, jitter, bounds and descriptions of chalicelib.domain.schedules."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chalicelib.schedules import (
+from chalicelib.domain.schedules import (
     KINDS,
     ScheduleError,
     clear_caches,

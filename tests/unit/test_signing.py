@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from chalicelib.signing import signature_header, verify
+from chalicelib.domain.signing import signature_header, verify
 
 SECRET = "whsec_test-secret"
 BODY = b'{"hello":"world","n":1}'

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chalicelib.templates import TemplateError, render
+from chalicelib.domain.templates import TemplateError, render
 
 CTX = {
     "task": {"id": "t-1", "title": "Nightly report", "priority": 3},
@@ -111,7 +111,7 @@ def test_a_whole_value_is_a_copy_never_the_context_itself():
 
 
 def test_a_rendered_value_over_the_cap_is_a_template_error():
-    from chalicelib.templates import MAX_RENDERED_BYTES
+    from chalicelib.domain.templates import MAX_RENDERED_BYTES
 
     ctx = {"big": "x" * (MAX_RENDERED_BYTES // 2 + 10)}
     assert len(render("{{ big }}", ctx)) == len(ctx["big"])

@@ -33,7 +33,7 @@ def _emf() -> Any:
     if _provider is None:
         from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
 
-        from chalicelib.config import settings
+        from chalicelib.platform.config import settings
 
         _provider = AmazonCloudWatchEMFProvider(
             namespace=NAMESPACE, service=SERVICE, default_dimensions={"prefix": settings().prefix or "none"}

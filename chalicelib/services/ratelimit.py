@@ -17,9 +17,9 @@ from typing import Any, Literal
 from pynamodb.attributes import NumberAttribute
 from pynamodb.exceptions import DoesNotExist, UpdateError
 
-from chalicelib.config import settings
-from chalicelib.errors import RateLimited
-from chalicelib.models import AgentModel
+from chalicelib.domain.errors import RateLimited
+from chalicelib.platform.config import settings
+from chalicelib.store.models import AgentModel
 
 Bucket = Literal["writes", "events"]
 _ATTEMPTS = 4  # rounds of SET-if-idle / ADD-if-busy; each round loses only to a concurrent change

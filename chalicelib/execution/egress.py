@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import quote, urlsplit
 
-from chalicelib.allowlist import AllowEntry, IPNetwork, parse_entry
+from chalicelib.domain.allowlist import AllowEntry, IPNetwork, parse_entry
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 

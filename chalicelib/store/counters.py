@@ -30,7 +30,7 @@ from typing import Any
 
 from pynamodb.exceptions import UpdateError
 
-from chalicelib.models import StatsModel
+from chalicelib.store.models import StatsModel
 
 COUNTED = ("succeeded", "failed")  # skipped runs are final but never counted
 RECENT_MAX = 60  # 13 bytes a mark: the item stays under 1 KB

@@ -32,13 +32,16 @@ from typing import Any
 
 from pynamodb.exceptions import PutError, UpdateError
 
-from chalicelib import counters, runs, schedules, wiring
-from chalicelib.config import band_for, settings
-from chalicelib.errors import BadRequest
-from chalicelib.log import logger
-from chalicelib.models import DueModel, KeyModel, TaskModel
-from chalicelib.runs import RunMessage
-from chalicelib.timefmt import epoch, from_epoch, iso
+from chalicelib.domain import schedules
+from chalicelib.domain.errors import BadRequest
+from chalicelib.domain.timefmt import epoch, from_epoch, iso
+from chalicelib.platform import wiring
+from chalicelib.platform.config import band_for, settings
+from chalicelib.platform.log import logger
+from chalicelib.services import runs
+from chalicelib.services.runs import RunMessage
+from chalicelib.store import counters
+from chalicelib.store.models import DueModel, KeyModel, TaskModel
 
 MAX_DELAY = 900  # SQS's ceiling for DelaySeconds
 SHARD_LEASE_SECONDS = 55
@@ -160,7 +163,7 @@ def build_schedule(
     sched: dict[str, Any], task_id: str, now: datetime, *, check_past: bool = False
 ) -> schedules.Schedule:
     """The parsed schedule of a stored (or about to be stored) task."""
-    from chalicelib.contracts import parse_timestamp  # pydantic's models: not on a quiet tick's cold start
+    from chalicelib.domain.contracts import parse_timestamp  # pydantic's models: not on a quiet tick's cold start
 
     try:
         return schedules.parse_schedule(
@@ -366,7 +369,7 @@ def _save_watermark(shard: int, through: str) -> None:
 def _snoozed_epoch(task: TaskModel) -> int | None:
     if not task.snoozed_until:
         return None
-    from chalicelib.contracts import parse_timestamp
+    from chalicelib.domain.contracts import parse_timestamp
 
     return epoch(parse_timestamp(task.snoozed_until, "snoozed_until"))
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from chalicelib import dispatch, schedules
-from chalicelib.contracts import SchedulePreviewRequest, parse_timestamp
-from chalicelib.errors import BadRequest, FieldError
-from chalicelib.models import TaskModel
-from chalicelib.timefmt import iso
-from chalicelib.validation import parse
+from chalicelib.dispatch import tick as dispatch
+from chalicelib.domain import schedules
+from chalicelib.domain.contracts import SchedulePreviewRequest, parse_timestamp
+from chalicelib.domain.errors import BadRequest, FieldError
+from chalicelib.domain.timefmt import iso
+from chalicelib.domain.validation import parse
+from chalicelib.store.models import TaskModel
 
 PREVIEW_QUERY = {"count", "after"}
 

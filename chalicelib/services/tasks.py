@@ -13,13 +13,10 @@ from typing import Any
 
 from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 
-from chalicelib import counters as counters_mod
-from chalicelib import dispatch, schedules
-from chalicelib.agents import Caller
-from chalicelib.config import settings
-from chalicelib.contracts import SCHEDULE_FIELDS, TaskCreate, TaskUpdate, parse_timestamp
-from chalicelib.counters import Counters
-from chalicelib.errors import (
+from chalicelib.dispatch import tick as dispatch
+from chalicelib.domain import schedules
+from chalicelib.domain.contracts import SCHEDULE_FIELDS, TaskCreate, TaskUpdate, parse_timestamp
+from chalicelib.domain.errors import (
     BadRequest,
     Conflict,
     FieldError,
@@ -29,9 +26,13 @@ from chalicelib.errors import (
     PreconditionFailed,
     TooManyRequests,
 )
-from chalicelib.models import AgentModel, KeyModel, TaskModel
-from chalicelib.timefmt import iso, iso_epoch
-from chalicelib.validation import parse, query_int, stored_size, unknown_query
+from chalicelib.domain.timefmt import iso, iso_epoch
+from chalicelib.domain.validation import parse, query_int, stored_size, unknown_query
+from chalicelib.platform.config import settings
+from chalicelib.services.agents import Caller
+from chalicelib.store import counters as counters_mod
+from chalicelib.store.counters import Counters
+from chalicelib.store.models import AgentModel, KeyModel, TaskModel
 
 IDEMPOTENCY_TTL = 24 * 3600
 SPEC_FIELDS = tuple(f for f in TaskCreate.model_fields if f not in SCHEDULE_FIELDS and f != "created_by")

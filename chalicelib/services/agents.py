@@ -29,13 +29,13 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 
-from chalicelib import wiring
-from chalicelib.allowlist import AgentEgress
-from chalicelib.config import settings
-from chalicelib.errors import Forbidden, NotFound, Unauthorized
-from chalicelib.log import logger
-from chalicelib.models import AgentModel
-from chalicelib.timefmt import iso
+from chalicelib.domain.allowlist import AgentEgress
+from chalicelib.domain.errors import Forbidden, NotFound, Unauthorized
+from chalicelib.domain.timefmt import iso
+from chalicelib.platform import wiring
+from chalicelib.platform.config import settings
+from chalicelib.platform.log import logger
+from chalicelib.store.models import AgentModel
 
 TOKEN_PREFIX = "tapi_"
 SECRET_PREFIX = "whsec_"

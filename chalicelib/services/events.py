@@ -14,15 +14,16 @@ from typing import Any
 
 from pynamodb.exceptions import DoesNotExist
 
-from chalicelib import dispatch, runs
-from chalicelib.agents import Caller
-from chalicelib.config import band_for, settings
-from chalicelib.contracts import EventCreate
-from chalicelib.errors import BadRequest, PayloadTooLarge
-from chalicelib.models import EventModel, TaskModel
-from chalicelib.runs import RunMessage
-from chalicelib.timefmt import epoch, iso
-from chalicelib.validation import parse, stored_size
+from chalicelib.dispatch import tick as dispatch
+from chalicelib.domain.contracts import EventCreate
+from chalicelib.domain.errors import BadRequest, PayloadTooLarge
+from chalicelib.domain.timefmt import epoch, iso
+from chalicelib.domain.validation import parse, stored_size
+from chalicelib.platform.config import band_for, settings
+from chalicelib.services import runs
+from chalicelib.services.agents import Caller
+from chalicelib.services.runs import RunMessage
+from chalicelib.store.models import EventModel, TaskModel
 
 MAX_DATA_BYTES = 64 * 1024
 
@@ -49,7 +50,7 @@ def emit(agent_id: str, name: str, data: Any, *, depth: int, now: datetime, key:
     """The `emit` step: publish an internal event for the same agent. Its id derives from
     `key` (the run and the step) and `at` (the run's instant), so a retried attempt publishes
     the same event and its listeners' runs, whose ids derive from it, are created once."""
-    from chalicelib.pipeline import StepFailed  # the worker's: the API and the tick never load the executor
+    from chalicelib.execution.pipeline import StepFailed  # the worker's: the API and the tick never load the executor
 
     if depth > settings().event_chain_limit:
         raise StepFailed(

@@ -15,7 +15,7 @@ from pynamodb.attributes import (
 from pynamodb.indexes import GlobalSecondaryIndex, IncludeProjection, KeysOnlyProjection
 from pynamodb.models import Model
 
-from chalicelib.config import settings
+from chalicelib.platform.config import settings
 
 _S = settings()
 

@@ -8,10 +8,10 @@ import re
 from datetime import datetime
 from typing import Any
 
-from chalicelib import runs
-from chalicelib.errors import BadRequest, NotFound
-from chalicelib.models import RunModel, TaskModel
-from chalicelib.validation import query_int, raise_if, unknown_query
+from chalicelib.domain.errors import BadRequest, NotFound
+from chalicelib.domain.validation import query_int, raise_if, unknown_query
+from chalicelib.services import runs
+from chalicelib.store.models import RunModel, TaskModel
 
 RUN_QUERY = {"limit", "cursor"}
 MAX_CURSOR_CHARS = 256

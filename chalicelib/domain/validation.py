@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from chalicelib.errors import BadRequest, FieldError, PayloadTooLarge
+from chalicelib.domain.errors import BadRequest, FieldError, PayloadTooLarge
 
 M = TypeVar("M", bound=BaseModel)
 

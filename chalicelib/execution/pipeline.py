@@ -41,10 +41,8 @@ from botocore.exceptions import (
 )
 from pydantic import BaseModel, ValidationError
 
-from chalicelib import wiring
-from chalicelib.allowlist import AgentEgress, aws_target_allowed
-from chalicelib.config import settings
-from chalicelib.contracts import (
+from chalicelib.domain.allowlist import AgentEgress, aws_target_allowed
+from chalicelib.domain.contracts import (
     EmitStep,
     EventBridgeStep,
     HttpStep,
@@ -54,11 +52,13 @@ from chalicelib.contracts import (
     SnsStep,
     SqsStep,
 )
-from chalicelib.egress import EgressBlocked, ResolutionFailed, ResolvedTarget, check_url, deny_ports
-from chalicelib.log import logger
-from chalicelib.signing import signature_header
-from chalicelib.templates import TemplateError, render
-from chalicelib.validation import scrub
+from chalicelib.domain.signing import signature_header
+from chalicelib.domain.templates import TemplateError, render
+from chalicelib.domain.validation import scrub
+from chalicelib.execution.egress import EgressBlocked, ResolutionFailed, ResolvedTarget, check_url, deny_ports
+from chalicelib.platform import wiring
+from chalicelib.platform.config import settings
+from chalicelib.platform.log import logger
 
 T = TypeVar("T")
 

@@ -11,25 +11,17 @@ from typing import Any
 from chalice import Blueprint, Response
 from pydantic import BaseModel
 
-from chalicelib import (
-    agents,
-    contracts,
-    counters,
-    events,
-    history,
-    lifecycle,
-    openapi,
-    previews,
-    ratelimit,
-    tasks,
-    wiring,
-)
-from chalicelib.agents import Caller
-from chalicelib.config import settings
-from chalicelib.errors import ApiError, BadRequest
-from chalicelib.log import logger
-from chalicelib.openapi import Operation
-from chalicelib.validation import json_body, parse
+from chalicelib.domain import contracts
+from chalicelib.domain.errors import ApiError, BadRequest
+from chalicelib.domain.validation import json_body, parse
+from chalicelib.http import openapi
+from chalicelib.http.openapi import Operation
+from chalicelib.platform import wiring
+from chalicelib.platform.config import settings
+from chalicelib.platform.log import logger
+from chalicelib.services import agents, events, history, lifecycle, previews, ratelimit, tasks
+from chalicelib.services.agents import Caller
+from chalicelib.store import counters
 
 bp = Blueprint(__name__)
 JSON = "application/json"
@@ -100,7 +92,7 @@ def route(
 
 
 def raise_too_large(size: int) -> None:
-    from chalicelib.errors import PayloadTooLarge
+    from chalicelib.domain.errors import PayloadTooLarge
 
     raise PayloadTooLarge(f"request body is {size} bytes; the limit is {settings().max_body_bytes}")
 

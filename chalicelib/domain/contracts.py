@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from chalicelib.allowlist import parse_entry
+from chalicelib.domain.allowlist import parse_entry
 
 Str = StrictStr
 Int = StrictInt
@@ -426,7 +426,7 @@ class Health(BaseModel):
 
 def parse_timestamp(value: str, field: str) -> datetime:
     """RFC 3339 with an explicit offset; naive timestamps are ambiguous, so rejected."""
-    from chalicelib.errors import BadRequest
+    from chalicelib.domain.errors import BadRequest
 
     try:
         dt = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))

@@ -11,8 +11,8 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from chalicelib import contracts
-from chalicelib.config import settings
+from chalicelib.domain import contracts
+from chalicelib.platform.config import settings
 
 
 @dataclass(frozen=True)

@@ -23,12 +23,17 @@ from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 
-from chalicelib import agents, counters, dispatch, events, metrics, pipeline, retry, runs, schedules, wiring
-from chalicelib.errors import BadRequest
-from chalicelib.log import logger
-from chalicelib.models import KeyModel, RunModel, TaskModel
-from chalicelib.runs import RunMessage
-from chalicelib.timefmt import from_epoch, iso
+from chalicelib.dispatch import tick as dispatch
+from chalicelib.domain import retry, schedules
+from chalicelib.domain.errors import BadRequest
+from chalicelib.domain.timefmt import from_epoch, iso
+from chalicelib.execution import pipeline
+from chalicelib.platform import metrics, wiring
+from chalicelib.platform.log import logger
+from chalicelib.services import agents, events, runs
+from chalicelib.services.runs import RunMessage
+from chalicelib.store import counters
+from chalicelib.store.models import KeyModel, RunModel, TaskModel
 
 FINAL = ("succeeded", "failed", "skipped")
 SLOT_WAIT_SECONDS = 2  # a run waiting for a concurrency slot looks again this soon
@@ -435,7 +440,7 @@ def _task_context(task: TaskModel, payload: Any, now: datetime) -> dict[str, Any
     the counters) for pipelines whose templates may read it."""
     if not _TASK_IN_TEMPLATE.search(json.dumps(payload)):
         return {}
-    from chalicelib import tasks as tasks_mod  # the representation lives with the task routes
+    from chalicelib.services import tasks as tasks_mod  # the representation lives with the task routes
 
     return tasks_mod.represent(task, now, counters.read(task.task_id))
 

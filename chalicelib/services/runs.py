@@ -15,10 +15,10 @@ from typing import Any
 
 from pynamodb.exceptions import DoesNotExist, PutError
 
-from chalicelib import counters
-from chalicelib.config import settings
-from chalicelib.models import RunModel
-from chalicelib.timefmt import iso, iso_epoch
+from chalicelib.domain.timefmt import iso, iso_epoch
+from chalicelib.platform.config import settings
+from chalicelib.store import counters
+from chalicelib.store.models import RunModel
 
 
 def scheduled_run_id(task_id: str, fire_epoch: int, schedule_version: int) -> str:

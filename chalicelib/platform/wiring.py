@@ -17,7 +17,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from chalicelib.config import settings
+from chalicelib.platform.config import settings
 
 _lock = threading.Lock()
 _urls_lock = threading.Lock()
@@ -45,7 +45,7 @@ def queue_url(band: str) -> str:
 @lru_cache(maxsize=1)
 def _queue_urls() -> dict[str, str]:
     sqs = client("sqs")
-    from chalicelib.config import PRIORITY_BANDS
+    from chalicelib.platform.config import PRIORITY_BANDS
 
     return {b: sqs.get_queue_url(QueueName=settings().queue_name(b))["QueueUrl"] for b in PRIORITY_BANDS}
 

@@ -15,16 +15,18 @@ from typing import Any
 
 from pynamodb.exceptions import PutError, UpdateError
 
-from chalicelib import dispatch, runs, wiring
-from chalicelib.agents import Caller
-from chalicelib.config import band_for, settings
-from chalicelib.contracts import RunNowRequest, SnoozeRequest
-from chalicelib.errors import Conflict, PayloadTooLarge
-from chalicelib.models import AgentModel, TaskModel
-from chalicelib.runs import RunMessage
-from chalicelib.tasks import load
-from chalicelib.timefmt import epoch, iso
-from chalicelib.validation import parse, stored_size
+from chalicelib.dispatch import tick as dispatch
+from chalicelib.domain.contracts import RunNowRequest, SnoozeRequest
+from chalicelib.domain.errors import Conflict, PayloadTooLarge
+from chalicelib.domain.timefmt import epoch, iso
+from chalicelib.domain.validation import parse, stored_size
+from chalicelib.platform import wiring
+from chalicelib.platform.config import band_for, settings
+from chalicelib.services import runs
+from chalicelib.services.agents import Caller
+from chalicelib.services.runs import RunMessage
+from chalicelib.services.tasks import load
+from chalicelib.store.models import AgentModel, TaskModel
 
 Change = Callable[[TaskModel], bool]  # mutates the task; False = nothing to do (idempotent no-op)
 

@@ -30,9 +30,9 @@ from typing import Any
 
 from pynamodb.exceptions import DoesNotExist, PutError
 
-from chalicelib import events
-from chalicelib.log import logger
-from chalicelib.models import AgentModel, KeyModel
+from chalicelib.platform.log import logger
+from chalicelib.services import events
+from chalicelib.store.models import AgentModel, KeyModel
 
 CLAIM_TTL = timedelta(days=1)
 NAME_LIMIT = 256

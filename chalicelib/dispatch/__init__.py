@@ -1,0 +1,1 @@
+"""Dispatch: planning fires, the due table, shard leases, the tick that sends runs to SQS."""

@@ -1,0 +1,1 @@
+"""Execute: the SQS worker, the step pipeline, the egress guard."""

@@ -1,0 +1,1 @@
+"""The HTTP edge: routes, the OpenAPI document, problem+json, the console."""

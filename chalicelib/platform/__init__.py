@@ -1,0 +1,1 @@
+"""Process wiring: settings, lazy AWS clients, the clock, logging, metrics."""

@@ -1,0 +1,1 @@
+"""Use cases behind the routes: tasks, agents, lifecycle, runs, events, previews."""

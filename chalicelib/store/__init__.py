@@ -1,0 +1,1 @@
+"""Storage: the PynamoDB tables and the run counters."""
