@@ -18,7 +18,7 @@ from tests.stack import LocalStack
 
 pytestmark = pytest.mark.e2e
 
-ASSETS = Path(__file__).resolve().parents[2] / "chalicelib" / "console" / "assets"
+ASSETS = Path(__file__).resolve().parents[2] / "chalicelib" / "http" / "console" / "assets"
 BUDGET_GZIP_BYTES = 150 * 1024
 TYPES = {
     ".html": "text/html; charset=utf-8",

@@ -96,7 +96,7 @@ def test_the_zip_imports_with_what_it_ships_and_carries_bytecode(
     assert {
         "app.py",
         "chalicelib/execution/worker.py",
-        f"chalicelib/__pycache__/worker.{tag}.pyc",
+        f"chalicelib/execution/__pycache__/worker.{tag}.pyc",
         "pynamodb/models.py",
     } <= names
     assert PLACEHOLDER_ROLE not in json.dumps(sam)
@@ -237,7 +237,7 @@ class _Calls:
             code = f.f_code
             if code.co_filename.endswith("chalicelib/execution/worker.py") and self.worker:
                 return self.worker
-            if code.co_filename.endswith("dispatch.py") and code.co_name in ("run_tick", "_tick_shard"):
+            if code.co_filename.endswith("chalicelib/dispatch/tick.py") and code.co_name in ("run_tick", "_tick_shard"):
                 return "tick"
             if code.co_filename.endswith("chalicelib/http/api.py") and code.co_name == "handler":
                 return "api_handler"
