@@ -33,11 +33,11 @@ from typing import Any
 from pynamodb.exceptions import PutError, UpdateError
 
 from chalicelib.domain import schedules
-from chalicelib.domain.errors import BadRequest
+from chalicelib.domain.errors import InvalidInput, InvalidSchedule
 from chalicelib.domain.timefmt import epoch, from_epoch, iso
 from chalicelib.platform import wiring
 from chalicelib.platform.config import band_for, settings
-from chalicelib.platform.log import logger
+from chalicelib.platform.log import failure, logger
 from chalicelib.services import runs
 from chalicelib.services.runs import RunMessage
 from chalicelib.store import counters
@@ -179,7 +179,9 @@ def build_schedule(
             check_past=check_past,
         )
     except schedules.ScheduleError as e:
-        raise BadRequest.field(e.field, e.message) from None
+        raise InvalidSchedule.field(e.field, e.message) from None
+    except InvalidInput as e:  # a stored bound that no longer parses
+        raise InvalidSchedule(e.detail, e.errors) from None
 
 
 def first_fire(schedule: schedules.Schedule, now: datetime) -> datetime | None:
@@ -193,7 +195,7 @@ def next_fire(schedule: schedules.Schedule, after: datetime) -> datetime | None:
     try:
         return schedules.next_fire(schedule, after)
     except schedules.ScheduleError as e:
-        raise BadRequest.field(e.field, e.message) from None
+        raise InvalidSchedule.field(e.field, e.message) from None
 
 
 # ---- I/O -----------------------------------------------------------------------------------
@@ -420,7 +422,7 @@ def _schedule_failed(due: DueTask, error: Exception, now: datetime, report: Tick
     agent sees both (docs/schedules.md). Planning is pure, so any error here would repeat on
     every tick. The rest of the shard carries on."""
     reason = error.message if isinstance(error, schedules.ScheduleError) else str(error)
-    if isinstance(error, BadRequest) and error.errors:
+    if isinstance(error, InvalidInput) and error.errors:
         reason = "; ".join(f"{e.field}: {e.message}" for e in error.errors)
     reason = reason or type(error).__name__
     report.errors.append(f"{due.task_id}: {reason}")
@@ -441,8 +443,8 @@ def _schedule_failed(due: DueTask, error: Exception, now: datetime, report: Tick
             ],
             (TaskModel.schedule_version == due.schedule_version) & (TaskModel.status == "active"),
         )
-    except Exception:  # noqa: BLE001 - the shard goes on; the next tick retries this task
-        logger.exception("schedule_failed_not_recorded", extra={"task_id": due.task_id})
+    except Exception as exc:  # noqa: BLE001 - the shard goes on; the next tick retries this task
+        logger.error("schedule_failed_not_recorded", extra={"task_id": due.task_id, **failure(exc)})
 
 
 def _run(plans: list[Plan], now: datetime, report: TickReport) -> set[str]:
@@ -585,7 +587,7 @@ def dispatch_if_soon(task: TaskModel, now: datetime) -> int:
     due = _due_of(task)
     try:
         p = plan(due, _schedule(due, now), now, horizon)
-    except (schedules.ScheduleError, BadRequest):
+    except (schedules.ScheduleError, InvalidSchedule):
         return 0  # the start stays in the index: the tick records why it cannot be computed
     # If this call was slow, a tick may have worked past the entry written here before it
     # existed: then the start stays in the index, and the next tick dispatches it again.
@@ -620,7 +622,7 @@ def pending_fire(task: TaskModel, now: datetime) -> int | None:
         return snoozed
     try:
         nxt = next_fire_from(task, now)
-    except BadRequest:  # a stored schedule that no longer computes: the tick pauses the task
+    except InvalidSchedule:  # a stored schedule that no longer computes: the tick pauses the task
         return None
     return epoch(nxt) if nxt is not None else None
 

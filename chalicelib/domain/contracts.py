@@ -426,12 +426,12 @@ class Health(BaseModel):
 
 def parse_timestamp(value: str, field: str) -> datetime:
     """RFC 3339 with an explicit offset; naive timestamps are ambiguous, so rejected."""
-    from chalicelib.domain.errors import BadRequest
+    from chalicelib.domain.errors import InvalidInput
 
     try:
         dt = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
-        raise BadRequest.field(field, f"{value!r} is not an RFC 3339 timestamp") from None
+        raise InvalidInput.field(field, f"{value!r} is not an RFC 3339 timestamp") from None
     if dt.tzinfo is None:
-        raise BadRequest.field(field, "must include a UTC offset or Z")
+        raise InvalidInput.field(field, "must include a UTC offset or Z")
     return dt

@@ -1,5 +1,5 @@
-"""The error hierarchy. Each error knows its HTTP status; `api.py` maps them to
-RFC 9457 problem+json in one place."""
+"""What can go wrong, named for the domain. No HTTP here: `chalicelib/http/problems.py` maps
+each class to its status and problem+json in one place."""
 
 from __future__ import annotations
 
@@ -12,70 +12,80 @@ class FieldError:
     message: str
 
 
-class ApiError(Exception):
-    status = 500
-    title = "Internal Server Error"
-    slug = "internal"
+class DomainError(Exception):
+    """Base of every error a caller may see. `detail` is safe to show to the caller that caused it;
+    `errors` names the fields at fault."""
 
-    def __init__(
-        self, detail: str = "", errors: list[FieldError] | None = None, headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(detail or self.title)
-        self.detail = detail or self.title
+    def __init__(self, detail: str = "", errors: list[FieldError] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
         self.errors = errors or []
-        self.headers = headers or {}
-
-    def problem(self) -> dict[str, object]:
-        body: dict[str, object] = {
-            "type": f"https://tasks-api.dev/problems/{self.slug}",
-            "title": self.title,
-            "status": self.status,
-            "detail": self.detail,
-        }
-        if self.errors:
-            body["errors"] = [{"field": e.field, "message": e.message} for e in self.errors]
-        return body
-
-
-class BadRequest(ApiError):
-    status, title, slug = 400, "Invalid request", "invalid-request"
 
     @classmethod
-    def field(cls, field: str, message: str) -> BadRequest:
+    def field(cls, field: str, message: str) -> DomainError:
         return cls(f"{field}: {message}", [FieldError(field, message)])
-
-
-class Unauthorized(ApiError):
-    status, title, slug = 401, "Unauthorized", "unauthorized"
-
-
-class Forbidden(ApiError):
-    status, title, slug = 403, "Forbidden", "forbidden"
-
-
-class NotFound(ApiError):
-    status, title, slug = 404, "Not Found", "not-found"
-
-
-class Conflict(ApiError):
-    status, title, slug = 409, "Conflict", "conflict"
-
-
-class PreconditionFailed(ApiError):
-    status, title, slug = 412, "Precondition Failed", "precondition-failed"
-
-
-class PayloadTooLarge(ApiError):
-    status, title, slug = 413, "Payload Too Large", "payload-too-large"
 
     @classmethod
-    def field(cls, field: str, message: str) -> PayloadTooLarge:
-        return cls(f"{field}: {message}", [FieldError(field, message)])
+    def fields(cls, errors: list[FieldError]) -> DomainError:
+        return cls("; ".join(f"{e.field}: {e.message}" for e in errors), errors)
 
 
-class TooManyRequests(ApiError):
-    status, title, slug = 429, "Too Many Requests", "quota-exceeded"
+class InvalidInput(DomainError):
+    """A request, query parameter or header that breaks the contract."""
 
 
-class RateLimited(TooManyRequests):
-    slug = "rate-limited"
+class InvalidSchedule(InvalidInput):
+    """A schedule that does not parse or cannot be computed (the field says which part)."""
+
+
+class Unauthenticated(DomainError):
+    """No credentials (`invalid_token` False) or credentials we do not accept (True)."""
+
+    def __init__(self, detail: str = "", *, invalid_token: bool = False) -> None:
+        super().__init__(detail)
+        self.invalid_token = invalid_token
+
+
+class Forbidden(DomainError):
+    """Authenticated, but not allowed to do this."""
+
+
+class NotFound(DomainError):
+    """Absent, or belonging to another agent (the two are indistinguishable on purpose)."""
+
+
+class TaskNotFound(NotFound):
+    pass
+
+
+class RunNotFound(NotFound):
+    pass
+
+
+class AgentNotFound(NotFound):
+    pass
+
+
+class StateConflict(DomainError):
+    """The task's state forbids the change (canceled, not snoozable, changed concurrently, an
+    Idempotency-Key reused or still in flight)."""
+
+
+class VersionMismatch(DomainError):
+    """An If-Match that does not name the current version."""
+
+
+class TooLarge(DomainError):
+    """A body, payload, input or event over its size limit."""
+
+
+class QuotaExceeded(DomainError):
+    """A per-agent ceiling (tasks stored)."""
+
+
+class RateLimited(QuotaExceeded):
+    """A per-agent request rate; `retry_after` seconds until a request would pass."""
+
+    def __init__(self, detail: str = "", *, retry_after: int = 1) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after

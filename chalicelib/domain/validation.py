@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from chalicelib.domain.errors import BadRequest, FieldError, PayloadTooLarge
+from chalicelib.domain.errors import FieldError, InvalidInput, TooLarge
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -49,12 +49,12 @@ def field_errors(exc: ValidationError) -> list[FieldError]:
 
 def parse(model: type[M], data: Any) -> M:
     if not isinstance(data, dict):
-        raise BadRequest.field("body", "must be a JSON object")
+        raise InvalidInput.field("body", "must be a JSON object")
     try:
         return model.model_validate(data)
     except ValidationError as e:
         errors = field_errors(e)
-        raise BadRequest("; ".join(f"{f.field}: {f.message}" for f in errors), errors) from None
+        raise InvalidInput("; ".join(f"{f.field}: {f.message}" for f in errors), errors) from None
 
 
 # How deep a request body may nest, counted from the body itself ({"a": [1]} is 2 deep). Deeper
@@ -101,17 +101,17 @@ def stored_size(value: Any) -> int:
 def json_body(raw: bytes | None, max_bytes: int, *, required: bool = True) -> Any:
     if raw is None or raw == b"":
         if required:
-            raise BadRequest.field("body", "a JSON body is required")
+            raise InvalidInput.field("body", "a JSON body is required")
         return {}
     if len(raw) > max_bytes:
-        raise PayloadTooLarge(f"request body is {len(raw)} bytes; the limit is {max_bytes}")
+        raise TooLarge(f"request body is {len(raw)} bytes; the limit is {max_bytes}")
     try:
         value = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise BadRequest.field("body", f"is not valid JSON ({e})") from None
+        raise InvalidInput.field("body", f"is not valid JSON ({e})") from None
     bad = json_problem(value)
     if bad is not None:
-        raise BadRequest(f"{bad.field}: {bad.message}", [bad])
+        raise InvalidInput(f"{bad.field}: {bad.message}", [bad])
     return value
 
 
@@ -151,4 +151,4 @@ def unknown_query(query: dict[str, str], allowed: set[str]) -> list[FieldError]:
 
 def raise_if(errors: list[FieldError]) -> None:
     if errors:
-        raise BadRequest("; ".join(f"{e.field}: {e.message}" for e in errors), errors)
+        raise InvalidInput("; ".join(f"{e.field}: {e.message}" for e in errors), errors)

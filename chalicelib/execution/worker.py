@@ -25,11 +25,11 @@ from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 
 from chalicelib.dispatch import tick as dispatch
 from chalicelib.domain import retry, schedules
-from chalicelib.domain.errors import BadRequest
+from chalicelib.domain.errors import InvalidSchedule
 from chalicelib.domain.timefmt import from_epoch, iso
 from chalicelib.execution import pipeline
 from chalicelib.platform import metrics, wiring
-from chalicelib.platform.log import logger
+from chalicelib.platform.log import failure, logger
 from chalicelib.services import agents, events, runs
 from chalicelib.services.runs import RunMessage
 from chalicelib.store import counters
@@ -66,8 +66,8 @@ def _record(record: SQSRecord) -> None:
         process(record.body, record.queue_url, record.receipt_handle, wiring.now_precise(), receives)
     except ReportFailure:
         raise
-    except Exception:
-        logger.exception("run_error", extra={"message_id": record.message_id})
+    except Exception as exc:
+        logger.error("run_error", extra={"message_id": record.message_id, **failure(exc)})
         raise
 
 
@@ -463,7 +463,7 @@ def complete_if_last(task: TaskModel, msg: RunMessage, now: datetime) -> bool:
         schedule = dispatch.build_schedule(task.sched or {}, task.task_id, now)
         if schedules.next_fire(schedule, from_epoch(msg.scheduled_for)) is not None:
             return False
-    except (schedules.ScheduleError, BadRequest):
+    except (schedules.ScheduleError, InvalidSchedule):
         return False  # not computable: the tick pauses the task with a schedule_error
     try:
         TaskModel(task.task_id).update(

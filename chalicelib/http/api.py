@@ -12,13 +12,13 @@ from chalice import Blueprint, Response
 from pydantic import BaseModel
 
 from chalicelib.domain import contracts
-from chalicelib.domain.errors import ApiError, BadRequest
+from chalicelib.domain.errors import DomainError, InvalidInput
 from chalicelib.domain.validation import json_body, parse
-from chalicelib.http import openapi
+from chalicelib.http import openapi, problems
 from chalicelib.http.openapi import Operation
 from chalicelib.platform import wiring
 from chalicelib.platform.config import settings
-from chalicelib.platform.log import logger
+from chalicelib.platform.log import failure, logger
 from chalicelib.services import agents, events, history, lifecycle, previews, ratelimit, tasks
 from chalicelib.services.agents import Caller
 from chalicelib.store import counters
@@ -36,8 +36,10 @@ def _response(status: int, body: Any, headers: dict[str, str] | None = None, con
     )
 
 
-def problem(err: ApiError) -> Response:
-    return _response(err.status, err.problem(), err.headers, "application/problem+json")
+def problem(err: DomainError | None) -> Response:
+    """problem+json for a domain error (None: the internal error)."""
+    status, body, headers = problems.problem(err)
+    return _response(status, body, headers, "application/problem+json")
 
 
 def route(
@@ -80,11 +82,11 @@ def route(
                 if isinstance(result, tuple):
                     return _response(*result)
                 return _response(status, result)
-            except ApiError as err:
+            except DomainError as err:
                 return problem(err)
-            except Exception:  # noqa: BLE001 - the last line of defence: never leak a stack trace
-                logger.exception("unhandled_error", extra={"path": path, "method": method})
-                return problem(ApiError("an internal error occurred; it has been logged"))
+            except Exception as exc:  # noqa: BLE001 - the last line of defence: never leak a stack trace
+                logger.error("unhandled_error", extra={"path": path, "method": method, **failure(exc)})
+                return problem(None)
 
         return handler
 
@@ -92,9 +94,9 @@ def route(
 
 
 def raise_too_large(size: int) -> None:
-    from chalicelib.domain.errors import PayloadTooLarge
+    from chalicelib.domain.errors import TooLarge
 
-    raise PayloadTooLarge(f"request body is {size} bytes; the limit is {settings().max_body_bytes}")
+    raise TooLarge(f"request body is {size} bytes; the limit is {settings().max_body_bytes}")
 
 
 def body(req: Any, *, required: bool = True) -> Any:
@@ -393,5 +395,5 @@ def _event_depth(value: str | None) -> int:
         return 0
     v = value.strip()
     if not (v.isascii() and v.isdigit() and len(v) <= 4):
-        raise BadRequest.field("X-Tasks-Event-Depth", "must be a small non-negative integer")
+        raise InvalidInput.field("X-Tasks-Event-Depth", "must be a small non-negative integer")
     return int(v) + 1

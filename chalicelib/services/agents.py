@@ -30,7 +30,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 
 from chalicelib.domain.allowlist import AgentEgress
-from chalicelib.domain.errors import Forbidden, NotFound, Unauthorized
+from chalicelib.domain.errors import AgentNotFound, Forbidden, Unauthenticated
 from chalicelib.domain.timefmt import iso
 from chalicelib.platform import wiring
 from chalicelib.platform.config import settings
@@ -77,19 +77,19 @@ def _admin_token_hash() -> str | None:
 
 def authenticate(authorization: str | None) -> Caller:
     if not authorization or not authorization.startswith("Bearer "):
-        raise Unauthorized("send Authorization: Bearer <token>", headers={"WWW-Authenticate": "Bearer"})
+        raise Unauthenticated("send Authorization: Bearer <token>")
     token = authorization[len("Bearer ") :].strip()
     if token.startswith(TOKEN_PREFIX):
         return Caller(agent_id=_agent_for(token))
     admin = _admin_token_hash()
     if admin and hmac.compare_digest(admin, hash_token(token)):
         return Caller(agent_id=None, is_admin=True)
-    raise Unauthorized("unknown token", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    raise Unauthenticated("unknown token", invalid_token=True)
 
 
 def _agent_for(token: str) -> str:
     parts = token.split("_")
-    bad = Unauthorized("unknown or revoked token", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    bad = Unauthenticated("unknown or revoked token", invalid_token=True)
     if len(parts) < 3:
         raise bad
     try:
@@ -211,11 +211,11 @@ def revoke_agent(agent_id: str) -> dict[str, Any]:
     try:
         agent = AgentModel.get(agent_id, consistent_read=True)
     except DoesNotExist:
-        raise NotFound(f"agent {agent_id} not found") from None
+        raise AgentNotFound(f"agent {agent_id} not found") from None
     try:
         agent.update(actions=[AgentModel.status.set("revoked")], condition=AgentModel.agent_id.exists())
     except UpdateError:
-        raise NotFound(f"agent {agent_id} not found") from None
+        raise AgentNotFound(f"agent {agent_id} not found") from None
     return represent(agent)
 
 
@@ -223,7 +223,7 @@ def get_active_agent(agent_id: str) -> AgentModel:
     try:
         agent = AgentModel.get(agent_id, consistent_read=True)
     except DoesNotExist:
-        raise NotFound(f"agent {agent_id} not found") from None
+        raise AgentNotFound(f"agent {agent_id} not found") from None
     return agent
 
 
@@ -235,7 +235,7 @@ def _agent_key(agent_id: str) -> str:
     try:
         return str(uuid.UUID(agent_id))
     except ValueError:
-        raise NotFound(f"agent {agent_id[:64]} not found") from None
+        raise AgentNotFound(f"agent {agent_id[:64]} not found") from None
 
 
 def _strings(values: Any) -> list[str]:
@@ -254,7 +254,7 @@ def get_egress(caller: Caller, agent_id: str) -> dict[str, Any]:
     try:
         agent = AgentModel.get(key, consistent_read=True)
     except DoesNotExist:
-        raise NotFound(f"agent {key} not found") from None
+        raise AgentNotFound(f"agent {key} not found") from None
     return _egress_doc(key, agent.egress_aws_targets, agent.egress_http_allow)
 
 
@@ -271,7 +271,7 @@ def set_egress(agent_id: str, aws_targets: list[str], http_allow: list[str]) -> 
         )
     except UpdateError as e:
         if e.cause_response_code == "ConditionalCheckFailedException":
-            raise NotFound(f"agent {key} not found") from None
+            raise AgentNotFound(f"agent {key} not found") from None
         raise
     return _egress_doc(key, aws, http)
 

@@ -16,7 +16,7 @@ from pynamodb.exceptions import DoesNotExist
 
 from chalicelib.dispatch import tick as dispatch
 from chalicelib.domain.contracts import EventCreate
-from chalicelib.domain.errors import BadRequest, PayloadTooLarge
+from chalicelib.domain.errors import InvalidInput, TooLarge
 from chalicelib.domain.timefmt import epoch, iso
 from chalicelib.domain.validation import parse, stored_size
 from chalicelib.platform.config import band_for, settings
@@ -35,12 +35,12 @@ def candidate_patterns(name: str) -> list[str]:
 
 def post_event(caller: Caller, data: Any, now: datetime, depth: int = 0) -> dict[str, Any]:
     if caller.agent_id is None:
-        raise BadRequest("events belong to an agent: call POST /events with the agent's token")
+        raise InvalidInput("events belong to an agent: call POST /events with the agent's token")
     req = parse(EventCreate, data)
     if (size := stored_size(req.data)) > MAX_DATA_BYTES:
-        raise PayloadTooLarge.field("data", f"is {size} bytes stored (escaped); the limit is {MAX_DATA_BYTES}")
+        raise TooLarge.field("data", f"is {size} bytes stored (escaped); the limit is {MAX_DATA_BYTES}")
     if depth > settings().event_chain_limit:
-        raise BadRequest.field(
+        raise InvalidInput.field(
             "X-Tasks-Event-Depth", f"the event chain is deeper than {settings().event_chain_limit} events (a loop?)"
         )
     return publish(caller.agent_id, req.name, req.data, depth=depth, now=now)
@@ -60,7 +60,7 @@ def emit(agent_id: str, name: str, data: Any, *, depth: int, now: datetime, key:
         )
     try:
         parse(EventCreate, {"name": name, "data": data if isinstance(data, dict) else {"value": data}})
-    except (BadRequest, PayloadTooLarge) as e:
+    except (InvalidInput, TooLarge) as e:
         raise StepFailed("invalid_event", e.detail, retryable=False) from None
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return str(publish(agent_id, name, data, depth=depth, now=now, event_id=f"{at:010d}-{digest}")["event_id"])

@@ -8,7 +8,7 @@ import re
 from datetime import datetime
 from typing import Any
 
-from chalicelib.domain.errors import BadRequest, NotFound
+from chalicelib.domain.errors import InvalidInput, RunNotFound
 from chalicelib.domain.validation import query_int, raise_if, unknown_query
 from chalicelib.services import runs
 from chalicelib.store.models import RunModel, TaskModel
@@ -33,7 +33,7 @@ def _uncursor(cursor: str) -> str:
             raise ValueError
         return value
     except (ValueError, KeyError, TypeError, RecursionError):
-        raise BadRequest.field("cursor", "is not a cursor this API returned") from None
+        raise InvalidInput.field("cursor", "is not a cursor this API returned") from None
 
 
 def list_runs(task: TaskModel, query: dict[str, str], now: datetime) -> dict[str, Any]:
@@ -57,8 +57,8 @@ def list_runs(task: TaskModel, query: dict[str, str], now: datetime) -> dict[str
 
 def get_run(task: TaskModel, run_id: str, now: datetime) -> dict[str, Any]:
     if len(run_id) > 64:
-        raise NotFound(f"run {run_id} not found")
+        raise RunNotFound(f"run {run_id} not found")
     rec = runs.get(task.task_id, run_id, now)
     if rec is None:
-        raise NotFound(f"run {run_id} not found")
+        raise RunNotFound(f"run {run_id} not found")
     return dict(rec.doc)

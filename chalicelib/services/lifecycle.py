@@ -17,7 +17,7 @@ from pynamodb.exceptions import PutError, UpdateError
 
 from chalicelib.dispatch import tick as dispatch
 from chalicelib.domain.contracts import RunNowRequest, SnoozeRequest
-from chalicelib.domain.errors import Conflict, PayloadTooLarge
+from chalicelib.domain.errors import StateConflict, TooLarge
 from chalicelib.domain.timefmt import epoch, iso
 from chalicelib.domain.validation import parse, stored_size
 from chalicelib.platform import wiring
@@ -45,7 +45,7 @@ def _transition(
         task = load(caller, task_id)
         read = copy.deepcopy(task)
         if task.status not in allowed:
-            raise Conflict(f"cannot {action} a task that is {task.status}")
+            raise StateConflict(f"cannot {action} a task that is {task.status}")
         if not change(task):
             return task
         task.updated_at = iso(now)
@@ -59,7 +59,7 @@ def _transition(
                 continue
             raise
         return task
-    raise Conflict(f"the task is being changed concurrently; retry the {action}")
+    raise StateConflict(f"the task is being changed concurrently; retry the {action}")
 
 
 def _lost_race(e: Exception) -> bool:
@@ -141,7 +141,7 @@ def snooze(caller: Caller, task_id: str, data: Any, now: datetime) -> TaskModel:
             return True
         pending = dispatch.pending_fire(task, now)
         if pending is None:
-            raise Conflict("the task has no scheduled execution to snooze")
+            raise StateConflict("the task has no scheduled execution to snooze")
         new = pending + req.delay_seconds
         fenced.extend(dispatch.possibly_sent(task, pending, new, now))
         version.append(int(task.schedule_version or 1))
@@ -162,10 +162,10 @@ def run_now(caller: Caller, task_id: str, data: Any, now: datetime) -> dict[str,
     req = parse(RunNowRequest, data)
     limit = settings().max_payload_bytes
     if req.input is not None and (size := stored_size(req.input)) > limit:
-        raise PayloadTooLarge.field("input", f"is {size} bytes stored (escaped); the limit is {limit}")
+        raise TooLarge.field("input", f"is {size} bytes stored (escaped); the limit is {limit}")
     task = load(caller, task_id)
     if task.status not in ("active", "paused", "completed"):
-        raise Conflict(f"cannot run a task that is {task.status}")
+        raise StateConflict(f"cannot run a task that is {task.status}")
     msg = RunMessage(
         task_id=task.task_id,
         run_id=runs.adhoc_run_id(epoch(now), "manual"),

@@ -8,7 +8,7 @@ from typing import Any
 from chalicelib.dispatch import tick as dispatch
 from chalicelib.domain import schedules
 from chalicelib.domain.contracts import SchedulePreviewRequest, parse_timestamp
-from chalicelib.domain.errors import BadRequest, FieldError
+from chalicelib.domain.errors import FieldError, InvalidInput
 from chalicelib.domain.timefmt import iso
 from chalicelib.domain.validation import parse
 from chalicelib.store.models import TaskModel
@@ -29,10 +29,10 @@ def _count_after(count: Any, after: str | None, now: datetime) -> tuple[int, dat
     if after is not None:
         try:
             at = parse_timestamp(after, "after")
-        except BadRequest as e:
+        except InvalidInput as e:
             errors.extend(e.errors)
     if errors:
-        raise BadRequest("; ".join(f"{e.field}: {e.message}" for e in errors), errors)
+        raise InvalidInput("; ".join(f"{e.field}: {e.message}" for e in errors), errors)
     return n, at
 
 
@@ -40,14 +40,14 @@ def _result(schedule: schedules.Schedule, count: int, after: datetime) -> dict[s
     try:  # bounded: each fire has a work budget (schedules.WORK_BUDGET); beyond it, a 400
         fires = schedules.preview(schedule, after, count)
     except schedules.ScheduleError as e:
-        raise BadRequest.field(e.field, e.message) from None
+        raise InvalidInput.field(e.field, e.message) from None
     return {"next_runs": [iso(t) for t in fires], "description": schedules.describe(schedule)}
 
 
 def for_task(task: TaskModel, query: dict[str, str], now: datetime) -> dict[str, Any]:
     unknown = sorted(set(query) - PREVIEW_QUERY)
     if unknown:
-        raise BadRequest("unknown query parameter", [FieldError(u, "unknown query parameter") for u in unknown])
+        raise InvalidInput("unknown query parameter", [FieldError(u, "unknown query parameter") for u in unknown])
     count, after = _count_after(query.get("count"), query.get("after"), now)
     return _result(dispatch.build_schedule(task.sched or {}, task.task_id, now), count, after)
 
@@ -55,7 +55,7 @@ def for_task(task: TaskModel, query: dict[str, str], now: datetime) -> dict[str,
 def for_request(data: Any, now: datetime) -> dict[str, Any]:
     req = parse(SchedulePreviewRequest, data)
     if req.schedule_kind != "event" and not req.schedule_expr:
-        raise BadRequest.field("schedule_expr", f"is required for schedule_kind {req.schedule_kind!r}")
+        raise InvalidInput.field("schedule_expr", f"is required for schedule_kind {req.schedule_kind!r}")
     count, after = _count_after(req.count, req.after, now)
     sched = req.model_dump(
         include={"schedule_kind", "schedule_expr", "timezone", "jitter_seconds", "starts_at", "ends_at"}

@@ -93,7 +93,7 @@ def take(agent_id: str, bucket: Bucket, now_ms: int) -> None:
             raise RateLimited(
                 f"rate limit: {limit.per_minute} {bucket} a minute (bursts of {limit.burst}) for this agent; "
                 f"retry in {wait:.1f} s",
-                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+                retry_after=math.ceil(wait),
             )
         # The bucket moved between the two conditions (another request of this agent): again.
-    raise RateLimited(f"rate limit: too many concurrent {bucket} for this agent", headers={"Retry-After": "1"})
+    raise RateLimited(f"rate limit: too many concurrent {bucket} for this agent", retry_after=1)

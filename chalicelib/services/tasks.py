@@ -17,14 +17,14 @@ from chalicelib.dispatch import tick as dispatch
 from chalicelib.domain import schedules
 from chalicelib.domain.contracts import SCHEDULE_FIELDS, TaskCreate, TaskUpdate, parse_timestamp
 from chalicelib.domain.errors import (
-    BadRequest,
-    Conflict,
     FieldError,
     Forbidden,
-    NotFound,
-    PayloadTooLarge,
-    PreconditionFailed,
-    TooManyRequests,
+    InvalidInput,
+    QuotaExceeded,
+    StateConflict,
+    TaskNotFound,
+    TooLarge,
+    VersionMismatch,
 )
 from chalicelib.domain.timefmt import iso, iso_epoch
 from chalicelib.domain.validation import parse, query_int, stored_size, unknown_query
@@ -80,13 +80,13 @@ def _validated(data: dict[str, Any], caller: Caller) -> TaskCreate:
         if value is not None:
             try:
                 parse_timestamp(value, name)
-            except BadRequest as e:
+            except InvalidInput as e:
                 errors.extend(e.errors)
     if errors:
-        raise BadRequest("; ".join(f"{e.field}: {e.message}" for e in errors), errors)
+        raise InvalidInput("; ".join(f"{e.field}: {e.message}" for e in errors), errors)
     size = stored_size(spec.payload.model_dump(mode="json", exclude_unset=True))
     if size > settings().max_payload_bytes:
-        raise PayloadTooLarge.field(
+        raise TooLarge.field(
             "payload", f"is {size} bytes stored (escaped); the limit is {settings().max_payload_bytes}"
         )
     if caller.is_admin:
@@ -106,9 +106,9 @@ def _require_agent(agent_id: str) -> AgentModel:
     try:
         agent = AgentModel.get(agent_id, consistent_read=True)
     except DoesNotExist:
-        raise BadRequest.field("created_by", f"no agent {agent_id}") from None
+        raise InvalidInput.field("created_by", f"no agent {agent_id}") from None
     if agent.status != "active":
-        raise BadRequest.field("created_by", f"agent {agent_id} is revoked")
+        raise InvalidInput.field("created_by", f"agent {agent_id} is revoked")
     return agent
 
 
@@ -141,9 +141,9 @@ class Created:
 
 def create_task(caller: Caller, data: Any, idempotency_key: str | None, now: datetime) -> Created:
     if idempotency_key is not None and not (1 <= len(idempotency_key) <= 255):
-        raise BadRequest.field("Idempotency-Key", "must be 1–255 characters")
+        raise InvalidInput.field("Idempotency-Key", "must be 1–255 characters")
     if not isinstance(data, dict):
-        raise BadRequest.field("body", "must be a JSON object")
+        raise InvalidInput.field("body", "must be a JSON object")
     spec = _validated(data, caller)
     agent_id = spec.created_by
     idem_key = f"idem#{agent_id}#{idempotency_key}" if idempotency_key else None
@@ -193,7 +193,7 @@ def create_task(caller: Caller, data: Any, idempotency_key: str | None, now: dat
                 raise
             replay = _idempotent_replay(idem_key, body_hash, now)
             if replay is None:
-                raise Conflict("a request with this Idempotency-Key is still in progress; retry shortly") from None
+                raise StateConflict("a request with this Idempotency-Key is still in progress; retry shortly") from None
             return replay
     try:
         AgentModel(agent_id).update(
@@ -204,7 +204,7 @@ def create_task(caller: Caller, data: Any, idempotency_key: str | None, now: dat
         if idem_key:
             KeyModel(idem_key).delete()
         if e.cause_response_code == "ConditionalCheckFailedException":
-            raise TooManyRequests(
+            raise QuotaExceeded(
                 f"agent {agent_id} has reached its quota of {settings().max_tasks_per_agent} tasks"
             ) from None
         raise
@@ -231,7 +231,7 @@ def _idempotent_replay(key: str, body_hash: str, now: datetime) -> Created | Non
         return None  # moto never expires TTL items; DynamoDB may lag up to days
     value = rec.value or {}
     if value.get("body_hash") != body_hash:
-        raise Conflict("this Idempotency-Key was already used with a different request body")
+        raise StateConflict("this Idempotency-Key was already used with a different request body")
     if isinstance(rec.response, dict):
         return Created(None, key, rec.response)
     try:  # created, but the first response was never kept (a crash just after the task's write)
@@ -248,13 +248,13 @@ def load(caller: Caller, task_id: str) -> TaskModel:
     try:
         uuid.UUID(task_id)
     except ValueError:
-        raise NotFound(f"task {task_id} not found") from None
+        raise TaskNotFound(f"task {task_id} not found") from None
     try:
         task = TaskModel.get(task_id, consistent_read=True)
     except DoesNotExist:
-        raise NotFound(f"task {task_id} not found") from None
+        raise TaskNotFound(f"task {task_id} not found") from None
     if not caller.is_admin and task.created_by != caller.agent_id:
-        raise NotFound(f"task {task_id} not found")
+        raise TaskNotFound(f"task {task_id} not found")
     return task
 
 
@@ -276,7 +276,7 @@ def list_tasks(caller: Caller, query: dict[str, str], now: datetime) -> dict[str
         except ValueError:
             errors.append(FieldError("created_by", "must be a UUID"))
     if errors:
-        raise BadRequest("; ".join(f"{e.field}: {e.message}" for e in errors), errors)
+        raise InvalidInput("; ".join(f"{e.field}: {e.message}" for e in errors), errors)
     if not caller.is_admin:
         if created_by is not None and created_by != caller.agent_id:
             raise Forbidden(
@@ -325,25 +325,25 @@ def parse_if_match(value: str | None) -> int | None:
     v = v.removeprefix("W/").strip('"')
     # ASCII digits only: str.isdigit() also accepts "²", and int() refuses over 4,300 digits.
     if not (v.isascii() and v.isdigit() and len(v) <= 18):
-        raise BadRequest.field("If-Match", 'must be the task\'s version, e.g. "3"')
+        raise InvalidInput.field("If-Match", 'must be the task\'s version, e.g. "3"')
     return int(v)
 
 
 def update_task(caller: Caller, task_id: str, data: Any, if_match: str | None, now: datetime) -> TaskModel:
     expected = parse_if_match(if_match)
     if not isinstance(data, dict):
-        raise BadRequest.field("body", "must be a JSON object")
+        raise InvalidInput.field("body", "must be a JSON object")
     patch = parse(TaskUpdate, data)
     given = {k: data[k] for k in patch.model_fields_set}
     for _ in range(8):  # optimistic concurrency: re-read and re-merge on a lost race
         task = load(caller, task_id)
         read = copy.deepcopy(task)
         if task.status == "canceled":
-            raise Conflict(f"task {task_id} is canceled; it can no longer change")
+            raise StateConflict(f"task {task_id} is canceled; it can no longer change")
         if expected is not None and expected != task.version:
-            raise PreconditionFailed(f"If-Match {expected} does not match the task's version {task.version}")
+            raise VersionMismatch(f"If-Match {expected} does not match the task's version {task.version}")
         if "created_by" in given and given["created_by"] != task.created_by:
-            raise BadRequest.field("created_by", "cannot change")
+            raise InvalidInput.field("created_by", "cannot change")
         current = {
             **(task.spec or {}),
             **{k: (task.sched or {}).get(k) for k in SCHEDULE_FIELDS},
@@ -387,4 +387,4 @@ def update_task(caller: Caller, task_id: str, data: Any, if_match: str | None, n
             dispatch.fence_change(read, task, now)
             dispatch.dispatch_if_soon(task, now)
         return task
-    raise Conflict("the task is being changed concurrently; retry")
+    raise StateConflict("the task is being changed concurrently; retry")

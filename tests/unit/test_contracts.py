@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from chalicelib.domain.contracts import TaskCreate
-from chalicelib.domain.errors import BadRequest
+from chalicelib.domain.errors import InvalidInput
 from chalicelib.domain.validation import json_body, parse
 
 BASE = {
@@ -19,7 +19,7 @@ BASE = {
 
 
 def _fields(data):
-    with pytest.raises(BadRequest) as e:
+    with pytest.raises(InvalidInput) as e:
         parse(TaskCreate, data)
     return [f.field for f in e.value.errors]
 
@@ -46,12 +46,12 @@ def test_errors_name_the_field(patch, field):
 
 
 def test_json_body_limits_and_errors():
-    with pytest.raises(BadRequest):
+    with pytest.raises(InvalidInput):
         json_body(b"{", 100)
-    with pytest.raises(BadRequest):
+    with pytest.raises(InvalidInput):
         json_body(b"", 100)
     assert json_body(b"", 100, required=False) == {}
-    from chalicelib.domain.errors import PayloadTooLarge
+    from chalicelib.domain.errors import TooLarge
 
-    with pytest.raises(PayloadTooLarge):
+    with pytest.raises(TooLarge):
         json_body(b"[" + b" " * 200 + b"]", 100)
