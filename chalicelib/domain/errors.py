@@ -4,6 +4,7 @@ each class to its status and problem+json in one place."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -89,3 +90,15 @@ class RateLimited(QuotaExceeded):
     def __init__(self, detail: str = "", *, retry_after: int = 1) -> None:
         super().__init__(detail)
         self.retry_after = retry_after
+
+
+class StepFailed(Exception):
+    """A step failed in a way we have classified. `emit` implementations may raise it to
+    choose the error type and whether a retry could help."""
+
+    def __init__(self, type_: str, message: str, retryable: bool, output: Any = None) -> None:
+        super().__init__(message)
+        self.type = type_
+        self.message = message
+        self.retryable = retryable
+        self.output = output

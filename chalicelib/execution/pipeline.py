@@ -52,6 +52,7 @@ from chalicelib.domain.contracts import (
     SnsStep,
     SqsStep,
 )
+from chalicelib.domain.errors import StepFailed
 from chalicelib.domain.signing import signature_header
 from chalicelib.domain.templates import TemplateError, render
 from chalicelib.domain.validation import scrub
@@ -187,18 +188,6 @@ class RunContext:
     # What the admin opened for the task's agent (AWS targets, extra HTTP allow entries); the
     # default opens no AWS target, so a caller that forgets it fails closed.
     egress: AgentEgress = AgentEgress()
-
-
-class StepFailed(Exception):
-    """A step failed in a way we have classified. `emit` implementations may raise it to
-    choose the error type and whether a retry could help."""
-
-    def __init__(self, type_: str, message: str, retryable: bool, output: Any = None) -> None:
-        super().__init__(message)
-        self.type = type_
-        self.message = message
-        self.retryable = retryable
-        self.output = output
 
 
 # ---------------------------------------------------------------------------- driver

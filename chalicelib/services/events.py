@@ -16,7 +16,7 @@ from pynamodb.exceptions import DoesNotExist
 
 from chalicelib.dispatch import tick as dispatch
 from chalicelib.domain.contracts import EventCreate
-from chalicelib.domain.errors import InvalidInput, TooLarge
+from chalicelib.domain.errors import InvalidInput, StepFailed, TooLarge
 from chalicelib.domain.timefmt import epoch, iso
 from chalicelib.domain.validation import parse, stored_size
 from chalicelib.platform.config import band_for, settings
@@ -50,8 +50,6 @@ def emit(agent_id: str, name: str, data: Any, *, depth: int, now: datetime, key:
     """The `emit` step: publish an internal event for the same agent. Its id derives from
     `key` (the run and the step) and `at` (the run's instant), so a retried attempt publishes
     the same event and its listeners' runs, whose ids derive from it, are created once."""
-    from chalicelib.execution.pipeline import StepFailed  # the worker's: the API and the tick never load the executor
-
     if depth > settings().event_chain_limit:
         raise StepFailed(
             "chain_too_deep",
