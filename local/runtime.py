@@ -22,7 +22,14 @@ from local.log import logger
 
 STAGE = "local"
 DEFAULT_FUNCTION_TIMEOUT = 60  # chalice's default lambda_timeout
-STOP_GRACE_SECONDS = 10.0
+# SIGTERM → exit within a few seconds, whatever is in flight: requests being handled and worker
+# batches share this much time to finish (they still need the emulator, which stops after them);
+# what has not finished by then is abandoned, as a Lambda killed mid-invocation would be (its run's
+# lease expires and SQS redelivers the message).
+STOP_GRACE_SECONDS = 4.0
+# Abandoned work may still hold a thread that the interpreter joins at exit (a step waiting on its
+# target inside Powertools' batch executor, a tick's shard pool): past this, exit without it.
+EXIT_GRACE_SECONDS = 1.0
 
 
 class _Interrupted(Exception):
@@ -205,14 +212,39 @@ def main() -> int:
     finally:
         phase["starting"] = False
         stop.set()
-        if http is not None:
-            http.stop()
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
         if pollers is not None:
-            pollers.wake_all()
-            if not pollers.join(STOP_GRACE_SECONDS):
-                logger.warning("stop_incomplete", extra={"what": "sqs pollers"})
+            pollers.wake_all()  # idle workers leave now, while the server drains
+        if http is not None:
+            http.stop(drain_seconds=STOP_GRACE_SECONDS / 2)
+        if pollers is not None and not pollers.join(_left(deadline)):
+            logger.warning("stop_incomplete", extra={"what": "sqs pollers"})
         if ticker is not None and ticker.is_alive():
-            ticker.join(STOP_GRACE_SECONDS)
+            ticker.join(_left(deadline))
+            if ticker.is_alive():
+                logger.warning("stop_incomplete", extra={"what": "tick"})
         moto_rc = moto.stop()
         logger.info("stopped", extra={"exit_code": rc, "emulator_exit_code": moto_rc})
+        _exit_anyway_after(EXIT_GRACE_SECONDS, rc)
     return rc
+
+
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
+
+
+def _exit_anyway_after(seconds: float, rc: int) -> None:
+    """The interpreter's exit joins every thread-pool worker, including one a step abandoned at
+    the stop still occupies (until its own timeout, up to a minute): past `seconds`, exit with
+    `rc` regardless. A daemon timer, so a clean exit does not wait for it."""
+
+    def force() -> None:
+        busy = sorted(t.name for t in threading.enumerate() if t is not threading.current_thread() and t.is_alive())
+        logger.warning("stop_forced", extra={"threads": busy[:20]})
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+
+    timer = threading.Timer(seconds, force)
+    timer.daemon = True
+    timer.start()
