@@ -150,8 +150,6 @@ def store_hourly_tasks(
             "schedule_version": {"N": "1"},
             "spec": {"S": spec},
             "sched": {"S": sched},
-            "run_count": {"N": "0"},
-            "failure_count": {"N": "0"},
         }
         if running:
             entry = {

@@ -4,6 +4,9 @@ imports chalicelib (PynamoDB reads table names at import time)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+
+import pytest
 
 for var in (
     "AWS_ENDPOINT_URL",
@@ -26,3 +29,21 @@ os.environ.update(
 
 # One local stack per test worker, shared by the e2e, clients and browser suites (tests/stack.py).
 from tests.stack import local_stack  # noqa: E402, F401
+
+
+@pytest.fixture(scope="session")
+def aws() -> Iterator[None]:
+    """In-process AWS (moto `mock_aws`) with the resources from infra/ (prefix `test-`), once per
+    test process: the integration suite and the store contract suites share it."""
+    import boto3
+    from moto import mock_aws
+
+    from local.atomic import serialise_dynamodb
+
+    serialise_dynamodb()
+    with mock_aws():
+        from infra import stack
+
+        stack.deploy(boto3.client("cloudformation"), "test-")
+        stack.complete_for_emulator(boto3.client("dynamodb"), boto3.client("cloudwatch"), "test-")
+        yield

@@ -240,3 +240,18 @@ class Agent:
     task_count: int = 0
     egress_aws_targets: tuple[str, ...] | None = None
     egress_http_allow: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    """An event an agent published (POST /events, an `emit` step, an AWS event) and the runs it
+    started (`{"task_id", "run_id"}` each)."""
+
+    agent_id: str
+    event_id: str
+    name: str
+    data: Any
+    time: str
+    runs: tuple[Mapping[str, str], ...] = ()
+    depth: int = 0
+    expires_at: datetime | None = None

@@ -172,8 +172,6 @@ def create_task(caller: Caller, data: Any, idempotency_key: str | None, now: dat
         schedule_version=1,
         version=1,
         event_key=_event_key(agent_id, sched),
-        run_count=0,
-        failure_count=0,
     )
     dispatch.schedule_next(task, fire)  # completed at once if every occurrence lies outside starts_at/ends_at
     # Three conditional writes rather than one transaction: moto's in-process and server modes

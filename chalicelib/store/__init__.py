@@ -1,7 +1,8 @@
 """Storage: the ports (`ports.py`), their DynamoDB adapter (`dynamo/`, over the PynamoDB models
 in `models.py`) and their in-memory twin (`memory/`). Services reach storage through
 `stores()`; which adapter it returns is configuration (`TASKAPI_STORE`), or a test's choice
-(`use`)."""
+(`use`). The builders are `on_dynamodb()` and `in_memory()`: not `dynamo()`/`memory()`, names
+the subpackages take over on the package as soon as they are imported."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import threading
 from dataclasses import dataclass
 from functools import lru_cache
 
+from chalicelib.platform.config import settings
 from chalicelib.store import ports
 
 
@@ -19,31 +21,58 @@ class Stores:
     # ---- execution ----
     # ---- dispatch ----
     # ---- services ----
+    agents: ports.AgentStore
+    events: ports.EventStore
+    keys: ports.IdempotencyStore
 
 
-def dynamo() -> Stores:
-    from chalicelib.store.dynamo import DynamoTasks
+def on_dynamodb(prefix: str | None = None) -> Stores:
+    """The DynamoDB stores, over the tables of `prefix` (default: the settings')."""
+    from chalicelib.store import models
+    from chalicelib.store.dynamo.services import DynamoAgents, DynamoEvents, DynamoKeys
+    from chalicelib.store.dynamo.tasks import DynamoTasks
 
-    return Stores(tasks=DynamoTasks())
+    models.configure(prefix)
+    return Stores(
+        tasks=DynamoTasks(),
+        # ---- execution ----
+        # ---- dispatch ----
+        # ---- services ----
+        agents=DynamoAgents(),
+        events=DynamoEvents(),
+        keys=DynamoKeys(),
+    )
 
 
-def memory() -> Stores:
-    from chalicelib.store.memory import MemoryTasks
+def in_memory() -> Stores:
+    from chalicelib.store.memory.services import MemoryAgents, MemoryEvents, MemoryKeys
+    from chalicelib.store.memory.tasks import MemoryTasks
 
     lock = threading.RLock()  # one lock: a conditional write across stores stays atomic
-    return Stores(tasks=MemoryTasks(lock))
+    agents = MemoryAgents(lock)
+    return Stores(
+        tasks=MemoryTasks(lock, agents),
+        # ---- execution ----
+        # ---- dispatch ----
+        # ---- services ----
+        agents=agents,
+        events=MemoryEvents(lock),
+        keys=MemoryKeys(lock),
+    )
 
 
 _chosen: Stores | None = None
 
 
 @lru_cache(maxsize=1)
-def _configured() -> Stores:
-    return memory() if os.environ.get("TASKAPI_STORE", "dynamodb") == "memory" else dynamo()
+def _configured(kind: str, prefix: str) -> Stores:
+    return in_memory() if kind == "memory" else on_dynamodb(prefix)
 
 
 def stores() -> Stores:
-    return _chosen or _configured()
+    """The stores in use. Built again when the configuration changes (the store kind, or the
+    settings' prefix: the DynamoDB one then points the models at that prefix's tables)."""
+    return _chosen or _configured(os.environ.get("TASKAPI_STORE", "dynamodb"), settings().prefix)
 
 
 def use(chosen: Stores | None) -> None:

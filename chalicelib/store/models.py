@@ -1,5 +1,6 @@
-"""PynamoDB models. Table names come from settings at import time (PynamoDB reads
-`Meta.table_name` at class definition), so configure the environment first."""
+"""PynamoDB models. Table names are `<prefix><name>`: `configure(prefix)` points every model at
+a prefix's tables (on import, the settings' prefix; `store.on_dynamodb()` calls it again with the
+prefix it is built for), so the names are configuration, not fixed when this module loads."""
 
 from __future__ import annotations
 
@@ -17,11 +18,10 @@ from pynamodb.models import Model
 
 from chalicelib.platform.config import settings
 
-_S = settings()
-
 
 class _Meta:
-    region = _S.region
+    region: str | None = None  # set by configure()
+    table_name = ""  # set by configure()
 
 
 class DueIndex(GlobalSecondaryIndex["TaskModel"]):
@@ -60,7 +60,7 @@ class EventTasksIndex(GlobalSecondaryIndex["TaskModel"]):
 
 class TaskModel(Model):
     class Meta(_Meta):
-        table_name = _S.table("tasks")
+        pass
 
     task_id = UnicodeAttribute(hash_key=True)
     created_by = UnicodeAttribute()
@@ -81,10 +81,6 @@ class TaskModel(Model):
     snooze_reason = UnicodeAttribute(null=True)
     # "<when>: <why>" when the tick could not compute the schedule and paused the task (dispatch.py)
     schedule_error = UnicodeAttribute(null=True)
-    # Not read: the run counters live in the stats table (StatsModel). create_task still writes
-    # these zeros; they go once it stops.
-    run_count = NumberAttribute(default=0)
-    failure_count = NumberAttribute(default=0)
 
     @staticmethod
     def unchanged_since(read: TaskModel) -> Any:
@@ -113,7 +109,7 @@ class StatsModel(Model):
     itself with one UpdateItem of about 1 KB whatever the size of the task's definition."""
 
     class Meta(_Meta):
-        table_name = _S.table("stats")
+        pass
 
     task_id = UnicodeAttribute(hash_key=True)
     run_count = NumberAttribute(default=0)
@@ -125,7 +121,7 @@ class StatsModel(Model):
 
 class RunModel(Model):
     class Meta(_Meta):
-        table_name = _S.table("runs")
+        pass
 
     task_id = UnicodeAttribute(hash_key=True)
     run_id = UnicodeAttribute(range_key=True)
@@ -138,7 +134,7 @@ class RunModel(Model):
 
 class AgentModel(Model):
     class Meta(_Meta):
-        table_name = _S.table("agents")
+        pass
 
     agent_id = UnicodeAttribute(hash_key=True)
     name = UnicodeAttribute()
@@ -162,7 +158,7 @@ class DueModel(Model):
     shard's watermark (`tick#through#<shard>` in keys) says how far the tick has worked."""
 
     class Meta(_Meta):
-        table_name = _S.table("due")
+        pass
 
     shard = UnicodeAttribute(hash_key=True)
     slot = UnicodeAttribute(range_key=True)  # "<fire epoch, 10 digits>#<task id>": sorts by time
@@ -177,7 +173,7 @@ class KeyModel(Model):
     concurrency leases, tick shard leases. One conditional write each."""
 
     class Meta(_Meta):
-        table_name = _S.table("keys")
+        pass
 
     key = UnicodeAttribute(hash_key=True)
     value = JSONAttribute(null=True)
@@ -190,9 +186,38 @@ class KeyModel(Model):
 
 class EventModel(Model):
     class Meta(_Meta):
-        table_name = _S.table("events")
+        pass
 
     agent_id = UnicodeAttribute(hash_key=True)
     event_id = UnicodeAttribute(range_key=True)
     doc = JSONAttribute()
     expires_at = TTLAttribute(null=True)
+
+
+TABLES: dict[type[Model], str] = {
+    TaskModel: "tasks",
+    StatsModel: "stats",
+    RunModel: "runs",
+    AgentModel: "agents",
+    DueModel: "due",
+    KeyModel: "keys",
+    EventModel: "events",
+}
+
+
+def configure(prefix: str | None = None, region: str | None = None) -> None:
+    """Point every model at `<prefix><table>` in `region` (defaults: the settings'). PynamoDB
+    keeps a connection per model built for one table and region: it is dropped, so the next
+    call builds one for the new names."""
+    s = settings()
+    for model, name in TABLES.items():
+        model.Meta.table_name = f"{s.prefix if prefix is None else prefix}{name}"
+        model.Meta.region = region or s.region
+        model._connection = None
+
+
+def configured_prefix() -> str:
+    return TaskModel.Meta.table_name.removesuffix(TABLES[TaskModel])
+
+
+configure()

@@ -9,16 +9,59 @@ A conditional write is a verb that says what it guarantees (`put_if_absent`, `cl
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
 
-from chalicelib.domain.records import Task
+from chalicelib.domain.records import Agent, Event, Task, TaskStatus
 
 # ---- tasks (shared by services, dispatch and execution) -------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskPage:
+    """A page of a listing, newest first; `more` says whether tasks follow it."""
+
+    tasks: list[Task]
+    more: bool
 
 
 class TaskStore(Protocol):
     def get(self, task_id: str) -> Task | None:
         """A consistent read; None when absent."""
+        ...
+
+    def get_many(self, task_ids: Iterable[str]) -> dict[str, Task]:
+        """The tasks that exist among `task_ids`, by id (consistent reads)."""
+        ...
+
+    def create(self, task: Task, *, quota: int) -> bool:
+        """Store a new task and count it against its agent's quota, as one guarantee: False (and
+        nothing stored) when the agent is not active or already has `quota` tasks. A task id
+        that exists already is never overwritten (an error: ids are UUID4)."""
+        ...
+
+    def save_if_unchanged(self, read: Task, new: Task) -> Task | None:
+        """Write `new` as the next version of `read` (`version` = read's + 1) only if the stored
+        task is still as `read` in everything others write (version, due_at, status,
+        schedule_version): the saved task, or None when it changed since (re-read and retry)."""
+        ...
+
+    def list_by_agent(
+        self,
+        agent_id: str | None,
+        *,
+        status: TaskStatus | None = None,
+        kind: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> TaskPage:
+        """An agent's tasks (every agent's: None), newest first, filtered by status and kind."""
+        ...
+
+    def by_event_key(self, event_keys: Sequence[str]) -> list[Task]:
+        """The tasks whose `event_key` is one of these, oldest first."""
         ...
 
 
@@ -29,3 +72,80 @@ class TaskStore(Protocol):
 
 
 # ---- agents, events, idempotency keys (services) --------------------------------------------
+
+
+class AgentStore(Protocol):
+    def get(self, agent_id: str) -> Agent | None:
+        """A consistent read; None when absent."""
+        ...
+
+    def put_if_absent(self, agent: Agent) -> bool: ...
+
+    def all(self) -> list[Agent]: ...
+
+    def revoke(self, agent_id: str) -> Agent | None:
+        """Mark the agent revoked: the agent as it is now, None when absent."""
+        ...
+
+    def replace_secret(self, agent_id: str, expected: str, new: str) -> bool:
+        """Set the signing secret to `new` only if it is still `expected`."""
+        ...
+
+    def set_egress(self, agent_id: str, aws_targets: Sequence[str], http_allow: Sequence[str]) -> bool:
+        """Replace both egress lists; False when the agent is absent."""
+        ...
+
+    def release_task_slot(self, agent_id: str) -> None:
+        """One task fewer against the agent's quota (never below zero)."""
+        ...
+
+    # Rate-limit buckets (GCRA, `services/ratelimit.py`): a bucket is one number per agent and
+    # kind, its theoretical arrival time in epoch milliseconds. Each verb is one conditional
+    # write on an existing agent, exact across concurrent requests.
+
+    def restart_bucket(self, agent_id: str, bucket: str, tat_ms: int, *, idle_before_ms: int) -> bool:
+        """Set the bucket to `tat_ms` if it is unset or earlier than `idle_before_ms`."""
+        ...
+
+    def advance_bucket(self, agent_id: str, bucket: str, step_ms: int, *, low_ms: int, high_ms: int) -> bool:
+        """Add `step_ms` to the bucket if it lies within [low_ms, high_ms]."""
+        ...
+
+    def bucket(self, agent_id: str, bucket: str) -> int | None:
+        """The bucket's value (None: unset, or no such agent)."""
+        ...
+
+
+class EventStore(Protocol):
+    def put(self, event: Event) -> None: ...
+
+    def get(self, agent_id: str, event_id: str) -> Event | None: ...
+
+
+@dataclass(frozen=True)
+class KeyClaim:
+    """A claimed key (an Idempotency-Key, an AWS event id): what the claimer stored with it,
+    and the first response once it was kept."""
+
+    key: str
+    value: Mapping[str, Any]
+    expires_at: datetime | None
+    response: Mapping[str, Any] | None = None
+
+
+class IdempotencyStore(Protocol):
+    def claim(self, key: str, value: Mapping[str, Any], *, expires_at: datetime, now: datetime) -> bool:
+        """Take `key` if nobody holds it (or the holder's claim expired before `now`)."""
+        ...
+
+    def get(self, key: str, *, now: datetime) -> KeyClaim | None:
+        """The live claim of `key`; None when absent or expired before `now`."""
+        ...
+
+    def keep_response(self, key: str, response: Mapping[str, Any]) -> bool:
+        """Keep the first response with a claim; False when the claim is gone."""
+        ...
+
+    def release(self, key: str) -> None:
+        """Give the key up (the claimer failed: the next request may try again)."""
+        ...

@@ -1,5 +1,5 @@
-"""In-process AWS (moto `mock_aws`) with the resources from infra/, created once per
-test process; every test starts from empty tables and queues."""
+"""In-process AWS (the `aws` fixture of tests/conftest.py, moto with the resources from infra/,
+created once per test process); every test starts from empty tables and queues."""
 
 from __future__ import annotations
 
@@ -7,25 +7,11 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 
-from local.atomic import serialise_dynamodb
 from tests.integration.harness import clock, workers  # noqa: F401 - fixtures for every test here
 
 ADMIN = {"Authorization": "Bearer admin-token-for-tests-only"}
-
-
-@pytest.fixture(scope="session")
-def aws() -> Iterator[None]:
-    serialise_dynamodb()
-    with mock_aws():
-        from infra import stack
-
-        stack.deploy(boto3.client("cloudformation"), "test-")
-        stack.complete_for_emulator(boto3.client("dynamodb"), boto3.client("cloudwatch"), "test-")
-        yield
 
 
 def _empty_tables() -> None:

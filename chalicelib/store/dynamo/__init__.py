@@ -1,22 +1,8 @@
 """The DynamoDB adapter of every storage port (PynamoDB models in `store/models.py`)."""
 
-from __future__ import annotations
-
-from pynamodb.exceptions import DoesNotExist
-
-from chalicelib.domain.records import Task
-from chalicelib.store.dynamo.mapping import task_from_item
-from chalicelib.store.models import TaskModel
-
 # ---- tasks ----------------------------------------------------------------------------------
 
-
-class DynamoTasks:
-    def get(self, task_id: str) -> Task | None:
-        try:
-            return task_from_item(TaskModel.get(task_id, consistent_read=True))
-        except DoesNotExist:
-            return None
+# DynamoTasks: `store/dynamo/tasks.py`
 
 
 # ---- runs, counters, dedupe and concurrency leases (execution) ------------------------------
@@ -26,3 +12,5 @@ class DynamoTasks:
 
 
 # ---- agents, events, idempotency keys (services) --------------------------------------------
+
+# DynamoAgents, DynamoEvents, DynamoKeys: `store/dynamo/services.py`
