@@ -110,7 +110,8 @@ def store_hourly_tasks(
     """Store n synthetic hourly tasks (ids start..start+n) directly, 25 items a batch — the API
     would take minutes for thousands. Running: the next fire `due_at` is a due-table entry;
     else the schedule starts at `due_at` (the task's own index, as after a create)."""
-    from chalicelib.dispatch.tick import shard_for, slot_of
+    from chalicelib.dispatch.plan import shard_for
+    from chalicelib.store.ports import slot_of
 
     sched = json.dumps(
         {

@@ -95,7 +95,7 @@ def main() -> None:
     try:
         import boto3
 
-        from chalicelib.dispatch import tick as dispatch
+        from chalicelib import dispatch
         from chalicelib.platform import wiring
         from chalicelib.platform.config import settings
 

@@ -132,7 +132,7 @@ def main() -> None:
         from tick import raw_tick
 
         import app
-        from chalicelib.dispatch import tick as dispatch
+        from chalicelib import dispatch
         from chalicelib.platform import wiring
         from chalicelib.platform.config import settings
 

@@ -23,7 +23,7 @@ from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 
-from chalicelib.dispatch import tick as dispatch
+from chalicelib import dispatch
 from chalicelib.domain import retry, schedules
 from chalicelib.domain.errors import InvalidSchedule
 from chalicelib.domain.timefmt import from_epoch, iso

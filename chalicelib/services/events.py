@@ -14,7 +14,7 @@ from typing import Any
 
 from pynamodb.exceptions import DoesNotExist
 
-from chalicelib.dispatch import tick as dispatch
+from chalicelib import dispatch
 from chalicelib.domain.contracts import EventCreate
 from chalicelib.domain.errors import InvalidInput, StepFailed, TooLarge
 from chalicelib.domain.timefmt import epoch, iso

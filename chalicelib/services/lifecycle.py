@@ -15,7 +15,7 @@ from typing import Any
 
 from pynamodb.exceptions import PutError, UpdateError
 
-from chalicelib.dispatch import tick as dispatch
+from chalicelib import dispatch
 from chalicelib.domain.contracts import RunNowRequest, SnoozeRequest
 from chalicelib.domain.errors import StateConflict, TooLarge
 from chalicelib.domain.timefmt import epoch, iso

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from chalicelib.dispatch import tick as dispatch
+from chalicelib import dispatch
 from chalicelib.domain import schedules
 from chalicelib.domain.contracts import SchedulePreviewRequest, parse_timestamp
 from chalicelib.domain.errors import FieldError, InvalidInput

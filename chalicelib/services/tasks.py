@@ -13,7 +13,7 @@ from typing import Any
 
 from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 
-from chalicelib.dispatch import tick as dispatch
+from chalicelib import dispatch
 from chalicelib.domain import schedules
 from chalicelib.domain.contracts import SCHEDULE_FIELDS, TaskCreate, TaskUpdate, parse_timestamp
 from chalicelib.domain.errors import (

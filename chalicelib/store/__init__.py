@@ -20,6 +20,9 @@ class Stores:
     tasks: ports.TaskStore
     # ---- execution ----
     # ---- dispatch ----
+    due: ports.DueStore
+    shards: ports.ShardLeases
+    due_tasks: ports.DueTasks
     # ---- services ----
     agents: ports.AgentStore
     events: ports.EventStore
@@ -29,6 +32,7 @@ class Stores:
 def on_dynamodb(prefix: str | None = None) -> Stores:
     """The DynamoDB stores, over the tables of `prefix` (default: the settings')."""
     from chalicelib.store import models
+    from chalicelib.store.dynamo.dispatch import DynamoDue, DynamoDueTasks, DynamoShardLeases
     from chalicelib.store.dynamo.services import DynamoAgents, DynamoEvents, DynamoKeys
     from chalicelib.store.dynamo.tasks import DynamoTasks
 
@@ -37,6 +41,9 @@ def on_dynamodb(prefix: str | None = None) -> Stores:
         tasks=DynamoTasks(),
         # ---- execution ----
         # ---- dispatch ----
+        due=DynamoDue(),
+        shards=DynamoShardLeases(),
+        due_tasks=DynamoDueTasks(),
         # ---- services ----
         agents=DynamoAgents(),
         events=DynamoEvents(),
@@ -45,15 +52,20 @@ def on_dynamodb(prefix: str | None = None) -> Stores:
 
 
 def in_memory() -> Stores:
+    from chalicelib.store.memory.dispatch import MemoryDue, MemoryDueTasks, MemoryShardLeases
     from chalicelib.store.memory.services import MemoryAgents, MemoryEvents, MemoryKeys
     from chalicelib.store.memory.tasks import MemoryTasks
 
     lock = threading.RLock()  # one lock: a conditional write across stores stays atomic
     agents = MemoryAgents(lock)
+    tasks = MemoryTasks(lock, agents)
     return Stores(
-        tasks=MemoryTasks(lock, agents),
+        tasks=tasks,
         # ---- execution ----
         # ---- dispatch ----
+        due=MemoryDue(lock),
+        shards=MemoryShardLeases(lock),
+        due_tasks=MemoryDueTasks(tasks, lock),
         # ---- services ----
         agents=agents,
         events=MemoryEvents(lock),

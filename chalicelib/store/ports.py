@@ -9,12 +9,12 @@ A conditional write is a verb that says what it guarantees (`put_if_absent`, `cl
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from chalicelib.domain.records import Agent, Event, Task, TaskStatus
+from chalicelib.domain.records import Agent, Event, Schedule, Task, TaskStatus
 
 # ---- tasks (shared by services, dispatch and execution) -------------------------------------
 
@@ -69,6 +69,114 @@ class TaskStore(Protocol):
 
 
 # ---- due fires, shard leases and watermarks (dispatch) --------------------------------------
+
+
+def slot_of(fire: int, task_id: str) -> str:
+    """A due entry's sort key: by fire instant, then task id."""
+    return f"{fire:010d}#{task_id}"
+
+
+@dataclass(frozen=True)
+class DueEntry:
+    """One pending fire of a running schedule, in its task's shard of the `due` table."""
+
+    shard: str
+    task_id: str
+    fire: int  # epoch seconds
+    schedule_version: int
+
+    @property
+    def slot(self) -> str:
+        return slot_of(self.fire, self.task_id)
+
+
+@dataclass(frozen=True)
+class DueFire:
+    """A task's pending fire with what planning its dispatch needs: a (re)started schedule
+    from the task's sparse `due` index (which projects these fields only, not the whole
+    task), or a running schedule's due-table entry joined with its task."""
+
+    task_id: str
+    agent_id: str
+    schedule: Schedule
+    schedule_version: int
+    priority: int
+    due_at: int
+
+
+@dataclass(frozen=True)
+class Acquired:
+    """The shard is ours until `until` (epoch seconds)."""
+
+    until: int
+
+
+@dataclass(frozen=True)
+class HeldElsewhere:
+    """Another tick holds the shard's lease until `until` (None: not known)."""
+
+    until: int | None = None
+
+
+class DueStore(Protocol):
+    """The `due` table: one pending fire per running schedule, never moved or deleted (a TTL
+    removes old entries); each shard's watermark says how far the tick has worked."""
+
+    def add(self, entry: DueEntry) -> bool:
+        """Write the entry unless its slot holds a newer schedule version (two versions of a
+        schedule can name the same slot; a tick working from the old one must not overwrite
+        the new one's entry). Idempotent. False: a newer version holds the slot."""
+        ...
+
+    def read(self, shard: str, until: int, after: str | None = None) -> Iterator[DueEntry]:
+        """A consistent read of the shard's entries with fires up to `until` (inclusive), in
+        slot order, after the slot `after` (exclusive)."""
+        ...
+
+
+class ShardLeases(Protocol):
+    """Which tick works a due shard, and how far it has worked (its watermark)."""
+
+    def acquire_shard(self, shard: str, holder: str, now: int, seconds: int) -> Acquired | HeldElsewhere:
+        """Take the shard's lease for `seconds` if nobody holds it or its lease ran out."""
+        ...
+
+    def release_shard(self, shard: str, holder: str) -> None:
+        """Give the lease back, if `holder` still holds it (otherwise nothing happens)."""
+        ...
+
+    def watermark(self, shard: str) -> str | None:
+        """The last slot the tick has dispatched in the shard (consistent); None: none yet."""
+        ...
+
+    def advance_watermark(self, shard: str, through: str) -> bool:
+        """Move the watermark to `through`, only forward. False: it already was there or past."""
+        ...
+
+
+class DueTasks(Protocol):
+    """The task-side verbs the tick needs: the sparse `due` index of (re)started schedules,
+    and the conditional writes that settle a dispatched fire (whole tasks: TaskStore.get_many)."""
+
+    def due_tasks(self, shard: str, until: int) -> Iterator[DueFire]:
+        """The shard's (re)started schedules whose first fire is at or before `until`, in order."""
+        ...
+
+    def advance_due(self, task_id: str, due_at: int, schedule_version: int, *, complete: bool = False) -> bool:
+        """The start at `due_at` was dispatched: the task leaves the due index (its next fire is
+        in the due table), and with `complete` it is completed. Only if its `due_at` and
+        schedule version are still these; False otherwise (it changed meanwhile)."""
+        ...
+
+    def pause_with_error(self, task_id: str, schedule_version: int, error: str) -> bool:
+        """Pause an active task whose schedule cannot be computed, with `schedule_error`, and
+        take it out of the due index. Only if still active at this schedule version."""
+        ...
+
+    def complete(self, task_id: str, schedule_version: int) -> bool:
+        """Nothing is left of the schedule: the task completes and leaves the due index. Only
+        if still active at this schedule version."""
+        ...
 
 
 # ---- agents, events, idempotency keys (services) --------------------------------------------

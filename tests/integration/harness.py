@@ -14,7 +14,7 @@ import moto.sqs.models as moto_sqs
 import pytest
 
 from bench.common import Requests, app_clients
-from chalicelib.dispatch import tick as dispatch
+from chalicelib import dispatch
 from chalicelib.platform import wiring
 from chalicelib.platform.config import PRIORITY_BANDS, settings
 from local import events as lambda_events

@@ -9,9 +9,10 @@ from collections import Counter
 import boto3
 import pytest
 
-from chalicelib.dispatch import tick as dispatch
 from chalicelib.platform import wiring
+from chalicelib.platform.config import settings
 from chalicelib.store.models import DueModel, TaskModel
+from chalicelib.store.ports import slot_of
 from tests.integration.conftest import _empty_queues, task_body
 from tests.integration.harness import Crash, RequestCounter, all_messages, crash_on, run_records, tick
 
@@ -135,7 +136,7 @@ def _bulk_tasks(n: int, due_at: int, start: int = 0, *, running: bool = False) -
 
     store_hourly_tasks(
         boto3.client("dynamodb"),
-        dispatch.settings().prefix,
+        settings().prefix,
         "11111111-1111-4111-8111-111111111111",
         "2027-03-01T00:00:00Z",
         start,
@@ -162,7 +163,7 @@ def test_tick_cost_follows_due_work_not_stored_work(clock):
     assert big.total <= small.total * 1.1, (small.calls, big.calls)
     assert big.calls.get("dynamodb.Scan", 0) == 0
     # one query of the task index and one of the due table per shard, whatever is stored
-    assert 2 * dispatch.settings().due_shards == big.calls["dynamodb.Query"]
+    assert 2 * settings().due_shards == big.calls["dynamodb.Query"]
 
 
 def test_a_running_schedule_costs_one_small_write_a_fire(api, clock, workers):
@@ -174,14 +175,14 @@ def test_a_running_schedule_costs_one_small_write_a_fire(api, clock, workers):
     item = TaskModel.get(t["id"])
     assert item.due_at is None and item.due_shard is None
     [entry] = [e for e in DueModel.scan() if e.task_id == t["id"]]
-    assert entry.fire == int(clock.t) + 30 + 600 and entry.slot == dispatch.slot_of(entry.fire, t["id"])
+    assert entry.fire == int(clock.t) + 30 + 600 and entry.slot == slot_of(entry.fire, t["id"])
     for minute in (20, 30):
         clock.set(clock.now.replace(minute=minute - 1, second=30))
         with RequestCounter() as calls:
             assert tick(clock).dispatched == 1
         writes = {op: n for op, n in calls.calls.items() if op in ("dynamodb.UpdateItem", "dynamodb.PutItem")}
         # one entry for the next fire; the rest are per-shard leases and watermarks
-        shards = dispatch.settings().due_shards
+        shards = settings().due_shards
         assert writes.get("dynamodb.UpdateItem", 0) == 0
         assert writes["dynamodb.PutItem"] == 1 + 2 * shards, calls.calls  # + a lease and a watermark each
     fires = sorted(m["scheduled_for"] for m in all_messages() if m["task_id"] == t["id"])
@@ -508,7 +509,7 @@ def test_a_message_up_to_a_second_early_waits_for_its_instant(api, clock, worker
 
 
 def test_delay_is_computed_when_sent_and_rounds_down():
-    from chalicelib.dispatch.tick import delay_for
+    from chalicelib.dispatch.plan import delay_for
 
     assert delay_for(1000, 969.6) == 30  # visible at 999.6: the worker waits the last 0.4 s
     assert delay_for(1000, 1000.5) == 0

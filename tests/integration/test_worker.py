@@ -287,7 +287,7 @@ def test_snooze_does_not_supersede_a_retry_of_an_earlier_fire(api, clock, worker
         backoff_strategy="fixed",
     )
     clock.advance(9 * 60 + 30)
-    from chalicelib.dispatch import tick as dispatch
+    from chalicelib import dispatch
 
     dispatch.run_tick(wiring.now_precise())
     clock.advance(30)  # 12:10:00: the run fails once and waits 10 s for its retry

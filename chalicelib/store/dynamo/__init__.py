@@ -9,6 +9,7 @@
 
 
 # ---- due fires, shard leases and watermarks (dispatch) --------------------------------------
+# In `store/dynamo/dispatch.py`.
 
 
 # ---- agents, events, idempotency keys (services) --------------------------------------------

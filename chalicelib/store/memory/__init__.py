@@ -11,6 +11,7 @@ the scale model. Not for production: nothing is persisted."""
 
 
 # ---- due fires, shard leases and watermarks (dispatch) --------------------------------------
+# In `store/memory/dispatch.py`.
 
 
 # ---- agents, events, idempotency keys (services) --------------------------------------------

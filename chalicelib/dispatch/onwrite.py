@@ -1,0 +1,72 @@
+"""What the API's writes ask of dispatch: dispatch-on-write (a (re)started schedule whose first
+fire comes before the next tick's look-ahead goes out now, so it is on time too), and the
+fence after a schedule change (an instant both versions fire at runs once)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from chalicelib.dispatch.legacy import TaskLike, record, write_back
+from chalicelib.dispatch.plan import WRITE_MARGIN_SECONDS, build_schedule, fenced_fires, next_fire, plan
+from chalicelib.dispatch.settle import clear_start_of, execute
+from chalicelib.domain import schedules
+from chalicelib.domain.errors import InvalidSchedule
+from chalicelib.domain.records import RunStatus, TaskStatus
+from chalicelib.domain.timefmt import epoch, from_epoch
+from chalicelib.platform import wiring
+from chalicelib.platform.config import settings
+from chalicelib.services import runs
+from chalicelib.store import stores
+from chalicelib.store.ports import DueFire
+
+
+def dispatch_if_soon(item: TaskLike, now: datetime) -> int:
+    """Dispatch a (re)started schedule now if its first fire falls before the next tick's
+    look-ahead. Returns the number of messages sent."""
+    task = record(item)
+    if task.status != TaskStatus.ACTIVE or task.due_at is None:
+        return 0
+    horizon = now + timedelta(seconds=settings().lookahead_seconds + WRITE_MARGIN_SECONDS)
+    if task.due_at > epoch(horizon):
+        return 0
+    due = DueFire(
+        task.task_id, task.created_by, task.schedule, task.schedule_version, task.definition.priority, task.due_at
+    )
+    try:
+        p = plan(due, now, horizon)
+    except (schedules.ScheduleError, InvalidSchedule):
+        return 0  # the start stays in the index: the tick records why it cannot be computed
+    # If this call was slow, a tick may have worked past the entry written here before it
+    # existed: then the start stays in the index, and the next tick dispatches it again.
+    done = execute([p], now, clear_start=False)
+    if not done.unsent and wiring.now_precise().timestamp() - now.timestamp() < WRITE_MARGIN_SECONDS / 2:
+        if clear_start_of(p):
+            status = TaskStatus.COMPLETED if p.exhausted else task.status
+            write_back(item, task.evolve(due_at=None, due_shard=None, status=status))
+    return done.sent
+
+
+def fence_change(old_item: TaskLike, new_item: TaskLike, now: datetime) -> None:
+    """After a schedule change: an instant both versions fire at, near now, runs once.
+
+    The old version's run for it may be starting this very second (the change's `now` is
+    whole seconds; a `once` task looks back 60 s). Recording that run superseded first stops it;
+    if it already started, the new version's run for the instant is recorded superseded instead
+    — and a schedule with nothing after it completes."""
+    old, new = record(old_item), record(new_item)
+    both = fenced_fires(old, new, now)
+    if not both:
+        return
+    new_schedule = build_schedule(new.schedule, new.task_id, now)
+    max_attempts = new.definition.max_attempts
+    for fire in both:
+        if runs.fence(new.task_id, new.created_by, fire, old.schedule_version, max_attempts, now):
+            continue  # the old version's run for it can no longer start
+        ran = runs.get(new.task_id, runs.scheduled_run_id(new.task_id, fire, old.schedule_version), now)
+        if ran is None or ran.status in (RunStatus.SKIPPED, RunStatus.QUEUED):
+            continue  # it never started: the new version runs the instant
+        runs.fence(new.task_id, new.created_by, fire, new.schedule_version, max_attempts, now)
+        if next_fire(new_schedule, from_epoch(fire)) is None:
+            stores().due_tasks.complete(new.task_id, new.schedule_version)
+            new = new.evolve(status=TaskStatus.COMPLETED, due_at=None, due_shard=None)
+            write_back(new_item, new)
