@@ -30,7 +30,7 @@ if not os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "").endswith(tuple(f"-{f}" for
 
 @app.schedule(Rate(1, unit=Rate.MINUTES), name="tick")
 def tick(event: Any) -> dict[str, Any]:
-    from chalicelib.dispatch import tick as dispatch
+    from chalicelib import dispatch
     from chalicelib.platform import metrics, wiring
 
     started = time.monotonic()
