@@ -7,7 +7,7 @@ import bisect
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from chalicelib.domain.records import Task, TaskStatus
 from chalicelib.store.ports import Acquired, DueEntry, DueFire, HeldElsewhere, slot_of
@@ -16,7 +16,8 @@ from chalicelib.store.ports import Acquired, DueEntry, DueFire, HeldElsewhere, s
 class MemoryDue:
     def __init__(self, lock: threading.RLock | None = None) -> None:
         self._lock = lock or threading.RLock()
-        self._slots: dict[str, list[str]] = {}  # shard -> its slots, sorted
+        self._slots: dict[str, list[str]] = {}  # shard -> its slots, sorted when read
+        self._unsorted: set[str] = set()  # shards with slots added since
         self.entries: dict[tuple[str, str], DueEntry] = {}
 
     def add(self, entry: DueEntry) -> bool:
@@ -25,8 +26,9 @@ class MemoryDue:
             held = self.entries.get(key)
             if held is not None and held.schedule_version > entry.schedule_version:
                 return False
-            if held is None:
-                bisect.insort(self._slots.setdefault(entry.shard, []), entry.slot)
+            if held is None:  # appended, sorted on the next read (a million adds stay linear)
+                self._slots.setdefault(entry.shard, []).append(entry.slot)
+                self._unsorted.add(entry.shard)
             self.entries[key] = entry
             return True
 
@@ -34,6 +36,9 @@ class MemoryDue:
         upper = slot_of(until, "~")
         with self._lock:  # a snapshot, as one query page would be
             slots = self._slots.get(shard, [])
+            if shard in self._unsorted:
+                slots.sort()
+                self._unsorted.discard(shard)
             lo = 0 if after is None else bisect.bisect_right(slots, after)
             hi = bisect.bisect_right(slots, upper)
             found = [self.entries[(shard, s)] for s in slots[lo:hi]]
@@ -83,21 +88,66 @@ class _TaskItems(Protocol):
     items: dict[str, Task]
 
 
+class ItemsWithDueIndex(dict[str, Task]):
+    """The tasks store's items, keeping the sparse `due` index as DynamoDB keeps a GSI: on
+    every write. (A scan of a million tasks per shard and tick would make the scale model
+    measure the twin, not the tick.)"""
+
+    def __init__(self, items: Mapping[str, Task]) -> None:
+        super().__init__()
+        self.due: dict[str, dict[str, Task]] = {}  # due_shard -> task id -> task
+        for k, v in items.items():
+            self[k] = v
+
+    def __setitem__(self, key: str, task: Task) -> None:
+        self._unindex(key)
+        super().__setitem__(key, task)
+        if task.due_shard is not None and task.due_at is not None:
+            self.due.setdefault(task.due_shard, {})[key] = task
+
+    def __delitem__(self, key: str) -> None:
+        self._unindex(key)
+        super().__delitem__(key)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        self._unindex(key)
+        return super().pop(key, *default)
+
+    def clear(self) -> None:
+        self.due.clear()
+        super().clear()
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for k, v in dict(*args, **kwargs).items():
+            self[k] = v
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def _unindex(self, key: str) -> None:
+        old = self.get(key)
+        if old is not None and old.due_shard is not None:
+            self.due.get(old.due_shard, {}).pop(key, None)
+
+
 class MemoryDueTasks:
-    """Over the in-memory tasks store's items (`MemoryTasks.items`)."""
+    """Over the in-memory tasks store's items (`MemoryTasks.items`), which it indexes."""
 
     def __init__(self, tasks: _TaskItems, lock: threading.RLock | None = None) -> None:
-        self._tasks = tasks
         self._lock = lock or threading.RLock()
+        with self._lock:
+            if not isinstance(tasks.items, ItemsWithDueIndex):
+                tasks.items = ItemsWithDueIndex(tasks.items)
+        self._tasks = tasks
 
     def due_tasks(self, shard: str, until: int) -> Iterator[DueFire]:
+        items = self._tasks.items
+        assert isinstance(items, ItemsWithDueIndex)
         with self._lock:
             due = sorted(
-                (
-                    t
-                    for t in self._tasks.items.values()
-                    if t.due_shard == shard and t.due_at is not None and t.due_at <= until
-                ),
+                (t for t in items.due.get(shard, {}).values() if t.due_at is not None and t.due_at <= until),
                 key=lambda t: (t.due_at or 0, t.task_id),
             )
         for t in due:
