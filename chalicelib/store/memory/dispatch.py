@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -31,6 +31,16 @@ class MemoryDue:
                 self._unsorted.add(entry.shard)
             self.entries[key] = entry
             return True
+
+    def add_all(self, entries: Iterable[DueEntry]) -> None:
+        """Seed entries unconditionally (tests and the scale model's million tasks)."""
+        with self._lock:
+            for e in entries:
+                key = (e.shard, e.slot)
+                if key not in self.entries:
+                    self._slots.setdefault(e.shard, []).append(key[1])
+                    self._unsorted.add(e.shard)
+                self.entries[key] = e
 
     def read(self, shard: str, until: int, after: str | None = None) -> Iterator[DueEntry]:
         upper = slot_of(until, "~")
