@@ -17,6 +17,7 @@ from types import FrameType
 from typing import IO, Any
 
 from local import env as local_env
+from local import faults as local_faults
 from local.emulator import MotoProcess
 from local.log import logger
 
@@ -96,13 +97,27 @@ def build_bands(app: Any, config: Any) -> list[Any]:
                 name=name,
                 queue_url=url,
                 queue_arn=arn,
-                handler=app.handler_map[src.name],
+                handler=local_faults.crash_fails_invocation(app.handler_map[src.name]),
                 function_name=_function_name(src.name),
                 batch_size=src.batch_size,
                 timeout_seconds=_timeout(config, src.name),
             )
         )
     return bands
+
+
+def _pollers_sqs() -> Any:
+    """The pollers' own client: they stand for Lambda's event source mapping, which injected
+    faults (`local.faults`) leave alone."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        retries={"max_attempts": 4, "mode": "standard"},
+        max_pool_connections=32,
+        user_agent_extra=local_faults.EXEMPT_AGENT,
+    )
+    return boto3.session.Session(region_name=local_env.REGION).client("sqs", config=config)
 
 
 def tick_handler(app: Any) -> tuple[str, Any]:
@@ -133,6 +148,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
 
     cfg = local_env.prepare()
+    faults = local_faults.from_env(os.environ)  # a malformed TASKAPI_FAULTS fails the start
     moto = MotoProcess(cfg.moto_port, state_dir=cfg.state_dir)
     http: Any = None
     pollers: Any = None
@@ -152,6 +168,7 @@ def main() -> int:
             },
         )
         local_env.check_free(cfg.host, cfg.port)
+        local_faults.install(faults)  # before the first botocore session, or it would not have them
         state_lock = lock_state(cfg.state_dir) if cfg.state_dir else None  # noqa: F841 - held until exit
         moto.spawn()
         # Import the app while the emulator boots (both take seconds; they overlap on two cores).
@@ -159,7 +176,7 @@ def main() -> int:
         if str(local_env.PROJECT_ROOT) not in sys.path:
             sys.path.insert(0, str(local_env.PROJECT_ROOT))
         app = importlib.import_module("app").app
-        from chalicelib.platform import wiring
+        local_faults.wrap_pipeline(importlib.import_module("chalicelib.execution.pipeline"))
         from local.pollers import Pollers
         from local.ticker import TickLoop
         from local.web import HttpServer, chalice_config
@@ -186,7 +203,7 @@ def main() -> int:
             timeout_seconds=_timeout(config, tick_name),
         )
         pollers = Pollers(
-            wiring.client("sqs"),
+            _pollers_sqs(),
             bands,
             workers=cfg.workers,
             poll_interval=cfg.poll_interval,
@@ -201,6 +218,7 @@ def main() -> int:
         http = HttpServer(app, config, cfg.host, cfg.port, settings().max_body_bytes)
         http.start()
         phase["starting"] = False
+        local_faults.arm()
         logger.info("ready", extra={"url": cfg.url, "startup_ms": round((time.monotonic() - started) * 1000)})
         while not stop.wait(0.5):
             pass
@@ -223,6 +241,7 @@ def main() -> int:
             ticker.join(_left(deadline))
             if ticker.is_alive():
                 logger.warning("stop_incomplete", extra={"what": "tick"})
+        local_faults.report()
         moto_rc = moto.stop()
         logger.info("stopped", extra={"exit_code": rc, "emulator_exit_code": moto_rc})
         _exit_anyway_after(EXIT_GRACE_SECONDS, rc)
