@@ -29,7 +29,8 @@ check: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# Figures are printed and merged into bench/results.json (~10 min: the tick bench stores 100k tasks).
+# Figures are printed and merged into bench/results.json (~20 min: the tick bench stores 100k tasks,
+# the soak with faults injected takes up to 10).
 bench: $(STAMP)
 	$(BIN)/python bench/schedules.py
 	$(BIN)/python bench/adversarial.py
@@ -38,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/signing_secrets.py
 	$(BIN)/python bench/lag.py
 	$(BIN)/python bench/api.py
+	$(BIN)/python bench/soak.py
 	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(BIN)/python bench/package.py --stage $(STAGE)
 
 # build/$(STAGE)/sam.json + deployment.zip: `chalice package` with infra/ merged in (docs/deploy.md).

@@ -628,7 +628,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument(
-        "--minutes", type=float, default=4.0, help="load phase (default 4; the whole soak stays under 10 min)"
+        "--minutes", type=float, default=3.5, help="load phase (the whole soak stays under 10 min)"
     )
     ap.add_argument("--drain-minutes", type=float, default=5.5, help="at most this long waiting for runs to end")
     ap.add_argument("--agents", type=int, default=3)

@@ -1,0 +1,206 @@
+"""The soak's own accounting (bench/soak.py) and its fault hooks (local/faults.py), without a stack:
+a lost fire, a double execution, a stuck run and a chain event are each seen for what they are;
+the DynamoDB hooks fail or replay real SDK requests; the crash hook interrupts a real pipeline."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from bench.soak import Call, Plan, account
+from chalicelib.execution.pipeline import RunContext, run_pipeline
+from local.faults import EXEMPT_AGENT, Faults, WorkerCrash, _Injector
+
+T0 = 1_800_000_000.0  # a minute boundary
+
+
+def _run(rid: str, tid: str, status: str = "succeeded", **fields: Any) -> dict[str, Any]:
+    return {
+        "id": rid,
+        "task_id": tid,
+        "trigger": "schedule",
+        "status": status,
+        "scheduled_for": "2027-01-15T08:00:00Z",
+        "steps": [],
+        **fields,
+    }
+
+
+def _iso(t: float) -> str:
+    from bench.soak import iso
+
+    return iso(t)
+
+
+def _call(key: str, arrived: float, outcome: str = "ok", delivered: bool = True, task: str = "") -> Call:
+    return Call(key, task, "1", arrived, outcome, arrived + 0.1, delivered)
+
+
+def test_each_failure_figure_counts_what_it_names() -> None:
+    plan = Plan()
+    plan.crons["cron"] = {"agent": "a", "expected": [T0, T0 + 60, T0 + 120]}
+    plan.onces["once"] = {"agent": "a", "at": T0 + 30}
+    runs = {
+        "cron": [
+            _run("r1", "cron", scheduled_for=_iso(T0)),
+            _run("r2", "cron", "running", scheduled_for=_iso(T0 + 60)),
+            # T0 + 120 has no record: lost. This one answers no expected fire.
+            _run("r9", "cron", scheduled_for=_iso(T0 + 7)),
+        ],
+        "once": [_run("r3", "once", scheduled_for=_iso(T0 + 30))],
+    }
+    calls = [
+        _call("r1", T0 + 0.5),
+        _call("r2", T0 + 61, "error", delivered=False),
+        _call("r3", T0 + 31),
+        _call("r3", T0 + 95),  # a second successful execution of the once fire
+        _call("r7", T0 + 5),  # a run id no record has
+    ]
+    acc = account(plan, runs, calls)
+    assert [(k, t, w) for k, t, w in acc["lost"]] == [("cron", "cron", T0 + 120)]
+    assert acc["doubles"] == ["r3"]
+    assert [r["id"] for r in acc["stuck"]] == ["r2"]
+    assert [r["id"] for r in acc["unexpected"]] == ["r9"]
+    assert acc["unknown_keys"] == ["r7"]
+    assert len(acc["expected"]) == 4 and len(acc["records"]) == 4
+    assert acc["executions"] == {1: 2, 2: 1, 0: 1}
+    assert sorted(round(x, 2) for x in acc["lags"]) == [0.5, 1.0, 1.0]
+
+
+def test_chain_events_are_expected_from_final_emitter_records_only() -> None:
+    plan = Plan()
+    plan.chain = {"head": {"agent": "a", "role": "head"}, "mid": {"agent": "a", "role": "mid"}}
+    plan.chain["tail"] = {"agent": "a", "role": "tail"}
+    emitted = [{"id": "emit", "status": "succeeded", "output": {"event_id": "ev1"}}]
+    runs = {
+        "head": [
+            _run("h1", "head", steps=emitted),
+            _run(
+                "h2", "head", "retrying", steps=[{"id": "emit", "status": "succeeded", "output": {"event_id": "ev2"}}]
+            ),
+        ],
+        "mid": [
+            _run("m1", "mid", trigger="event", event={"id": "ev1"}),
+            _run("m2", "mid", trigger="event", event={"id": "ev1"}),
+        ],
+        "tail": [],
+    }
+    acc = account(plan, runs, [])
+    assert [w for k, _, w in acc["expected"] if k == "event"] == ["ev1"]
+    assert acc["duplicate_records"] == [("event", "mid", "ev1")] and not acc["lost"]
+    assert [r["id"] for r in acc["stuck"]] == ["h2"]
+
+
+def test_overlapping_successes_under_one_concurrency_key_are_counted() -> None:
+    plan = Plan()
+    plan.keyed = {"t1": "a/k", "t2": "a/k"}
+    calls = [
+        Call("r1", "t1", "1", T0, "ok", T0 + 1.0, True),
+        Call("r2", "t2", "1", T0 + 0.5, "ok", T0 + 1.5, True),  # overlaps r1
+        Call("r3", "t1", "1", T0 + 2.0, "ok", T0 + 3.0, True),
+        Call("r4", "t2", "1", T0 + 2.1, "stall", T0 + 7.0, False),  # not a success: not counted
+    ]
+    assert account(plan, {}, calls)["overlaps"] == 1
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("", Faults()), ("ddb:0.05, sqs:0.1", Faults(ddb=0.05, sqs=0.1)), ("crash:0", Faults())],
+)
+def test_fault_specs_parse(raw: str, expected: Faults) -> None:
+    assert Faults.parse(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["dynamo:0.1", "ddb", "ddb:x", "ddb:1", "sqs:-0.1"])
+def test_a_malformed_fault_spec_is_an_error_not_no_fault(raw: str) -> None:
+    with pytest.raises(ValueError, match="TASKAPI_FAULTS"):
+        Faults.parse(raw)
+
+
+class _DynamoDB(BaseHTTPRequestHandler):
+    requests: list[str] = []
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        _DynamoDB.requests.append(self.headers.get("X-Amz-Target", ""))
+        body = json.dumps({"TableNames": []}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-amz-json-1.0")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def dynamodb_endpoint() -> Iterator[str]:
+    _DynamoDB.requests = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _DynamoDB)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _client(endpoint: str, injector: _Injector, agent_extra: str | None = None) -> Any:
+    client = boto3.session.Session(region_name="us-east-1").client(
+        "dynamodb",
+        endpoint_url=endpoint,
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+        config=Config(retries={"max_attempts": 3, "mode": "standard"}, user_agent_extra=agent_extra),
+    )
+    client.meta.events.register("before-send.dynamodb", injector.before_send("ddb"))
+    client.meta.events.register("needs-retry.dynamodb", injector.needs_retry("ddb"))
+    return client
+
+
+def test_ddb_faults_fail_or_replay_real_requests_once_armed(dynamodb_endpoint: str) -> None:
+    injector = _Injector(Faults(ddb=0.999), seed=1)
+    client = _client(dynamodb_endpoint, injector)
+    client.list_tables()
+    assert len(_DynamoDB.requests) == 1 and not injector.counts  # not armed yet: untouched
+    injector.armed.set()
+    for _ in range(20):
+        try:
+            client.list_tables()
+        except client.exceptions.ClientError as e:  # every attempt faulted: surfaces as AWS would
+            assert e.response["ResponseMetadata"]["HTTPStatusCode"] == 500
+    counts = injector.counts
+    assert counts["ddb_500"] > 0 and counts["ddb_lost_response"] > 0
+    # A 500 never reaches the server; a lost response did reach it (and was sent again).
+    assert len(_DynamoDB.requests) == 1 + counts["ddb_attempts"] - counts["ddb_500"]
+
+
+def test_the_pollers_client_is_never_faulted(dynamodb_endpoint: str) -> None:
+    injector = _Injector(Faults(ddb=0.999), seed=1)
+    injector.armed.set()
+    client = _client(dynamodb_endpoint, injector, agent_extra=EXEMPT_AGENT)
+    for _ in range(10):
+        client.list_tables()
+    assert len(_DynamoDB.requests) == 10 and not injector.counts
+
+
+def test_a_crash_interrupts_the_pipeline_mid_way_and_is_no_exception() -> None:
+    injector = _Injector(Faults(crash=0.999), seed=3)
+    injector.armed.set()
+    ctx = RunContext({}, {}, None, None, "task", "run-1", 1, "whsec_x")
+    payload = {"steps": [{"id": f"s{i}", "type": "log", "message": "x"} for i in range(3)]}
+    crashing = injector.crashing(run_pipeline)
+    with pytest.raises(WorkerCrash) as info:
+        crashing(payload, ctx, emit=lambda *a: "e")
+    assert not isinstance(info.value, Exception)  # no `except Exception` of the worker catches it
+    assert injector.counts["crash"] == 1
+    injector.armed.clear()
+    assert crashing(payload, ctx, emit=lambda *a: "e").succeeded  # disarmed: untouched
