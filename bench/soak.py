@@ -490,7 +490,28 @@ def account(plan: Plan, runs: dict[str, list[dict[str, Any]]], calls: list[Call]
     }
 
 
-def describe_run(r: dict[str, Any], calls: list[Call], crashes: dict[str, list[dict[str, Any]]]) -> str:
+def log_time(ev: dict[str, Any]) -> float:
+    return datetime.strptime(str(ev.get("timestamp")), "%Y-%m-%d %H:%M:%S,%f%z").timestamp()
+
+
+def lost_near(r: dict[str, Any], lost: list[dict[str, Any]]) -> str:
+    """Lost responses of writes to the runs table around the run's latest start (its claim)."""
+    if not r.get("started_at"):
+        return ""
+    t = epoch(r["started_at"])  # whole seconds
+    near = [
+        f"{e.get('operation')} {e.get('resource')} at {e.get('timestamp')}"
+        for e in lost
+        if str(e.get("resource") or "").endswith("runs")
+        and e.get("operation") in ("PutItem", "UpdateItem")
+        and t - 1 <= log_time(e) <= t + 3
+    ]
+    return f"; lost responses near its start: {', '.join(near)}" if near else ""
+
+
+def describe_run(
+    r: dict[str, Any], calls: list[Call], crashes: dict[str, list[dict[str, Any]]], lost: list[dict[str, Any]]
+) -> str:
     seen = ", ".join(f"#{c.attempt}:{c.outcome}{'+delivered' if c.delivered else ''}" for c in calls) or "none"
     crash = (
         "; ".join(
@@ -504,6 +525,7 @@ def describe_run(r: dict[str, Any], calls: list[Call], crashes: dict[str, list[d
         f"run {r['id']} task {r['task_id']} trigger {r['trigger']} status {r['status']} attempt {r.get('attempt')}/"
         f"{r.get('max_attempts')} scheduled {r.get('scheduled_for')} started {r.get('started_at')} finished "
         f"{r.get('finished_at')} error {err.get('type')}@{err.get('step')}; target calls: {seen}; {crash}"
+        + lost_near(r, lost)
     )
 
 
@@ -547,8 +569,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         target.stop()
 
     crashes: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    lost_responses: list[dict[str, Any]] = []
     for e in stack.events("fault_injected"):
-        crashes[str(e.get("run_id"))].append(e)
+        if e.get("kind") == "crash":
+            crashes[str(e.get("run_id"))].append(e)
+        else:
+            lost_responses.append(e)
     reported = stack.events("faults_injected")
     counts: dict[str, int] = dict(reported[-1].get("counts") or {}) if reported else {}
     calls = list(target.calls)
@@ -612,11 +638,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"LOST {kind} fire of task {tid}: {iso(what) if isinstance(what, float) else 'event ' + what}")
     index = {r["id"]: r for r in acc["records"]}
     for rid in acc["doubles"][:30]:
-        print("DOUBLE " + describe_run(index[rid], by_run.get(rid, []), crashes))
+        print("DOUBLE " + describe_run(index[rid], by_run.get(rid, []), crashes, lost_responses))
     for r in acc["stuck"][:30]:
-        print("STUCK " + describe_run(r, by_run.get(r["id"], []), crashes))
+        print("STUCK " + describe_run(r, by_run.get(r["id"], []), crashes, lost_responses))
     for r in acc["unexpected"][:10]:
-        print("UNEXPECTED " + describe_run(r, by_run.get(r["id"], []), crashes))
+        print("UNEXPECTED " + describe_run(r, by_run.get(r["id"], []), crashes, lost_responses))
     for key in acc["unknown_keys"][:10]:
         print(
             f"NO RECORD for target calls with Idempotency-Key {key}: {[(c.task_id, c.attempt, c.outcome) for c in by_run[key]]}"
@@ -627,16 +653,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument(
-        "--minutes", type=float, default=3.5, help="load phase (the whole soak stays under 10 min)"
-    )
+    ap.add_argument("--minutes", type=float, default=3.5, help="load phase (the whole soak stays under 10 min)")
     ap.add_argument("--drain-minutes", type=float, default=5.5, help="at most this long waiting for runs to end")
     ap.add_argument("--agents", type=int, default=3)
     ap.add_argument("--crons", type=int, default=4, help="every-minute crons per agent, besides the chain's head")
     ap.add_argument("--keyed", type=int, default=2, help="of those, how many share one concurrency key (limit 1)")
     ap.add_argument("--once-every", type=float, default=5.0, help="seconds between once tasks (any agent)")
     ap.add_argument("--once-lead", type=float, default=30.0, help="once tasks are due 4 s to this many seconds ahead")
-    ap.add_argument("--faults", default="ddb:0.03,sqs:0.03,crash:0.03", help="TASKAPI_FAULTS of the stack")
+    ap.add_argument("--faults", default="ddb:0.03,sqs:0.03,crash:0.05", help="TASKAPI_FAULTS of the stack")
     ap.add_argument("--error-share", type=float, default=0.10, help="share of target calls answered 500")
     ap.add_argument("--stall-share", type=float, default=0.05, help="share of target calls stalled past the timeout")
     ap.add_argument("--seed", type=int, default=13)

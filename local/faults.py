@@ -26,6 +26,7 @@ are logged when the stack stops (`faults_injected`).
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 from collections import Counter
@@ -112,7 +113,13 @@ class _Injector:
         return handler
 
     def needs_retry(self, kind: str) -> Callable[..., Any]:
-        def handler(response: Any = None, caught_exception: Any = None, request_dict: Any = None, **_: Any) -> Any:
+        def handler(
+            response: Any = None,
+            caught_exception: Any = None,
+            request_dict: Any = None,
+            operation: Any = None,
+            **_: Any,
+        ) -> Any:
             if caught_exception is not None or response is None or response[0].status_code >= 300:
                 return None  # only a success can have its response lost
             config = ((request_dict or {}).get("context") or {}).get("client_config")
@@ -122,6 +129,15 @@ class _Injector:
             if x is None or x < 0.5:
                 return None
             self._count(f"{kind}_lost_response")
+            # Which call, so a soak can tie a stuck or doubled run to it (names only, no values).
+            logger.info(
+                "fault_injected",
+                extra={
+                    "kind": f"{kind}_lost_response",
+                    "operation": getattr(operation, "name", None),
+                    "resource": _resource(request_dict),
+                },
+            )
             return 0  # "retry now": the SDK sends the request it already sent once
 
         return handler
@@ -164,6 +180,16 @@ class _Injector:
             return run_pipeline(payload, ctx, **{**kwargs, "clock": crash_clock})
 
         return wrapper
+
+
+def _resource(request_dict: Any) -> str | None:
+    """The table or queue a DynamoDB / SQS request names (JSON protocols)."""
+    try:
+        body = json.loads((request_dict or {}).get("body") or b"{}")
+    except (TypeError, ValueError):
+        return None
+    name = body.get("TableName") or body.get("QueueUrl") if isinstance(body, dict) else None
+    return str(name).rsplit("/", 1)[-1] if name else None
 
 
 def _time() -> float:
