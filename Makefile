@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/schedules.py
 	$(BIN)/python bench/adversarial.py
 	$(BIN)/python bench/tick.py
+	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/worker.py
 	$(BIN)/python bench/signing_secrets.py
 	$(BIN)/python bench/lag.py
