@@ -1,12 +1,17 @@
 """Execution: the SQS worker that turns run messages into executed pipelines.
 
-Per message: never start early; drop duplicates of finished runs; skip runs fenced off by
-pause/cancel/a newer schedule version; apply the dedupe window and the concurrency slots;
-claim the run record (one conditional write, which is what makes a redelivered or
-re-dispatched message harmless); execute; record the outcome. A failed attempt with
-retries left makes its own message visible again after the backoff delay and is reported
-as a batch item failure; SQS then redelivers it. Attempts are counted in the run record,
-not from ApproximateReceiveCount, which also counts concurrency waits and redeliveries.
+Per message (`_Delivery.work`, one named step each): never start early; drop copies of
+finished runs and of runs executing elsewhere; skip runs fenced off by pause/cancel/a newer
+schedule version; take the dedupe window; wait for a concurrency slot (a bounded wait: past
+`concurrency_wait_timeout_seconds` the run fails); claim the run (`RunStore.claim_run`: one
+conditional write, which is what makes a redelivered or re-dispatched message harmless);
+execute; record the outcome, fenced against a newer attempt.
+
+A failed attempt with retries left makes its own message visible again after the backoff
+delay and is reported as a batch item failure; SQS then redelivers it. Attempts are counted
+in the run record on every claim (a takeover of a crashed worker's run included), not from
+ApproximateReceiveCount, which also counts concurrency waits and redeliveries; a run whose
+attempts are spent and whose last worker was lost fails `worker_lost`.
 """
 
 from __future__ import annotations
@@ -16,29 +21,33 @@ import json
 import math
 import re
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from functools import cached_property
+from types import SimpleNamespace
+from typing import Any, assert_never, cast
 
 from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType, async_process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 
 from chalicelib import dispatch
-from chalicelib.domain import retry, schedules
+from chalicelib.domain import attempts, retry, schedules
 from chalicelib.domain.errors import InvalidSchedule
+from chalicelib.domain.records import Definition, Run, RunStatus, ScheduleKind, SkipReason, Task, TaskStatus, Trigger
 from chalicelib.domain.timefmt import from_epoch, iso
 from chalicelib.execution import pipeline
 from chalicelib.platform import metrics, wiring
+from chalicelib.platform.config import settings
 from chalicelib.platform.log import failure, logger
 from chalicelib.services import agents, events, runs
 from chalicelib.services.runs import RunMessage
-from chalicelib.store import counters
-from chalicelib.store.models import KeyModel, RunModel, TaskModel
+from chalicelib.store import counters, stores
+from chalicelib.store.ports import Slot
 
-FINAL = ("succeeded", "failed", "skipped")
 SLOT_WAIT_SECONDS = 2  # a run waiting for a concurrency slot looks again this soon
 MAX_LEASE_SECONDS = 900  # the longest a Lambda can run
 EARLY_WAIT_SECONDS = 1.0  # a message this early is held in the worker; earlier ones go back to the queue
+MAX_RUN_DOC_BYTES = 350_000  # DynamoDB's item limit is 400 KB: past this, step outputs are dropped
 # A template that may read the task: names it, or the whole context (`@`, a root wildcard).
 _TASK_IN_TEMPLATE = re.compile(r"\{\{(?:(?!\}\}).)*?(\btask\b|@|\*)", re.DOTALL)
 
@@ -96,380 +105,403 @@ def process(body: str, queue_url: str, receipt: str, now: datetime, receive_coun
         _dead_letter(queue_url, body, f"undecodable run message: {e}")
         metrics.dead_lettered()
         return "dead_lettered"
-    log = {"task_id": msg.task_id, "run_id": msg.run_id, "agent_id": msg.agent_id}
+    now = _wait_until_due(msg, now, queue_url, receipt)
+    task = stores().tasks.get(msg.task_id)
+    if task is None:
+        logger.warning("run_for_missing_task", extra=_log_of(msg))
+        return "no_task"
+    return _Delivery(task, msg, queue_url, receipt, now, receive_count).work()
+
+
+def _wait_until_due(msg: RunMessage, now: datetime, queue_url: str, receipt: str) -> datetime:
+    """Never start before the scheduled instant: an early message goes back to the queue, a
+    fraction of a second early is waited out here (SQS delays are whole seconds)."""
     early = msg.scheduled_for - now.timestamp()
-    if early > EARLY_WAIT_SECONDS:  # never start before the scheduled instant
+    if early > EARLY_WAIT_SECONDS:
         _visible_in(queue_url, receipt, math.ceil(early))
         raise ReportFailure("early")
-    if early > 0:  # SQS delays are whole seconds: wait out the fraction rather than a second more
+    if early > 0:
         wiring.sleep(early)
-        now = wiring.now_precise()
-    try:
-        task = TaskModel.get(msg.task_id, consistent_read=True)
-    except DoesNotExist:
-        logger.warning("run_for_missing_task", extra=log)
-        return "no_task"
-    spec = task.spec or {}
-    max_attempts = int(spec.get("max_retries", 3)) + 1
-    reason = skip_reason(task, msg)
-    # Claim first: a scheduled fire's first delivery normally finds no record (its claim creates
-    # it), so it goes straight to the conditional Put, and the record is read only if that fails.
-    # The rest read the record first: run_now and event runs are created `queued` by the API, a
-    # redelivery is a retry, a concurrency wait or a crash, and skips and dedupe windows depend
-    # on what the record says (finished, running elsewhere, first attempt or not).
-    claim_first = msg.trigger == "schedule" and receive_count <= 1 and reason is None and not spec.get("dedupe_key")
-    rec = None if claim_first else runs.get(msg.task_id, msg.run_id, now)
-    settled = _settled(rec, now)
-    if settled is not None:
-        return settled
-    if reason is not None:
-        _skip(msg, rec, reason, max_attempts, now)
-        if reason != "superseded":
-            complete_if_last(task, msg, now)
-        metrics.run_finished("skipped")
-        logger.info("run_skipped", extra={**log, "skip_reason": reason})
-        return reason
-    doc = (
-        rec.doc
-        if rec is not None
-        else runs.new_doc(msg, status="queued", max_attempts=max_attempts, now=now, event=_event_of(msg))
-    )
-    if int(doc.get("attempt") or 0) == 0 and spec.get("dedupe_key"):
-        if not _dedupe(msg, spec["dedupe_key"], int(spec.get("dedupe_window_seconds") or 3600), now):
-            _skip(msg, rec, "deduplicated", max_attempts, now)
-            complete_if_last(task, msg, now)
-            metrics.run_finished("skipped")
-            return "deduplicated"
-    slot, fresh_slot = None, False
-    if spec.get("concurrency_key"):
-        slot, fresh_slot = _acquire_slot(
-            msg, spec["concurrency_key"], int(spec.get("concurrency_limit") or 1), _lease_seconds(spec), now
+        return wiring.now_precise()
+    return now
+
+
+def _log_of(msg: RunMessage) -> dict[str, Any]:
+    return {"task_id": msg.task_id, "run_id": msg.run_id, "agent_id": msg.agent_id}
+
+
+@dataclass
+class _Delivery:
+    """One delivery of a run message, worked in named steps (`work`)."""
+
+    task: Task
+    msg: RunMessage
+    queue_url: str
+    receipt: str
+    now: datetime
+    receive_count: int
+
+    @property
+    def definition(self) -> Definition:
+        return self.task.definition
+
+    @cached_property
+    def log(self) -> dict[str, Any]:
+        return _log_of(self.msg)
+
+    @cached_property
+    def lease(self) -> int:
+        return _lease_seconds(self.definition)
+
+    def work(self) -> str:
+        reason = skip_reason(self.task, self.msg)
+        read = not self._claims_first(reason)
+        seen = self._read() if read else None
+        found = None if seen is None else attempts.standing(seen, self.now)
+        if found is not None:
+            return _copy_outcome(found)
+        if reason is not None:
+            return self._skip(seen, reason)
+        run = seen or self._queued()
+        if run.attempt == 0 and self.definition.dedupe_key and not self._take_dedupe(self.definition.dedupe_key):
+            return self._skip(seen, SkipReason.DEDUPLICATED)
+        slot: Slot | None = None
+        if self.definition.concurrency_key:
+            slot = self._acquire_slot(self.definition.concurrency_key)
+            if slot is None:
+                return self._wait_for_slot(seen, read)
+        outcome: attempts.ClaimOutcome = attempts.LostRace()
+        try:
+            outcome = stores().runs.claim_run(run, seen=seen, lease_until=self._lease_until(), now=self.now)
+            return self._after_claim(outcome)
+        finally:
+            # A copy of a run executing elsewhere finds the slot already held in the run's name:
+            # it must not release what the running copy still uses.
+            if slot is not None and (slot.fresh or isinstance(outcome, attempts.Claimed | attempts.AttemptsSpent)):
+                stores().leases.release_slot(slot, self.msg.run_id)
+
+    # ---- before the claim ----------------------------------------------------------------
+
+    def _claims_first(self, reason: SkipReason | None) -> bool:
+        """A scheduled fire's first delivery normally finds no record (its claim creates it), so
+        it goes straight to the conditional create, and the record is read only if that fails.
+        The rest read the record first: run_now and event runs are created `queued` by the API,
+        a redelivery is a retry, a concurrency wait or a crash, and skips and dedupe windows
+        depend on what the record says (finished, running elsewhere, first attempt or not)."""
+        return (
+            self.msg.trigger == Trigger.SCHEDULE
+            and self.receive_count <= 1
+            and reason is None
+            and not self.definition.dedupe_key
         )
-        if slot is None:
-            if claim_first:  # not read yet: a copy of a finished or running run must not wait
-                rec = runs.get(msg.task_id, msg.run_id, now)
-                settled = _settled(rec, now)
-                if settled is not None:
-                    return settled
-            if rec is None:
-                runs.put_new(msg, doc, now)
-            # Waits back off with the receive count, so a long queue of waiting runs stays far
-            # below the queue's maxReceiveCount (1000) and is never dead-lettered.
-            _visible_in(queue_url, receipt, min(30, SLOT_WAIT_SECONDS + receive_count // 10))
-            raise ReportFailure("waiting for a concurrency slot")
-    claimed = None
-    try:
-        outcome = _claim(msg, rec, doc, _lease_seconds(spec), now)
-        if isinstance(outcome, str):  # the claim's failed Put found the run finished or running elsewhere
-            return outcome
-        claimed = outcome
-        if claimed is None:  # another worker holds a live claim on this run
-            _visible_in(queue_url, receipt, 30)
-            raise ReportFailure("claimed elsewhere")
-        lease = _lease_seconds(spec)
-        if lease > 300:
-            _visible_in(queue_url, receipt, lease + 30)
-        return _execute(task, msg, claimed, queue_url, receipt, now, log)
-    finally:
-        # A duplicate copy of a run that is executing elsewhere finds the slot already held in
-        # the run's name: it must not release what the running copy still uses.
-        if slot is not None and (claimed is not None or fresh_slot):
-            _release_slot(slot, msg.run_id)
+
+    def _read(self) -> Run | None:
+        return runs.get(self.msg.task_id, self.msg.run_id, self.now)
+
+    def _queued(self) -> Run:
+        """The run's record as first created: queued, no attempt yet."""
+        doc = runs.new_doc(
+            self.msg, status="queued", max_attempts=self.definition.max_attempts, now=self.now, event=self._event()
+        )
+        return runs.new_run(self.msg, doc, self.now)
+
+    def _event(self) -> Any:
+        return None if self.msg.event_id is None else events.load(self.msg.agent_id, self.msg.event_id)
+
+    def _skip(self, seen: Run | None, reason: SkipReason) -> str:
+        if seen is None:
+            doc = runs.new_doc(
+                self.msg,
+                status="skipped",
+                skip_reason=str(reason),
+                max_attempts=self.definition.max_attempts,
+                now=self.now,
+                event=self._event(),
+            )
+            if not runs.put_new(self.msg, doc, self.now):
+                seen = self._read()  # it exists: a copy, or a record created meanwhile
+                if seen is None or attempts.standing(seen, self.now) is not None:
+                    return _copy_outcome(attempts.standing(seen, self.now)) if seen else "duplicate"
+        if seen is not None:
+            # A conditional write: someone who finished or claimed the run meanwhile keeps it.
+            stores().runs.settle(seen, attempts.ended(seen, RunStatus.SKIPPED, self.now, skip_reason=str(reason)))
+        if reason is not SkipReason.SUPERSEDED:
+            complete_if_last(self.task, self.msg, self.now)
+        metrics.run_finished("skipped")
+        logger.info("run_skipped", extra={**self.log, "skip_reason": str(reason)})
+        return str(reason)
+
+    def _take_dedupe(self, key: str) -> bool:
+        """One conditional write: the first run in the window takes the key."""
+        window = int(self.definition.dedupe_window_seconds or 3600)
+        return stores().leases.take_dedupe(
+            self.msg.agent_id, key, self.msg.run_id, now=int(self.now.timestamp()), window=window
+        )
+
+    def _acquire_slot(self, key: str) -> Slot | None:
+        """Concurrency slots are leases with expiry, so a crashed worker's slot frees itself."""
+        limit = int(self.definition.concurrency_limit or 1)
+        return stores().leases.acquire_slot(
+            self.msg.agent_id, key, limit, self.msg.run_id, now=int(self.now.timestamp()), lease=self.lease
+        )
+
+    def _wait_for_slot(self, seen: Run | None, read: bool) -> str:
+        """No slot free: the run stays `queued` (a wait is not an attempt) and its message comes
+        back soon, unless it has waited past the timeout: then it fails, rather than wait until
+        SQS dead-letters its message and leaves it `queued` forever."""
+        if not read:  # not read yet: a copy of a finished or running run must not wait
+            seen = self._read()
+            found = None if seen is None else attempts.standing(seen, self.now)
+            if found is not None:
+                return _copy_outcome(found)
+        if seen is None:
+            queued = self._queued()
+            seen = queued if stores().runs.put_if_absent(queued) else self._read()
+        timeout = settings().concurrency_wait_timeout_seconds
+        if seen is not None and self.now.timestamp() - self._waiting_since(seen) > timeout:
+            note = f"no slot of concurrency_key {self.definition.concurrency_key!r} came free within {timeout} s"
+            if runs.fail_unclaimed(seen, attempts.CONCURRENCY_WAIT_TIMEOUT, note, self.now):
+                complete_if_last(self.task, self.msg, self.now)
+                metrics.run_finished("failed")
+                logger.warning("run_failed", extra={**self.log, "error": {"type": attempts.CONCURRENCY_WAIT_TIMEOUT}})
+                return attempts.CONCURRENCY_WAIT_TIMEOUT
+        # Waits back off with the receive count, so a long queue of waiting runs stays far below
+        # the queue's maxReceiveCount (1000) before the timeout ends the wait.
+        _visible_in(self.queue_url, self.receipt, min(30, SLOT_WAIT_SECONDS + self.receive_count // 10))
+        raise ReportFailure("waiting for a concurrency slot")
+
+    def _waiting_since(self, run: Run) -> float:
+        """A retry waits from its backoff's end, a first attempt from its scheduled instant."""
+        nxt = run.doc.get("next_attempt_at")
+        if run.status is RunStatus.RETRYING and isinstance(nxt, str):
+            return datetime.fromisoformat(nxt.replace("Z", "+00:00")).timestamp()
+        return float(self.msg.scheduled_for)
+
+    def _lease_until(self) -> int:
+        return int(self.now.timestamp()) + self.lease
+
+    # ---- the claim and after ---------------------------------------------------------------
+
+    def _after_claim(self, outcome: attempts.ClaimOutcome) -> str:
+        match outcome:
+            case attempts.Claimed(run=run):
+                if self.lease > 300:
+                    _visible_in(self.queue_url, self.receipt, self.lease + 30)
+                return self._execute(run)
+            case attempts.AttemptsSpent(run=run):
+                note = f"the worker of attempt {run.attempt} of {run.max_attempts} stopped before recording its outcome"
+                return self._finish(run, attempts.failed(run, attempts.WORKER_LOST, note, self.now))
+            case attempts.AlreadyFinished() | attempts.HeldElsewhere():
+                return _copy_outcome(outcome)
+            case attempts.LostRace():
+                _visible_in(self.queue_url, self.receipt, 30)
+                raise ReportFailure("claimed elsewhere")
+            case _:
+                assert_never(outcome)
+
+    def _execute(self, run: Run) -> str:
+        msg, task = self.msg, self.task
+        doc = dict(run.doc)
+        attempt = run.attempt
+        if attempt == 1:
+            metrics.dispatch_lag(self.now.timestamp() - msg.scheduled_for)
+        steps = _steps(self.definition)
+        # Only HTTP steps sign requests: other pipelines skip the agent read on this hot path.
+        signs = any(s.get("type") == "http" for s in steps)
+        secret = agents.signing_secret(msg.agent_id) if signs else ""
+        # The admin's per-agent egress (AWS targets, extra HTTP allow entries), read fresh and only
+        # for a pipeline with a step that uses it; without it the executor opens no AWS target.
+        reaches = any(s.get("type") in _EGRESS_STEPS for s in steps)
+        egress = agents.egress_for_run(msg.agent_id) if reaches else pipeline.AgentEgress()
+        payload = dict(self.definition.payload)
+        ctx = pipeline.RunContext(
+            task=_task_context(task, payload, self.now),
+            run={k: doc.get(k) for k in ("id", "trigger", "attempt", "scheduled_for", "max_attempts")},
+            input=doc.get("input"),
+            event=doc.get("event"),
+            task_id=msg.task_id,
+            run_id=msg.run_id,
+            attempt=attempt,
+            signing_secret=secret,
+            depth=msg.depth,
+            egress=egress,
+        )
+        started = time.monotonic()
+
+        def emit(name: str, data: Any, step_id: str) -> str:
+            key = f"{msg.run_id}|{step_id}"
+            return events.emit(
+                msg.agent_id, name, data, depth=msg.depth + 1, now=wiring.now(), key=key, at=msg.scheduled_for
+            )
+
+        result = pipeline.run_pipeline(payload, ctx, emit=emit, clock=lambda: wiring.now_precise().timestamp())
+        finished = wiring.now()
+        doc["steps"] = [
+            {
+                "id": s.id,
+                "type": s.type,
+                "status": s.status,
+                "started_at": s.started_at,
+                "duration_ms": s.duration_ms,
+                "output": s.output,
+                "output_truncated": s.output_truncated,
+                "error": s.error,
+            }
+            for s in result.steps
+        ]
+        doc["duration_ms"] = int((time.monotonic() - started) * 1000)
+        doc["error"] = result.error
+        if result.error is not None and result.retryable and attempt < run.max_attempts:
+            return self._retry_later(run, doc, result.error, finished)
+        status = RunStatus.SUCCEEDED if result.error is None else RunStatus.FAILED
+        return self._finish(run, attempts.ended(run.evolve(doc=_fit(doc)), status, finished))
+
+    def _retry_later(self, run: Run, doc: dict[str, Any], error: dict[str, Any], finished: datetime) -> str:
+        delay = retry.backoff_seconds(self.definition.backoff_strategy, run.attempt)
+        doc.update(status=str(RunStatus.RETRYING), next_attempt_at=iso(finished + timedelta(seconds=delay)))
+        retrying = run.evolve(status=RunStatus.RETRYING, doc=_fit(doc), lease_until=None)
+        if not stores().runs.save_attempt(run, retrying):
+            return self._superseded(run)
+        _visible_in(self.queue_url, self.receipt, delay)
+        metrics.retry_scheduled()
+        # The error's type and step, not its message: that may quote header values or responses.
+        brief = {"type": error["type"], "step": error.get("step")}
+        logger.info("run_retrying", extra={**self.log, "attempt": run.attempt, "delay_s": delay, "error": brief})
+        raise ReportFailure("retrying")
+
+    def _finish(self, claimed: Run, final: Run) -> str:
+        """Count the run, then save its final record, fenced against a newer attempt."""
+        if not _still_ours(claimed):
+            return self._superseded(claimed)
+        # Counted before the record is final: a crash in between leaves the run to its retry, whose
+        # count finds this one (counters.py); once the record is final, no copy counts it again.
+        counters.count(final.task_id, final.run_id, str(final.status), final.doc["finished_at"])
+        if not stores().runs.finish(claimed, final):
+            return self._superseded(claimed)
+        finished = wiring.now()
+        complete_if_last(self.task, self.msg, finished)
+        metrics.run_finished(str(final.status))
+        logger.info(
+            "run_finished",
+            extra={
+                **self.log,
+                "status": str(final.status),
+                "attempt": final.attempt,
+                "duration_ms": final.doc.get("duration_ms"),
+            },
+        )
+        return str(final.status)
+
+    def _superseded(self, claimed: Run) -> str:
+        """This worker overran its lease and another took the run over: its outcome is dropped
+        (the newer attempt records its own)."""
+        logger.warning("run_attempt_superseded", extra={**self.log, "attempt": claimed.attempt})
+        return "superseded_attempt"
 
 
-def _settled(rec: RunModel | None, now: datetime) -> str | None:
+def _copy_outcome(found: attempts.ClaimOutcome | None) -> str:
     """What a copy of a run does without touching it: drop a duplicate of a finished run, and
     leave a run executing elsewhere (live lease) to that copy, which records the outcome."""
-    if rec is None:
-        return None
-    if rec.status in FINAL:
-        return "duplicate"
-    if rec.status == "running" and (rec.lease_until or 0) > now.timestamp():
-        return "in_progress"
-    return None
+    return "in_progress" if isinstance(found, attempts.HeldElsewhere) else "duplicate"
 
 
-def skip_reason(task: TaskModel, msg: RunMessage) -> str | None:
-    if task.status == "canceled":
-        return "task_canceled"
-    if msg.trigger == "run_now":
+def _still_ours(claimed: Run) -> bool:
+    """Whether the attempt is still this worker's. Within its lease it is (nobody takes a live
+    lease over); past it, the record is read again, so that a worker that was taken over does
+    not count a run whose newer attempt will count it (the fenced save alone would come after
+    the count)."""
+    if wiring.now().timestamp() <= (claimed.lease_until or 0):
+        return True
+    stored = stores().runs.get(claimed.task_id, claimed.run_id)
+    return (
+        stored is not None
+        and attempts.standing(stored, wiring.now()) is None
+        and (
+            stored.status,
+            stored.attempt,
+            stored.lease_until,
+        )
+        == (RunStatus.RUNNING, claimed.attempt, claimed.lease_until)
+    )
+
+
+def skip_reason(task: Task, msg: RunMessage) -> SkipReason | None:
+    if task.status is TaskStatus.CANCELED:
+        return SkipReason.TASK_CANCELED
+    if msg.trigger == Trigger.RUN_NOW:
         return None  # run_now is allowed while paused and is not tied to a schedule version
-    if task.status == "paused":
-        return "task_paused"
-    if msg.trigger == "schedule" and msg.schedule_version != task.schedule_version:
-        return "superseded"
+    if task.status is TaskStatus.PAUSED:
+        return SkipReason.TASK_PAUSED
+    if msg.trigger == Trigger.SCHEDULE and msg.schedule_version != task.schedule_version:
+        return SkipReason.SUPERSEDED
     return None
-
-
-def _event_of(msg: RunMessage) -> Any:
-    if msg.event_id is None:
-        return None
-    return events.load(msg.agent_id, msg.event_id)
 
 
 _EGRESS_STEPS = frozenset({"http", "lambda", "sqs", "sns", "eventbridge"})
 
 
-def _steps(spec: dict[str, Any]) -> list[dict[str, Any]]:
-    return list((spec.get("payload") or {}).get("steps") or [])
+def _steps(definition: Definition) -> list[dict[str, Any]]:
+    return list(definition.payload.get("steps") or [])
 
 
-def _lease_seconds(spec: dict[str, Any]) -> int:
-    steps = _steps(spec)
+def _lease_seconds(definition: Definition) -> int:
+    steps = _steps(definition)
     return min(MAX_LEASE_SECONDS, sum(int(s.get("timeout_seconds") or 30) for s in steps) + 30)
 
 
-def _skip(msg: RunMessage, rec: RunModel | None, reason: str, max_attempts: int, now: datetime) -> None:
-    if rec is None:
-        doc = runs.new_doc(
-            msg,
-            status="skipped",
-            skip_reason=reason,
-            max_attempts=max_attempts,
-            now=now,
-            event=_event_of(msg) if msg.event_id else None,
-        )
-        if runs.put_new(msg, doc, now):
-            return
-        rec = runs.get(msg.task_id, msg.run_id, now)
-        if rec is None or rec.status in FINAL:
-            return
-    doc = {**rec.doc, "status": "skipped", "skip_reason": reason, "finished_at": iso(now), "next_attempt_at": None}
-    try:
-        rec.update(
-            actions=[RunModel.doc.set(doc), RunModel.status.set("skipped")], condition=RunModel.status == rec.status
-        )
-    except UpdateError:
-        pass  # someone else finished or claimed it meanwhile
+def _fit(doc: dict[str, Any]) -> dict[str, Any]:
+    """Keep the record under DynamoDB's item limit: past MAX_RUN_DOC_BYTES, drop step outputs."""
+    if len(json.dumps(doc, default=str)) > MAX_RUN_DOC_BYTES:
+        for s in doc.get("steps") or []:
+            s["output"], s["output_truncated"] = None, True
+    return doc
 
 
-def _dedupe(msg: RunMessage, key: str, window: int, now: datetime) -> bool:
-    """One conditional write: the first run in the window takes the key."""
-    k = f"dedupe#{msg.agent_id}#{key}"
-    rec = KeyModel(
-        k, holder=msg.run_id, until=int(now.timestamp()) + window, expires_at=now + timedelta(seconds=window)
-    )
-    try:
-        rec.save(
-            condition=KeyModel.key.does_not_exist()
-            | (KeyModel.until <= int(now.timestamp()))
-            | (KeyModel.holder == msg.run_id)
-        )
-    except PutError as e:
-        if e.cause_response_code == "ConditionalCheckFailedException":
-            return False
-        raise
-    return True
-
-
-def _acquire_slot(msg: RunMessage, key: str, limit: int, lease: int, now: datetime) -> tuple[str | None, bool]:
-    """Concurrency slots are leases with expiry, so a crashed worker's slot frees itself.
-    Returns (slot key, fresh): fresh is False when the run already held that slot."""
-    t = int(now.timestamp())
-    for held in (False, True):
-        for i in range(limit):
-            k = f"conc#{msg.agent_id}#{key}#{i}"
-            slot = KeyModel(k, holder=msg.run_id, until=t + lease, expires_at=now + timedelta(seconds=lease + 3600))
-            cond = (KeyModel.holder == msg.run_id) if held else (KeyModel.key.does_not_exist() | (KeyModel.until < t))
-            try:
-                slot.save(condition=cond)
-                return k, not held
-            except PutError as e:
-                if e.cause_response_code != "ConditionalCheckFailedException":
-                    raise
-    return None, False
-
-
-def _release_slot(key: str, run_id: str) -> None:
-    try:
-        KeyModel(key).delete(condition=KeyModel.holder == run_id)
-    except Exception:  # noqa: BLE001 - the lease expires by itself
-        pass
-
-
-def _claim(
-    msg: RunMessage, rec: RunModel | None, doc: dict[str, Any], lease: int, now: datetime
-) -> RunModel | str | None:
-    """Take the run for one attempt: create it, or move it from queued/retrying (or from a
-    running claim whose lease expired: a crashed worker) to running. Returns the claimed
-    record; None if another worker holds a live claim; "duplicate" / "in_progress" when the
-    create found the run finished or executing elsewhere."""
-    t = int(now.timestamp())
-    if rec is None:
-        fresh = RunModel(
-            msg.task_id,
-            msg.run_id,
-            agent_id=msg.agent_id,
-            doc=_claimed(msg, doc, now),
-            status="running",
-            lease_until=t + lease,
-            expires_at=runs.expiry(now),
-        )
-        try:
-            fresh.save(condition=RunModel.run_id.does_not_exist())
-            return fresh
-        except PutError as e:
-            if e.cause_response_code != "ConditionalCheckFailedException":
-                raise
-        # The record exists (a redelivered or re-dispatched copy, a fire recorded up front):
-        # only now is it read. PynamoDB 6.1's save cannot ask for ALL_OLD on a failed condition.
-        rec = runs.get(msg.task_id, msg.run_id, now)
-        if rec is None:
-            return None
-        settled = _settled(rec, now)
-        if settled is not None:
-            return settled
-    if rec.status == "running" and (rec.lease_until or 0) > t:
-        return None
-    cond = RunModel.status == rec.status
-    cond &= (
-        RunModel.lease_until.does_not_exist() if rec.lease_until is None else (RunModel.lease_until == rec.lease_until)
-    )
-    try:
-        rec.update(
-            actions=[
-                RunModel.doc.set(_claimed(msg, rec.doc, now)),
-                RunModel.status.set("running"),
-                RunModel.lease_until.set(t + lease),
-            ],
-            condition=cond,
-        )
-    except UpdateError as e:
-        if e.cause_response_code == "ConditionalCheckFailedException":
-            return None
-        raise
-    return rec
-
-
-def _claimed(msg: RunMessage, doc: dict[str, Any], now: datetime) -> dict[str, Any]:
-    """The run document for the next attempt."""
-    attempt = int(doc.get("attempt") or 0) + 1
-    new = {
-        **doc,
-        "status": "running",
-        "attempt": attempt,
-        "started_at": iso(now),
-        "next_attempt_at": None,
-        "finished_at": None,
-    }
-    if attempt == 1:  # how late the first attempt started, at a precision started_at does not show
-        new["start_lag_ms"] = int((now.timestamp() - msg.scheduled_for) * 1000)
-    return new
-
-
-def _execute(
-    task: TaskModel, msg: RunMessage, rec: RunModel, queue_url: str, receipt: str, now: datetime, log: dict[str, Any]
-) -> str:
-    doc = dict(rec.doc)
-    attempt = int(doc["attempt"])
-    if attempt == 1:
-        metrics.dispatch_lag(now.timestamp() - msg.scheduled_for)
-    # Only HTTP steps sign requests: other pipelines skip the agent read on this hot path.
-    signs = any(s.get("type") == "http" for s in _steps(task.spec or {}))
-    secret = agents.signing_secret(msg.agent_id) if signs else ""
-    # The admin's per-agent egress (AWS targets, extra HTTP allow entries), read fresh and only
-    # for a pipeline with a step that uses it; without it the executor opens no AWS target.
-    reaches = any(s.get("type") in _EGRESS_STEPS for s in _steps(task.spec or {}))
-    egress = agents.egress_for_run(msg.agent_id) if reaches else pipeline.AgentEgress()
-    payload = (task.spec or {}).get("payload") or {}
-    ctx = pipeline.RunContext(
-        task=_task_context(task, payload, now),
-        run={k: doc.get(k) for k in ("id", "trigger", "attempt", "scheduled_for", "max_attempts")},
-        input=doc.get("input"),
-        event=doc.get("event"),
-        task_id=msg.task_id,
-        run_id=msg.run_id,
-        attempt=attempt,
-        signing_secret=secret,
-        depth=msg.depth,
-        egress=egress,
-    )
-    started = time.monotonic()
-
-    def emit(name: str, data: Any, step_id: str) -> str:
-        key = f"{msg.run_id}|{step_id}"
-        return events.emit(
-            msg.agent_id, name, data, depth=msg.depth + 1, now=wiring.now(), key=key, at=msg.scheduled_for
-        )
-
-    result = pipeline.run_pipeline(payload, ctx, emit=emit, clock=lambda: wiring.now_precise().timestamp())
-    finished = wiring.now()
-    doc["steps"] = [
-        {
-            "id": s.id,
-            "type": s.type,
-            "status": s.status,
-            "started_at": s.started_at,
-            "duration_ms": s.duration_ms,
-            "output": s.output,
-            "output_truncated": s.output_truncated,
-            "error": s.error,
-        }
-        for s in result.steps
-    ]
-    doc["duration_ms"] = int((time.monotonic() - started) * 1000)
-    doc["error"] = result.error
-    max_attempts = int(doc.get("max_attempts") or 1)
-    if result.error is None:
-        status = "succeeded"
-    elif result.retryable and attempt < max_attempts:
-        delay = retry.backoff_seconds((task.spec or {}).get("backoff_strategy", "exponential_jitter"), attempt)
-        doc.update(status="retrying", next_attempt_at=iso(finished + timedelta(seconds=delay)))
-        _save_doc(rec, doc, "retrying")
-        _visible_in(queue_url, receipt, delay)
-        metrics.retry_scheduled()
-        # The error's type and step, not its message: that may quote header values or responses.
-        error = {"type": result.error["type"], "step": result.error.get("step")}
-        logger.info("run_retrying", extra={**log, "attempt": attempt, "delay_s": delay, "error": error})
-        raise ReportFailure("retrying")
-    else:
-        status = "failed"
-    doc.update(status=status, finished_at=iso(finished), next_attempt_at=None)
-    # Counted before the record is final: a crash in between leaves the run to its retry, whose
-    # count finds this one (counters.py); once the record is final, no copy counts it again.
-    counters.count(msg.task_id, msg.run_id, status, doc["finished_at"])
-    _save_doc(rec, doc, status)
-    complete_if_last(task, msg, finished)
-    metrics.run_finished(status)
-    logger.info("run_finished", extra={**log, "status": status, "attempt": attempt, "duration_ms": doc["duration_ms"]})
-    return status
-
-
-def _task_context(task: TaskModel, payload: Any, now: datetime) -> dict[str, Any]:
+def _task_context(task: Task, payload: Any, now: datetime) -> dict[str, Any]:
     """The task as templates see it, counters as of the run's start; only built (one read of
     the counters) for pipelines whose templates may read it."""
     if not _TASK_IN_TEMPLATE.search(json.dumps(payload)):
         return {}
     from chalicelib.services import tasks as tasks_mod  # the representation lives with the task routes
 
-    return tasks_mod.represent(task, now, counters.read(task.task_id))
+    return tasks_mod.represent(_stored_view(task), now, counters.read(task.task_id))
 
 
-def _save_doc(rec: RunModel, doc: dict[str, Any], status: str) -> None:
-    size = len(json.dumps(doc, default=str))
-    if size > 350_000:  # DynamoDB's item limit is 400 KB: keep the record, drop step outputs
-        for s in doc["steps"]:
-            s["output"], s["output_truncated"] = None, True
-    rec.update(actions=[RunModel.doc.set(doc), RunModel.status.set(status), RunModel.lease_until.remove()])
+def _stored_view(task: Task) -> Any:
+    """The task in the shape `tasks.represent` still reads (stored fields) until it takes a Task."""
+    return cast(
+        Any,
+        SimpleNamespace(
+            task_id=task.task_id,
+            created_by=task.created_by,
+            created_at=task.created_at,
+            updated_at=task.updated_at,
+            status=str(task.status),
+            schedule_kind=str(task.schedule.kind),
+            spec=task.definition.fields(),
+            sched=task.schedule.fields(),
+            version=task.version,
+            schedule_version=task.schedule_version,
+            due_shard=task.due_shard,
+            due_at=task.due_at,
+            snoozed_until=task.snoozed_until,
+            snooze_reason=task.snooze_reason,
+            schedule_error=task.schedule_error,
+        ),
+    )
 
 
-def complete_if_last(task: TaskModel, msg: RunMessage, now: datetime) -> bool:
+def complete_if_last(task: Task, msg: RunMessage, now: datetime) -> bool:
     """A once task, or an rrule or cron whose occurrences are exhausted (COUNT/UNTIL, ends_at),
     completes after its last scheduled run finishes (succeeded, failed or skipped). Decided from
     the schedule itself, not from dispatch state, which the tick may not have advanced yet."""
-    if msg.trigger != "schedule" or task.schedule_kind == "event":
+    if msg.trigger != Trigger.SCHEDULE or msg.schedule_version is None or task.schedule.kind is ScheduleKind.EVENT:
         return False
     try:
-        schedule = dispatch.build_schedule(task.sched or {}, task.task_id, now)
+        schedule = dispatch.build_schedule(task.schedule, task.task_id, now)
         if schedules.next_fire(schedule, from_epoch(msg.scheduled_for)) is not None:
             return False
     except (schedules.ScheduleError, InvalidSchedule):
         return False  # not computable: the tick pauses the task with a schedule_error
-    try:
-        TaskModel(task.task_id).update(
-            actions=[TaskModel.status.set("completed")],
-            condition=(TaskModel.status == "active") & (TaskModel.schedule_version == msg.schedule_version),
-        )
-    except UpdateError:
-        return False  # rescheduled, paused or canceled meanwhile: not complete
-    return True
+    # Rescheduled, paused or canceled meanwhile: not complete (the store's condition says so).
+    return stores().due_tasks.complete(task.task_id, msg.schedule_version)

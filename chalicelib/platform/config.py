@@ -43,6 +43,8 @@ class Settings:
     max_tasks_per_agent: int = 10_000
     max_step_output_bytes: int = 8 * 1024
     event_chain_limit: int = 10
+    # A run waiting for a concurrency slot fails `concurrency_wait_timeout` after this long.
+    concurrency_wait_timeout_seconds: int = 3600
     # Per-agent token buckets (ratelimit.py): sustained requests a minute and the burst on top.
     rate_writes_per_minute: int = 600
     rate_writes_burst: int = 120
@@ -74,6 +76,7 @@ def settings() -> Settings:
         max_tasks_per_agent=_int("TASKAPI_MAX_TASKS_PER_AGENT", 10_000),
         max_step_output_bytes=_int("TASKAPI_MAX_STEP_OUTPUT_BYTES", 8 * 1024),
         event_chain_limit=_int("TASKAPI_EVENT_CHAIN_LIMIT", 10),
+        concurrency_wait_timeout_seconds=_int("TASKAPI_CONCURRENCY_WAIT_TIMEOUT_SECONDS", 3600),
         rate_writes_per_minute=_int("TASKAPI_RATE_WRITES_PER_MINUTE", 600),
         rate_writes_burst=_int("TASKAPI_RATE_WRITES_BURST", 120),
         rate_events_per_minute=_int("TASKAPI_RATE_EVENTS_PER_MINUTE", 600),

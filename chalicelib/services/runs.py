@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from pynamodb.exceptions import DoesNotExist, PutError
-
+from chalicelib.domain import attempts
+from chalicelib.domain.records import Run, RunStatus
 from chalicelib.domain.timefmt import iso, iso_epoch
 from chalicelib.platform.config import settings
-from chalicelib.store import counters
-from chalicelib.store.models import RunModel
+from chalicelib.store import counters, stores
 
 
 def scheduled_run_id(task_id: str, fire_epoch: int, schedule_version: int) -> str:
@@ -109,20 +108,23 @@ def expiry(now: datetime) -> datetime:
     return now + timedelta(days=settings().run_retention_days)
 
 
+def new_run(msg: RunMessage, doc: dict[str, Any], now: datetime) -> Run:
+    """The record of a run as first stored, from its message and document."""
+    return Run(
+        task_id=msg.task_id,
+        run_id=msg.run_id,
+        agent_id=msg.agent_id,
+        status=RunStatus(doc["status"]),
+        doc=doc,
+        expires_at=expiry(now),
+    )
+
+
 def put_new(msg: RunMessage, doc: dict[str, Any], now: datetime) -> bool:
     """Create the run record once; False when it already exists (a repeated fire). A run
     created finished (the tick's record of a schedule it cannot compute) is counted first."""
     counters.count(msg.task_id, msg.run_id, doc["status"], doc["finished_at"] or "")
-    rec = RunModel(
-        msg.task_id, msg.run_id, agent_id=msg.agent_id, doc=doc, status=doc["status"], expires_at=expiry(now)
-    )
-    try:
-        rec.save(condition=RunModel.run_id.does_not_exist())
-    except PutError as e:
-        if e.cause_response_code == "ConditionalCheckFailedException":
-            return False
-        raise
-    return True
+    return stores().runs.put_if_absent(new_run(msg, doc, now))
 
 
 def fence(task_id: str, agent_id: str, fire: int, schedule_version: int, max_attempts: int, now: datetime) -> bool:
@@ -135,32 +137,28 @@ def fence(task_id: str, agent_id: str, fire: int, schedule_version: int, max_att
     return put_new(msg, doc, now)
 
 
-def get(task_id: str, run_id: str, now: datetime) -> RunModel | None:
-    try:
-        rec = RunModel.get(task_id, run_id, consistent_read=True)
-    except DoesNotExist:
-        return None
-    return None if expired(rec, now) else rec
+def get(task_id: str, run_id: str, now: datetime) -> Run | None:
+    """The run's record (consistent), None when absent or past retention."""
+    run = stores().runs.get(task_id, run_id)
+    return None if run is None or expired(run, now) else run
 
 
-def expired(rec: RunModel, now: datetime) -> bool:
+def expired(run: Run, now: datetime) -> bool:
     """Past retention: DynamoDB's TTL deletes lazily, moto never — readers filter."""
-    return rec.expires_at is not None and rec.expires_at < now
+    return run.expires_at is not None and run.expires_at < now
+
+
+def fail_unclaimed(run: Run, error_type: str, message: str, now: datetime) -> bool:
+    """Fail a run no worker holds (no attempt will start it), counted first like every finish.
+    False when it changed meanwhile (claimed, finished): then it is not ours to end."""
+    final = attempts.failed(run, error_type, message, now)
+    counters.count(run.task_id, run.run_id, str(final.status), final.doc["finished_at"])  # before the record is final
+    return stores().runs.settle(run, final)
 
 
 def fail_unqueued(msg: RunMessage, now: datetime, reason: str) -> None:
     """A run whose message SQS did not accept would stay `queued` forever: record it failed."""
-    try:
-        rec = RunModel.get(msg.task_id, msg.run_id, consistent_read=True)
-    except DoesNotExist:
+    run = stores().runs.get(msg.task_id, msg.run_id)
+    if run is None or run.status is not RunStatus.QUEUED:
         return
-    if rec.status != "queued":
-        return
-    doc = {
-        **rec.doc,
-        "status": "failed",
-        "finished_at": iso(now),
-        "error": {"type": "enqueue_failed", "message": reason[:500], "step": None},
-    }
-    counters.count(msg.task_id, msg.run_id, "failed", doc["finished_at"])  # before the record is final
-    rec.update(actions=[RunModel.doc.set(doc), RunModel.status.set("failed")], condition=RunModel.status == "queued")
+    fail_unclaimed(run, attempts.ENQUEUE_FAILED, reason, now)

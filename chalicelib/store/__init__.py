@@ -19,6 +19,9 @@ from chalicelib.store import ports
 class Stores:
     tasks: ports.TaskStore
     # ---- execution ----
+    runs: ports.RunStore
+    stats: ports.StatsStore
+    leases: ports.LeaseStore
     # ---- dispatch ----
     due: ports.DueStore
     shards: ports.ShardLeases
@@ -33,6 +36,7 @@ def on_dynamodb(prefix: str | None = None) -> Stores:
     """The DynamoDB stores, over the tables of `prefix` (default: the settings')."""
     from chalicelib.store import models
     from chalicelib.store.dynamo.dispatch import DynamoDue, DynamoDueTasks, DynamoShardLeases
+    from chalicelib.store.dynamo.execution import DynamoLeases, DynamoRuns, DynamoStats
     from chalicelib.store.dynamo.services import DynamoAgents, DynamoEvents, DynamoKeys
     from chalicelib.store.dynamo.tasks import DynamoTasks
 
@@ -40,6 +44,9 @@ def on_dynamodb(prefix: str | None = None) -> Stores:
     return Stores(
         tasks=DynamoTasks(),
         # ---- execution ----
+        runs=DynamoRuns(),
+        stats=DynamoStats(),
+        leases=DynamoLeases(),
         # ---- dispatch ----
         due=DynamoDue(),
         shards=DynamoShardLeases(),
@@ -53,6 +60,7 @@ def on_dynamodb(prefix: str | None = None) -> Stores:
 
 def in_memory() -> Stores:
     from chalicelib.store.memory.dispatch import MemoryDue, MemoryDueTasks, MemoryShardLeases
+    from chalicelib.store.memory.execution import MemoryLeases, MemoryRuns, MemoryStats
     from chalicelib.store.memory.services import MemoryAgents, MemoryEvents, MemoryKeys
     from chalicelib.store.memory.tasks import MemoryTasks
 
@@ -62,6 +70,9 @@ def in_memory() -> Stores:
     return Stores(
         tasks=tasks,
         # ---- execution ----
+        runs=MemoryRuns(lock),
+        stats=MemoryStats(lock),
+        leases=MemoryLeases(lock),
         # ---- dispatch ----
         due=MemoryDue(lock),
         shards=MemoryShardLeases(lock),

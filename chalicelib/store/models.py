@@ -128,6 +128,9 @@ class RunModel(Model):
     agent_id = UnicodeAttribute()
     doc = JSONAttribute()  # the run representation (status, attempts, steps, error ...)
     status = UnicodeAttribute()
+    # The attempt claimed last (doc["attempt"], top-level so a save can be fenced on it).
+    # Records written before it existed lack it: conditions accept its absence there.
+    attempt = NumberAttribute(null=True)
     lease_until = NumberAttribute(null=True)  # a worker owns the run until then
     expires_at = TTLAttribute(null=True)
 

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from chalicelib.domain.records import Agent, Event, Schedule, Task, TaskStatus
+from chalicelib.domain import attempts
+from chalicelib.domain.counting import Counters
+from chalicelib.domain.records import Agent, Event, Run, Schedule, Task, TaskStatus
 
 # ---- tasks (shared by services, dispatch and execution) -------------------------------------
 
@@ -66,6 +68,92 @@ class TaskStore(Protocol):
 
 
 # ---- runs, counters, dedupe and concurrency leases (execution) ------------------------------
+
+
+class RunStore(Protocol):
+    """Run records. Every write is conditional on what the writer saw, so a redelivered or
+    re-dispatched copy of a run, or a worker that overran its lease, never overwrites a newer
+    state: a run is created once, claimed by one worker per attempt (`claim_run`), and its
+    outcome is saved only by the worker holding that attempt (`save_attempt`, `finish`)."""
+
+    def get(self, task_id: str, run_id: str) -> Run | None:
+        """A consistent read; None when absent (expired records included: readers filter)."""
+        ...
+
+    def put_if_absent(self, run: Run) -> bool:
+        """Create the record; False (nothing written) when the run exists already."""
+        ...
+
+    def claim_run(self, run: Run, *, seen: Run | None, lease_until: int, now: datetime) -> attempts.ClaimOutcome:
+        """Take the run for its next attempt (`attempts.take`), leased until `lease_until`.
+
+        `seen` is the record as the caller read it; None when not read (a scheduled fire's first
+        delivery): then `run` (queued) is created claimed if absent, and only if it exists is it
+        read. `Claimed`: ours. `AttemptsSpent`: a takeover of a run with no attempt left (its
+        lease is ours, to fail it). `AlreadyFinished` / `HeldElsewhere`: a copy. `LostRace`: the
+        record changed since `seen`."""
+        ...
+
+    def save_attempt(self, claimed: Run, retrying: Run) -> bool:
+        """Record a failed attempt with retries left (`retrying`, lease released), fenced: only
+        if the stored run is still `claimed` (running, at that attempt, under that lease).
+        False: a newer attempt took the run over (this worker overran its lease)."""
+        ...
+
+    def finish(self, claimed: Run, final: Run) -> bool:
+        """Save the final record (succeeded / failed), fenced like `save_attempt`."""
+        ...
+
+    def settle(self, seen: Run, final: Run) -> bool:
+        """Record a run nobody executes as final (skipped; failed before an attempt), only if it
+        is still as `seen` (status, attempt, lease)."""
+        ...
+
+
+class StatsStore(Protocol):
+    """A task's run counters (`store/counters.py` has the design and its one bound)."""
+
+    def count(self, task_id: str, run_id: str, status: str, finished_at: str) -> bool:
+        """Add a finished run once: False when its mark is among the recent ones (counted already).
+        `last_run_*` moves only forward in `finished_at`."""
+        ...
+
+    def read(self, task_id: str) -> Counters:
+        """Consistent; zeros before the task's first finished run. Never writes."""
+        ...
+
+    def read_many(self, task_ids: Iterable[str]) -> dict[str, Counters]: ...
+
+    def recent(self, task_id: str) -> list[str]:
+        """The marks remembered, oldest first (for tests of the bound)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A concurrency slot held by a run. `fresh`: taken now (False: the run already held it,
+    e.g. a copy of a run executing elsewhere, which must not release it)."""
+
+    key: str
+    fresh: bool
+
+
+class LeaseStore(Protocol):
+    """Dedupe windows (`dedupe#<agent>#<key>`) and concurrency slots (`conc#<agent>#<key>#<i>`):
+    leases with an expiry, one conditional write each, so a crashed holder frees them by itself."""
+
+    def take_dedupe(self, agent_id: str, key: str, holder: str, *, now: int, window: int) -> bool:
+        """Take the key for `window` seconds if free, expired, or already `holder`'s."""
+        ...
+
+    def acquire_slot(self, agent_id: str, key: str, limit: int, holder: str, *, now: int, lease: int) -> Slot | None:
+        """One of the key's `limit` slots for `lease` seconds: a free or expired one, or the one
+        `holder` holds already. None when all are held by others."""
+        ...
+
+    def release_slot(self, slot: Slot, holder: str) -> None:
+        """Free the slot if `holder` still holds it (otherwise nothing happens)."""
+        ...
 
 
 # ---- due fires, shard leases and watermarks (dispatch) --------------------------------------

@@ -7,6 +7,8 @@
 
 # ---- runs, counters, dedupe and concurrency leases (execution) ------------------------------
 
+# DynamoRuns, DynamoStats, DynamoLeases: `store/dynamo/execution.py`
+
 
 # ---- due fires, shard leases and watermarks (dispatch) --------------------------------------
 # In `store/dynamo/dispatch.py`.

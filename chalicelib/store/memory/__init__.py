@@ -9,6 +9,8 @@ the scale model. Not for production: nothing is persisted."""
 
 # ---- runs, counters, dedupe and concurrency leases (execution) ------------------------------
 
+# MemoryRuns, MemoryStats, MemoryLeases: `store/memory/execution.py`
+
 
 # ---- due fires, shard leases and watermarks (dispatch) --------------------------------------
 # In `store/memory/dispatch.py`.

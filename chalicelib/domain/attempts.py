@@ -1,0 +1,109 @@
+"""Attempts: how a worker takes a run for one try, and what it finds when it cannot.
+
+Pure rules over `Run` records, shared by both storage adapters (`RunStore.claim_run` applies
+them in one conditional write) and by the worker. A run's `attempt` counts every claim, a
+lease takeover included, and never passes `max_attempts`: a takeover of a run whose attempts
+are spent takes the lease without a new attempt (`AttemptsSpent`), and the worker fails it
+`worker_lost` instead of executing it again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from chalicelib.domain.records import Run, RunStatus
+from chalicelib.domain.timefmt import iso
+
+# Error types of a run that ended without its pipeline failing (the step error types are in
+# `execution/pipeline.py`). Documented in docs/runs.md.
+WORKER_LOST = "worker_lost"  # the attempts are spent and the last one's worker stopped before recording it
+CONCURRENCY_WAIT_TIMEOUT = "concurrency_wait_timeout"  # no concurrency slot came free in time
+ENQUEUE_FAILED = "enqueue_failed"  # SQS did not accept the run's message
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """The run is ours for this attempt (`run.attempt`), leased until `run.lease_until`."""
+
+    run: Run
+
+
+@dataclass(frozen=True)
+class AttemptsSpent:
+    """The run's last attempt lost its worker: we hold its lease (no new attempt) to fail it."""
+
+    run: Run
+
+
+@dataclass(frozen=True)
+class AlreadyFinished:
+    """A copy of a finished run: nothing to do."""
+
+    run: Run
+
+
+@dataclass(frozen=True)
+class HeldElsewhere:
+    """Another worker executes the run under a live lease; that worker records the outcome."""
+
+    run: Run
+
+
+@dataclass(frozen=True)
+class LostRace:
+    """The run changed between our read and our write (another claim, a skip): look again later."""
+
+
+ClaimOutcome = Claimed | AttemptsSpent | AlreadyFinished | HeldElsewhere | LostRace
+
+
+def standing(run: Run, now: datetime) -> AlreadyFinished | HeldElsewhere | None:
+    """What a copy of a run finds without touching it: finished, executing elsewhere, or
+    neither (None: it may be claimed)."""
+    if run.status.final:
+        return AlreadyFinished(run)
+    if run.status is RunStatus.RUNNING and (run.lease_until or 0) > now.timestamp():
+        return HeldElsewhere(run)
+    return None
+
+
+def take(run: Run, lease_until: int, now: datetime) -> Run:
+    """The run as claimed: its next attempt, running, leased until `lease_until`; or, when its
+    attempts are spent, the same attempt with only the lease taken (see `spent`)."""
+    if spent(run):
+        return run.evolve(status=RunStatus.RUNNING, lease_until=lease_until)
+    attempt = run.attempt + 1
+    doc: dict[str, Any] = {
+        **run.doc,
+        "status": str(RunStatus.RUNNING),
+        "attempt": attempt,
+        "started_at": iso(now),
+        "next_attempt_at": None,
+        "finished_at": None,
+    }
+    if attempt == 1 and run.doc.get("scheduled_for"):
+        # How late the first attempt started, at a precision started_at does not show.
+        due = datetime.fromisoformat(str(run.doc["scheduled_for"]).replace("Z", "+00:00"))
+        doc["start_lag_ms"] = int((now.timestamp() - due.timestamp()) * 1000)
+    return run.evolve(status=RunStatus.RUNNING, lease_until=lease_until, doc=doc)
+
+
+def spent(run: Run) -> bool:
+    """Every attempt the run may make has been claimed."""
+    return run.attempt >= run.max_attempts
+
+
+def claimed(taken: Run, seen: Run) -> Claimed | AttemptsSpent:
+    return Claimed(taken) if taken.attempt > seen.attempt else AttemptsSpent(taken)
+
+
+def ended(run: Run, status: RunStatus, now: datetime, **fields: Any) -> Run:
+    """The run as finished (succeeded, failed or skipped) at `now`; `fields` go into its document."""
+    doc = {**run.doc, **fields, "status": str(status), "finished_at": iso(now), "next_attempt_at": None}
+    return run.evolve(status=status, doc=doc, lease_until=None)
+
+
+def failed(run: Run, error_type: str, message: str, now: datetime) -> Run:
+    return ended(run, RunStatus.FAILED, now, error={"type": error_type, "message": message[:500], "step": None})
