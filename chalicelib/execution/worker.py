@@ -34,13 +34,13 @@ from chalicelib import dispatch
 from chalicelib.domain import attempts, retry, schedules
 from chalicelib.domain.errors import InvalidSchedule
 from chalicelib.domain.records import Definition, Run, RunStatus, ScheduleKind, SkipReason, Task, TaskStatus, Trigger
+from chalicelib.domain.runs import RunMessage
 from chalicelib.domain.timefmt import from_epoch, iso
 from chalicelib.execution import pipeline
 from chalicelib.platform import metrics, wiring
 from chalicelib.platform.config import settings
 from chalicelib.platform.log import failure, logger
 from chalicelib.services import agents, events, runs
-from chalicelib.services.runs import RunMessage
 from chalicelib.store import counters, stores
 from chalicelib.store.ports import Slot
 
@@ -290,7 +290,8 @@ class _Delivery:
                 return self._execute(run)
             case attempts.AttemptsSpent(run=run):
                 note = f"the worker of attempt {run.attempt} of {run.max_attempts} stopped before recording its outcome"
-                return self._finish(run, attempts.failed(run, attempts.WORKER_LOST, note, self.now))
+                done = self._finish(run, attempts.failed(run, attempts.WORKER_LOST, note, self.now))
+                return attempts.WORKER_LOST if done == RunStatus.FAILED else done
             case attempts.AlreadyFinished() | attempts.HeldElsewhere():
                 return _copy_outcome(outcome)
             case attempts.LostRace():
