@@ -154,6 +154,8 @@ class _Delivery:
         return _lease_seconds(self.definition)
 
     def work(self) -> str:
+        """Copies of finished or executing runs are dropped; fenced-off runs skipped; then the
+        dedupe window, the concurrency slot, the claim, and what the claim found."""
         reason = skip_reason(self.task, self.msg)
         read = not self._claims_first(reason)
         seen = self._read() if read else None
