@@ -1,5 +1,5 @@
 """Run identity, the run message and a run's first document: pure, so the tick, the services
-and the worker share them (`services/runs.py` stores runs).
+and the worker share them (`store/runs.py` stores runs).
 
 A scheduled fire's run id is derived from (task id, scheduled instant, schedule version),
 so a repeated tick or a redelivered message always names the same run. Ids start with the

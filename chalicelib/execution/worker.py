@@ -40,8 +40,8 @@ from chalicelib.execution import pipeline
 from chalicelib.platform import metrics, wiring
 from chalicelib.platform.config import settings
 from chalicelib.platform.log import failure, logger
-from chalicelib.services import agents, events, runs
-from chalicelib.store import counters, stores
+from chalicelib.services import agents, events
+from chalicelib.store import counters, runs, stores
 from chalicelib.store.ports import Slot
 
 SLOT_WAIT_SECONDS = 2  # a run waiting for a concurrency slot looks again this soon

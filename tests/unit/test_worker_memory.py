@@ -13,11 +13,10 @@ from typing import Any
 import pytest
 
 from chalicelib.domain.records import Definition, Run, RunStatus, Schedule, ScheduleKind, Task, TaskStatus
+from chalicelib.domain.runs import RunMessage
 from chalicelib.execution import worker
 from chalicelib.platform import wiring
-from chalicelib.services import runs
-from chalicelib.services.runs import RunMessage
-from chalicelib.store import Stores, in_memory, use
+from chalicelib.store import Stores, in_memory, runs, use
 
 T0 = datetime(2027, 3, 1, 12, 0, 0, tzinfo=UTC).timestamp()
 TASK, AGENT = "00000000-0000-4000-8000-0000000000c1", "agent-1"
