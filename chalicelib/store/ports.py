@@ -109,6 +109,17 @@ class RunStore(Protocol):
         is still as `seen` (status, attempt, lease)."""
         ...
 
+    def newest_first(self, task_id: str, *, before: str | None, limit: int, now: datetime) -> RunPage:
+        """A page of the task's runs, newest first (descending run id), those with a run id below
+        `before` when given; runs past retention at `now` are left out (TTL deletes lazily)."""
+        ...
+
+
+@dataclass(frozen=True)
+class RunPage:
+    runs: list[Run]
+    more: bool  # runs follow this page
+
 
 class StatsStore(Protocol):
     """A task's run counters (`store/counters.py` has the design and its one bound)."""

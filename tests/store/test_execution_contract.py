@@ -232,6 +232,22 @@ def test_racing_finishes_of_one_attempt_save_once(s: Stores) -> None:
     assert stored is not None and stored.doc["note"] == outs.index(True)
 
 
+def test_a_tasks_runs_page_newest_first_without_expired_ones(s: Stores) -> None:
+    ids = [f"17961264{i:02d}-m{i:016x}" for i in range(5)]
+    for rid in ids:
+        s.runs.put_if_absent(_run(rid))
+    s.runs.put_if_absent(_run("1796126499-expired").evolve(expires_at=NOW - timedelta(seconds=1)))
+    other = _run("1796126401-other").evolve(task_id="00000000-0000-4000-8000-00000000000b")
+    s.runs.put_if_absent(other)
+    first = s.runs.newest_first(TASK, before=None, limit=2, now=NOW)
+    assert [r.run_id for r in first.runs] == ids[::-1][:2] and first.more
+    rest = s.runs.newest_first(TASK, before=first.runs[-1].run_id, limit=10, now=NOW)
+    assert [r.run_id for r in rest.runs] == ids[::-1][2:] and not rest.more
+    exact = s.runs.newest_first(TASK, before=None, limit=5, now=NOW)
+    assert len(exact.runs) == 5 and not exact.more
+    assert s.runs.newest_first("00000000-0000-4000-8000-00000000000c", before=None, limit=5, now=NOW).runs == []
+
+
 # ---- StatsStore -------------------------------------------------------------------------------
 
 

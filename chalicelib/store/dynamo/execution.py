@@ -16,7 +16,7 @@ from chalicelib.domain.counting import Counters, mark, trimmed
 from chalicelib.domain.records import Run, RunStatus
 from chalicelib.domain.timefmt import from_epoch
 from chalicelib.store.models import KeyModel, RunModel, StatsModel
-from chalicelib.store.ports import Slot
+from chalicelib.store.ports import RunPage, Slot
 
 BATCH = 100  # BatchGetItem's limit
 
@@ -114,6 +114,17 @@ class DynamoRuns:
 
     def settle(self, seen: Run, final: Run) -> bool:
         return self._update(final, _as_seen(seen))
+
+    def newest_first(self, task_id: str, *, before: str | None, limit: int, now: datetime) -> RunPage:
+        cond = None if before is None else RunModel.run_id < before
+        out: list[Run] = []
+        for item in RunModel.query(
+            task_id, cond, scan_index_forward=False, consistent_read=True, filter_condition=RunModel.expires_at > now
+        ):
+            if len(out) == limit:
+                return RunPage(out, more=True)
+            out.append(run_from_item(item))
+        return RunPage(out, more=False)
 
     def _update(self, run: Run, condition: Condition) -> bool:
         lease: Any = (

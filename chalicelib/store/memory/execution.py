@@ -11,7 +11,7 @@ from datetime import datetime
 from chalicelib.domain import attempts
 from chalicelib.domain.counting import Counters, mark, trimmed
 from chalicelib.domain.records import Run, RunStatus
-from chalicelib.store.ports import Slot
+from chalicelib.store.ports import RunPage, Slot
 
 # ---- runs -----------------------------------------------------------------------------------
 
@@ -66,6 +66,19 @@ class MemoryRuns:
 
     def settle(self, seen: Run, final: Run) -> bool:
         return self._replace(final, lambda stored: _as_seen(stored, seen))
+
+    def newest_first(self, task_id: str, *, before: str | None, limit: int, now: datetime) -> RunPage:
+        with self._lock:
+            live = [
+                r
+                for (tid, rid), r in self.items.items()
+                if tid == task_id
+                and (before is None or rid < before)
+                and r.expires_at is not None
+                and r.expires_at > now
+            ]
+        live.sort(key=lambda r: r.run_id, reverse=True)
+        return RunPage(live[:limit], more=len(live) > limit)
 
     def _replace(self, run: Run, condition: Callable[[Run], bool]) -> bool:
         with self._lock:
