@@ -27,8 +27,20 @@ os.environ.update(
     POWERTOOLS_METRICS_DISABLED="true",
 )
 
+# No secret in any log line of the whole session (tests/secrets_seen.py): fails the run otherwise.
+from tests.secrets_seen import (  # noqa: E402, F401
+    CHECKER,
+    no_secret_in_any_log_line,
+    pytest_runtest_setup,
+    pytest_sessionfinish,
+    pytest_terminal_summary,
+    pytest_testnodedown,
+)
+
 # One local stack per test worker, shared by the e2e, clients and browser suites (tests/stack.py).
 from tests.stack import local_stack  # noqa: E402, F401
+
+CHECKER.secret("admin token", os.environ["TASKAPI_ADMIN_TOKEN"])
 
 
 @pytest.fixture(scope="session")

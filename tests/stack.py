@@ -26,6 +26,8 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
+from tests.secrets_seen import CHECKER
+
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
@@ -46,6 +48,11 @@ class LocalStack:
     tick_seconds: int
     proc: subprocess.Popen[str]
     lines: list[str] = field(default_factory=list)
+
+    @property
+    def source(self) -> str:
+        """How the secrets checker names this stack's output."""
+        return f"stack:{urlsplit(self.base_url).port}"
 
     def output(self) -> str:
         return "\n".join(self.lines)
@@ -90,11 +97,15 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+LAUNCHED: list[LocalStack] = []  # every stack this test process started, for the secrets checker
+
+
 def launch(admin_token: str, **settings: str) -> LocalStack:
     """`python -m local` on free ports with `settings` (TASKAPI_… variables) over a clean AWS
     environment (the stack forces fake credentials anyway), INFO logs whatever the other suites
     set (tests read the stack's events); returns once /health answers 200."""
     port, moto_port = _free_port(), _free_port()
+    CHECKER.secret("admin token", admin_token)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "TASKAPI_", "POWERTOOLS_"))}
     env.update(
         POWERTOOLS_LOG_LEVEL="INFO",
@@ -115,11 +126,15 @@ def launch(admin_token: str, **settings: str) -> LocalStack:
         text=True,
     )
     stack = LocalStack(f"http://127.0.0.1:{port}", admin_token, f"http://127.0.0.1:{moto_port}", TICK_SECONDS, proc)
+    LAUNCHED.append(stack)
 
     def drain() -> None:
+        # Every line (the app's, the pollers', the tick's and the moto server's) also goes to
+        # the session's secrets checker.
         assert proc.stdout is not None
         for line in proc.stdout:
             stack.lines.append(line.rstrip("\n"))
+            CHECKER.line(stack.source, stack.lines[-1])
 
     threading.Thread(target=drain, name="local-stack-output", daemon=True).start()
     deadline = time.monotonic() + START_TIMEOUT

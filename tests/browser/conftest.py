@@ -18,6 +18,7 @@ import pytest
 import requests
 from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
+from tests.secrets_seen import CHECKER
 from tests.stack import LocalStack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -155,6 +156,7 @@ def make_agent(stack: LocalStack, name: str) -> Agent:
     r = requests.post(f"{stack.base_url}/agents", json={"name": name}, headers=stack.admin(), timeout=10)
     assert r.status_code == 201, r.text
     body = r.json()
+    CHECKER.agent(body)
     return Agent(body["agent_id"], body["token"], body["name"])
 
 

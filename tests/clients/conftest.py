@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import pytest
 import tasksapi
 
+from tests.secrets_seen import CHECKER
 from tests.stack import LocalStack
 
 BIN = Path(sys.executable).parent
@@ -28,7 +29,9 @@ def admin(local_stack: LocalStack) -> Iterator[tasksapi.Client]:
 
 @pytest.fixture(scope="module")
 def agent(admin: tasksapi.Client, request: pytest.FixtureRequest) -> tasksapi.AgentCreated:
-    return admin.agents.create(f"clients-{request.module.__name__.rsplit('.', 1)[-1]}")
+    made = admin.agents.create(f"clients-{request.module.__name__.rsplit('.', 1)[-1]}")
+    CHECKER.agent({"token": made.token, "signing_secret": made.signing_secret})
+    return made
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,9 @@ from tasksapi import webhooks
 
 from chalicelib.domain import signing
 from tests.clients.conftest import finished
+from tests.secrets_seen import CHECKER
+
+API_KEY = CHECKER.canary()  # a secret header of the signed step: it reaches the target and no log line
 
 SECRET = "whsec_test"
 
@@ -67,11 +70,19 @@ def test_a_signed_http_step_from_the_local_stack_verifies(
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_port}/hook"
-        step = {"id": "call", "type": "http", "method": "POST", "url": url, "body": {"run": "{{ run.id }}"}}
+        step = {
+            "id": "call",
+            "type": "http",
+            "method": "POST",
+            "url": url,
+            "headers": {"X-Api-Key": API_KEY},
+            "body": {"run": "{{ run.id }}"},
+        }
         task = client.tasks.create(title="signed", description="", schedule_kind="event", payload={"steps": [step]})
         run = client.tasks.run_now(task.id)
         assert finished(client, task.id, run.id).status == "succeeded"
         headers, body = _Target.seen[-1]
+        assert {k.lower(): v for k, v in headers.items()}.get("x-api-key") == API_KEY
         assert webhooks.verify(agent.signing_secret, headers, body) <= int(time.time())
         with pytest.raises(webhooks.SignatureError):
             webhooks.verify("whsec_someone_else", headers, body)

@@ -15,9 +15,11 @@ import pytest
 import requests
 
 from tests.e2e.test_runs_e2e import _agent, _call, _task, _until_finished
+from tests.secrets_seen import CHECKER
 from tests.stack import LocalStack
 
 pytestmark = pytest.mark.e2e
+API_KEY = CHECKER.canary()  # carried by refused and allowed HTTP steps alike: never in a log line
 
 
 class _Hits(BaseHTTPRequestHandler):
@@ -82,7 +84,8 @@ def test_the_stacks_own_ports_are_never_reachable(local_stack: LocalStack, targe
         f"{local_stack.base_url}/health",
     ):
         method = "POST" if url.endswith("reset") else "GET"
-        run = _run_once(local_stack, agent, {"id": "probe", "type": "http", "method": method, "url": url})
+        probe = {"id": "probe", "type": "http", "method": method, "url": url, "headers": {"X-Api-Key": API_KEY}}
+        run = _run_once(local_stack, agent, probe)
         # THEN each fails egress_blocked at once, without a retry
         assert run["status"] == "failed" and run["error"]["type"] == "egress_blocked", run
         assert run["attempt"] == 1 and "belongs to the service itself" in run["error"]["message"]
@@ -90,9 +93,14 @@ def test_the_stacks_own_ports_are_never_reachable(local_stack: LocalStack, targe
     assert requests.get(f"{local_stack.base_url}/tasks", headers={"Authorization": f"Bearer {agent['token']}"}).ok
     # while a development target on another loopback port works
     before = _Hits.count
-    ok = _run_once(
-        local_stack, agent, {"id": "dev", "type": "http", "method": "GET", "url": f"http://127.0.0.1:{port}/"}
-    )
+    dev = {
+        "id": "dev",
+        "type": "http",
+        "method": "GET",
+        "url": f"http://127.0.0.1:{port}/",
+        "headers": {"X-Api-Key": API_KEY},
+    }
+    ok = _run_once(local_stack, agent, dev)
     assert ok["status"] == "succeeded", ok
     assert _Hits.count == before + 1
 

@@ -11,6 +11,7 @@ import boto3
 import pytest
 import requests
 
+from tests.secrets_seen import CHECKER
 from tests.stack import LocalStack
 
 pytestmark = pytest.mark.e2e
@@ -25,6 +26,7 @@ def _bearer(token: str) -> dict[str, str]:
 def _create_agent(stack: LocalStack, name: str) -> dict[str, Any]:
     r = requests.post(f"{stack.base_url}/agents", json={"name": name}, headers=stack.admin(), timeout=10)
     assert r.status_code == 201, r.text
+    CHECKER.agent(r.json())
     return r.json()
 
 

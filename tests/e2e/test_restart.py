@@ -18,9 +18,11 @@ import pytest
 import requests
 
 from chalicelib.domain.signing import verify
+from tests.secrets_seen import CHECKER
 from tests.stack import TICK_SECONDS, LocalStack, _alive, launch
 
 pytestmark = pytest.mark.e2e
+API_KEY = CHECKER.canary()  # a secret header kept in the state journal across the crash: never logged
 FLUSH_WAIT = 2.5  # the journal is written every second: this is "a few seconds" after the last write
 
 
@@ -73,10 +75,12 @@ class _Target(BaseHTTPRequestHandler):
     """Records each request's signature header and body."""
 
     seen: list[tuple[str, bytes]] = []
+    api_keys: list[str | None] = []
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self.seen.append((self.headers.get("X-Tasks-Signature", ""), body))
+        self.api_keys.append(self.headers.get("X-Api-Key"))
         self.send_response(200)
         self.send_header("Content-Length", "0")
         self.end_headers()
@@ -97,6 +101,7 @@ def test_kill_9_and_restart_keeps_agents_tasks_history_and_runs_each_due_fire_on
         r = _call(first, "POST", "/agents", admin, {"name": "survivor"})
         assert r.status_code == 201, r.text
         agent = r.json()
+        CHECKER.agent(agent)
         token = agent["token"]
         ids = {}
         fire = (datetime.now(UTC) + timedelta(seconds=40)).replace(microsecond=0)
@@ -110,7 +115,14 @@ def test_kill_9_and_restart_keeps_agents_tasks_history_and_runs_each_due_fire_on
             ids[title] = r.json()["id"]
         signed = _task(agent["agent_id"], "signed", "event", None)
         signed["payload"] = {
-            "steps": [{"id": "call", "type": "http", "url": f"http://127.0.0.1:{target.server_port}/hook"}]
+            "steps": [
+                {
+                    "id": "call",
+                    "type": "http",
+                    "url": f"http://127.0.0.1:{target.server_port}/hook",
+                    "headers": {"X-Api-Key": API_KEY},
+                }
+            ]
         }
         r = _call(first, "POST", "/tasks", token, signed)
         assert r.status_code == 201, r.text
@@ -189,6 +201,7 @@ def test_kill_9_and_restart_keeps_agents_tasks_history_and_runs_each_due_fire_on
         )
         header, body = _Target.seen[-1]
         assert verify(agent["signing_secret"], header, body, now=int(time.time()))
+        assert _Target.api_keys[-1] == API_KEY
     finally:
         target.shutdown()
         for stack in (first, second):

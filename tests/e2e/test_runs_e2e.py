@@ -13,14 +13,17 @@ import pytest
 import requests
 
 from chalicelib.domain.signing import verify
+from tests.secrets_seen import CHECKER
 from tests.stack import LocalStack
 
 pytestmark = pytest.mark.e2e
+API_KEY = CHECKER.canary()  # a secret header of the HTTP step: it must reach the target and no log line
 
 
 def _agent(stack: LocalStack) -> dict[str, Any]:
     r = requests.post(f"{stack.base_url}/agents", json={"name": "runs-e2e"}, headers=stack.admin(), timeout=10)
     assert r.status_code == 201, r.text
+    CHECKER.agent(r.json())
     return r.json()
 
 
@@ -99,7 +102,14 @@ def test_run_now_http_step_is_signed_and_idempotent(local_stack: LocalStack) -> 
             schedule_kind="event",
             payload={
                 "steps": [
-                    {"id": "call", "type": "http", "method": "POST", "url": url, "body": {"who": "{{ input.who }}"}}
+                    {
+                        "id": "call",
+                        "type": "http",
+                        "method": "POST",
+                        "url": url,
+                        "headers": {"X-Api-Key": API_KEY},
+                        "body": {"who": "{{ input.who }}"},
+                    }
                 ]
             },
         )
@@ -113,6 +123,7 @@ def test_run_now_http_step_is_signed_and_idempotent(local_stack: LocalStack) -> 
         assert json.loads(body) == {"who": "e2e"}
         assert headers["idempotency-key"] == run_id and headers["x-run-id"] == run_id
         assert headers["x-task-id"] == t["id"] and headers["x-attempt"] == "1"
+        assert headers["x-api-key"] == API_KEY
         assert verify(agent["signing_secret"], headers["x-tasks-signature"], body, int(time.time()))
         assert not verify("whsec_wrong", headers["x-tasks-signature"], body, int(time.time()))
     finally:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.secrets_seen import CHECKER
 from tests.stack import LocalStack
 
 FUZZ = Path(__file__).parent / "fuzz"
@@ -38,6 +39,7 @@ def test_schemathesis_finds_nothing_against_the_served_openapi(local_stack: Loca
     agent = requests.post(
         f"{local_stack.base_url}/agents", json={"name": "schemathesis"}, headers=local_stack.admin(), timeout=10
     ).json()
+    CHECKER.agent(agent)
     st = Path(sys.executable).with_name("st")
     env = {
         **os.environ,

@@ -16,14 +16,16 @@ import pytest
 import requests
 
 from chalicelib.domain.signing import verify
+from tests.secrets_seen import CHECKER
 from tests.stack import LocalStack
 
 pytestmark = pytest.mark.e2e
 
-API_KEY = "sk_live_" + secrets.token_hex(16)
-PASSWORD = "pw-" + secrets.token_hex(12)
-RESPONSE_TOKEN = "rt-" + secrets.token_hex(12)
-TENANT = "t-" + secrets.token_hex(8)
+# Also checked against every log line of the session (tests/secrets_seen.py).
+API_KEY = CHECKER.secret("X-Api-Key header value", "sk_live_" + secrets.token_hex(16))
+PASSWORD = CHECKER.secret("request body password", "pw-" + secrets.token_hex(12))
+RESPONSE_TOKEN = CHECKER.secret("response body token", "rt-" + secrets.token_hex(12))
+TENANT = CHECKER.secret("X-Tenant response header value", "t-" + secrets.token_hex(8))
 
 
 class _Target(BaseHTTPRequestHandler):
@@ -52,6 +54,7 @@ def test_no_secret_header_value_or_body_reaches_the_stacks_output(local_stack: L
         r = requests.post(f"{local_stack.base_url}/agents", json={"name": "secrets"}, headers=local_stack.admin())
         assert r.status_code == 201, r.text
         agent = r.json()
+        CHECKER.agent(agent)
         auth = {"Authorization": f"Bearer {agent['token']}"}
         url = f"http://127.0.0.1:{server.server_port}/hook"
         steps = [

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from tests.integration.harness import clock, workers  # noqa: F401 - fixtures for every test here
+from tests.secrets_seen import CHECKER
 
-ADMIN = {"Authorization": "Bearer admin-token-for-tests-only"}
+ADMIN = {"Authorization": "Bearer " + CHECKER.secret("admin token", "admin-token-for-tests-only")}
 
 
 def _empty_tables() -> None:
@@ -68,6 +69,8 @@ class Api:
             else getattr(self.c.http, method.lower())(path, headers=h)
         )
         resp.data = json.loads(resp.body) if resp.body else None
+        if isinstance(resp.data, dict) and "token" in resp.data and "signing_secret" in resp.data:
+            CHECKER.agent(resp.data)  # every agent a test creates, for the log check (tests/secrets_seen.py)
         return resp
 
     def agent(self, name: str = "agent") -> dict[str, Any]:
