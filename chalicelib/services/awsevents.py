@@ -100,6 +100,6 @@ def handle(payload: Any, now: datetime) -> dict[str, Any]:
         raise
     logger.info(
         "aws_event_published",
-        extra={"agent_id": agent_id, "name": name, "event_id": result["event_id"], "runs": len(result["runs"])},
+        extra={"agent_id": agent_id, "event_name": name, "event_id": result["event_id"], "runs": len(result["runs"])},
     )
     return {"published": result["event_id"], "name": name, "runs": result["runs"]}
