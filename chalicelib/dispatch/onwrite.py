@@ -12,11 +12,11 @@ from chalicelib.dispatch.settle import clear_start_of, execute
 from chalicelib.domain import schedules
 from chalicelib.domain.errors import InvalidSchedule
 from chalicelib.domain.records import RunStatus, TaskStatus
+from chalicelib.domain.runs import scheduled_run_id
 from chalicelib.domain.timefmt import epoch, from_epoch
 from chalicelib.platform import wiring
 from chalicelib.platform.config import settings
-from chalicelib.services import runs
-from chalicelib.store import stores
+from chalicelib.store import runs, stores
 from chalicelib.store.ports import DueFire
 
 
@@ -62,7 +62,7 @@ def fence_change(old_item: TaskLike, new_item: TaskLike, now: datetime) -> None:
     for fire in both:
         if runs.fence(new.task_id, new.created_by, fire, old.schedule_version, max_attempts, now):
             continue  # the old version's run for it can no longer start
-        ran = runs.get(new.task_id, runs.scheduled_run_id(new.task_id, fire, old.schedule_version), now)
+        ran = runs.get(new.task_id, scheduled_run_id(new.task_id, fire, old.schedule_version), now)
         if ran is None or ran.status in (RunStatus.SKIPPED, RunStatus.QUEUED):
             continue  # it never started: the new version runs the instant
         runs.fence(new.task_id, new.created_by, fire, new.schedule_version, max_attempts, now)

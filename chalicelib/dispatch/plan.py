@@ -11,13 +11,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from chalicelib.domain import schedules
+from chalicelib.domain import runs, schedules
 from chalicelib.domain.errors import InvalidInput, InvalidSchedule
 from chalicelib.domain.records import Schedule, ScheduleKind, Task, TaskStatus, Trigger
+from chalicelib.domain.runs import RunMessage
 from chalicelib.domain.timefmt import epoch, from_epoch
 from chalicelib.platform.config import band_for, settings
-from chalicelib.services import runs
-from chalicelib.services.runs import RunMessage
 from chalicelib.store.ports import DueEntry, DueFire
 
 MAX_DELAY = 900  # SQS's ceiling for DelaySeconds

@@ -19,10 +19,10 @@ from chalicelib.dispatch.queue import BATCH, send_all
 from chalicelib.domain import schedules
 from chalicelib.domain.errors import InvalidInput
 from chalicelib.domain.records import RunStatus, SkipReason
+from chalicelib.domain.runs import new_doc
 from chalicelib.domain.timefmt import iso
 from chalicelib.platform.log import failure, logger
-from chalicelib.services import runs
-from chalicelib.store import counters, stores
+from chalicelib.store import counters, runs, stores
 from chalicelib.store.ports import DueEntry, DueFire
 
 
@@ -57,7 +57,7 @@ def record_missed(p: Plan, now: datetime, max_attempts: int = 1) -> None:
     if p.missed_truncated:  # said out loud: nothing is dropped silently
         logger.warning("missed_fires_truncated", extra={"task_id": p.task_id, "recorded": len(p.missed)})
     for msg in p.missed:
-        doc = runs.new_doc(
+        doc = new_doc(
             msg, status=RunStatus.SKIPPED.value, skip_reason=SkipReason.MISSED.value, max_attempts=max_attempts, now=now
         )
         runs.put_new(msg, doc, now)
@@ -103,7 +103,7 @@ def schedule_failed(due: DueFire, error: Exception, now: datetime) -> str:
     logger.warning("schedule_failed", extra={"task_id": due.task_id, "reason": reason[:500]})
     try:
         msg = message(due, due.due_at)
-        doc = runs.new_doc(msg, status=RunStatus.FAILED.value, max_attempts=1, now=now)
+        doc = new_doc(msg, status=RunStatus.FAILED.value, max_attempts=1, now=now)
         doc.update(finished_at=iso(now), error={"type": "schedule_error", "message": reason[:1000], "step": None})
         # before the final record (counters.py)
         counters.count(msg.task_id, msg.run_id, RunStatus.FAILED.value, doc["finished_at"])
