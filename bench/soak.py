@@ -515,7 +515,7 @@ def describe_run(
     seen = ", ".join(f"#{c.attempt}:{c.outcome}{'+delivered' if c.delivered else ''}" for c in calls) or "none"
     crash = (
         "; ".join(
-            f"crash at clock read {e.get('at_clock_read')} of attempt {e.get('attempt')} ({e.get('timestamp')})"
+            f"crash at {e.get('at')} of attempt {e.get('attempt')} ({e.get('timestamp')})"
             for e in crashes.get(r["id"], [])
         )
         or "no crash injected"

@@ -11,9 +11,10 @@ Switched on only by `TASKAPI_FAULTS`, read by `python -m local` and nowhere else
   dropped connection and sends it again (a conditional write then meets its own first attempt,
   a message is sent twice). The SDK's own retries absorb most of them; what they do not
   surfaces to the application as it would in AWS.
-- `crash`: that share of pipeline attempts is interrupted at a random point between the start
-  of its first step and the end of its last, as a Lambda killed mid-step would be: nothing after
-  that point runs in the attempt and the invocation fails, so its batch is not acknowledged
+- `crash`: that share of pipeline attempts is interrupted as a Lambda killed mid-run would be,
+  half of them inside the steps (before the HTTP step sends, or between steps), half after the
+  last step ended and before the attempt is recorded: nothing after that point runs in the
+  attempt and the invocation fails, so its batch is not acknowledged
   and SQS redelivers it after the queue's visibility timeout, by which time the run's lease has
   expired. One difference from a real crash: Python still runs the `finally` blocks on the way
   out (a concurrency slot is released early rather than by its expiry).
@@ -32,7 +33,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from local.log import logger
 
@@ -145,9 +146,10 @@ class _Injector:
     # ---- crashes: around the pipeline executor ------------------------------------------------
 
     def crashing(self, run_pipeline: Callable[..., Any]) -> Callable[..., Any]:
-        """`run_pipeline` whose clock raises WorkerCrash at a random one of its first 2×steps
-        reads: the executor reads it when each step starts and ends (and the HTTP step in
-        between), so the crash falls somewhere inside the attempt's steps."""
+        """`run_pipeline` interrupted for a share of attempts: half of them inside the steps (its
+        clock raises at one of its first 2×steps reads: the executor reads it as each step starts
+        and ends, and the HTTP step in between, before it sends), half after the last step ended
+        and before the worker records the attempt (every effect done, none recorded)."""
 
         def wrapper(payload: Any, ctx: Any, **kwargs: Any) -> Any:
             if self.armed.is_set():
@@ -155,8 +157,11 @@ class _Injector:
             x = self._draw(self.faults.crash)
             if x is None:
                 return run_pipeline(payload, ctx, **kwargs)
+            if x >= 0.5:
+                run_pipeline(payload, ctx, **kwargs)
+                self._crash(ctx, "after_steps")
             steps = payload.get("steps") if isinstance(payload, dict) else None
-            at = 1 + int(x * 2 * max(1, len(steps) if isinstance(steps, list) else 1))
+            at = 1 + int(2 * x * 2 * max(1, len(steps) if isinstance(steps, list) else 1))
             clock = kwargs.get("clock")
             inner: Callable[[], float] = clock if callable(clock) else _time
             reads = [0]
@@ -164,22 +169,22 @@ class _Injector:
             def crash_clock() -> float:
                 reads[0] += 1
                 if reads[0] == at:
-                    self._count("crash")
-                    logger.warning(
-                        "fault_injected",
-                        extra={
-                            "kind": "crash",
-                            "run_id": getattr(ctx, "run_id", None),
-                            "at_clock_read": at,
-                            "attempt": getattr(ctx, "attempt", None),
-                        },
-                    )
-                    raise WorkerCrash(f"injected crash in run {getattr(ctx, 'run_id', '?')}")
+                    self._crash(ctx, f"clock_read_{at}")
                 return inner()
 
             return run_pipeline(payload, ctx, **{**kwargs, "clock": crash_clock})
 
         return wrapper
+
+    def _crash(self, ctx: Any, where: str) -> NoReturn:
+        self._count("crash")
+        self._count(f"crash_{'after_steps' if where == 'after_steps' else 'in_steps'}")
+        run_id = getattr(ctx, "run_id", None)
+        logger.warning(
+            "fault_injected",
+            extra={"kind": "crash", "run_id": run_id, "at": where, "attempt": getattr(ctx, "attempt", None)},
+        )
+        raise WorkerCrash(f"injected crash in run {run_id}")
 
 
 def _resource(request_dict: Any) -> str | None:

@@ -192,15 +192,28 @@ def test_the_pollers_client_is_never_faulted(dynamodb_endpoint: str) -> None:
     assert len(_DynamoDB.requests) == 10 and not injector.counts
 
 
-def test_a_crash_interrupts_the_pipeline_mid_way_and_is_no_exception() -> None:
+def test_crashes_fall_inside_the_steps_or_after_them_and_are_no_exception() -> None:
     injector = _Injector(Faults(crash=0.999), seed=3)
     injector.armed.set()
     ctx = RunContext({}, {}, None, None, "task", "run-1", 1, "whsec_x")
-    payload = {"steps": [{"id": f"s{i}", "type": "log", "message": "x"} for i in range(3)]}
+    payload = {"steps": [{"id": "note", "type": "log", "message": "x"}, {"id": "chain", "type": "emit", "name": "e"}]}
+    emitted: list[str] = []
+
+    def emit(name: str, data: Any, step_id: str) -> str:
+        emitted.append(step_id)
+        return "event-1"
+
     crashing = injector.crashing(run_pipeline)
-    with pytest.raises(WorkerCrash) as info:
-        crashing(payload, ctx, emit=lambda *a: "e")
-    assert not isinstance(info.value, Exception)  # no `except Exception` of the worker catches it
-    assert injector.counts["crash"] == 1
+    for _ in range(30):
+        before, after_steps = len(emitted), injector.counts["crash_after_steps"]
+        with pytest.raises(WorkerCrash) as info:
+            crashing(payload, ctx, emit=emit)
+        assert not isinstance(info.value, Exception)  # no `except Exception` of the worker catches it
+        if injector.counts["crash_after_steps"] > after_steps:
+            assert len(emitted) == before + 1  # every effect done, then the crash
+    counts = injector.counts
+    assert counts["crash"] == 30 == counts["crash_in_steps"] + counts["crash_after_steps"]
+    assert counts["crash_in_steps"] > 0 and counts["crash_after_steps"] > 0
+    assert len(emitted) < 30  # some crashes came before the emit step
     injector.armed.clear()
-    assert crashing(payload, ctx, emit=lambda *a: "e").succeeded  # disarmed: untouched
+    assert crashing(payload, ctx, emit=emit).succeeded  # disarmed: untouched
