@@ -249,6 +249,10 @@ class Stack:
         return self.proc.returncode
 
 
+class KeyInProgress(Exception):
+    """A create's Idempotency-Key answers 409 "still in progress" however long we wait."""
+
+
 class Api:
     """The API as an agent uses it: transient answers (5xx, connection errors) are retried, a
     create with the same Idempotency-Key; anything else is an error of the soak's setup."""
@@ -261,6 +265,7 @@ class Api:
     def call(self, method: str, path: str, body: Any = None, expect: int = 200, key: str | None = None) -> Any:
         headers = {"Idempotency-Key": key} if key else {}
         last = ""
+        in_progress = False
         for attempt in range(10):
             try:
                 r = self.session.request(method, self.base + path, json=body, headers=headers, timeout=30)
@@ -277,6 +282,8 @@ class Api:
                     break
             self.retried += 1
             time.sleep(min(4.0, 0.25 * 2**attempt))
+        if in_progress:
+            raise KeyInProgress(last)
         raise SetupBroken(f"{method} {path} failed: {last}")
 
 
@@ -320,8 +327,19 @@ def task_body(agent_id: str, title: str, steps: list[dict[str, Any]], **fields: 
     }
 
 
+ABANDONED_KEYS: list[str] = []  # creates whose Idempotency-Key stayed "in progress" (~25 s of retries)
+
+
 def create(api: Api, body: dict[str, Any]) -> str:
-    return str(api.call("POST", "/tasks", body, expect=201, key=os.urandom(12).hex())["id"])
+    """A create with an Idempotency-Key; a key left "in progress" is given up for a fresh one (as an
+    agent would have to), and counted: the first try may have made a task no one expects."""
+    for _ in range(3):
+        key = os.urandom(12).hex()
+        try:
+            return str(api.call("POST", "/tasks", body, expect=201, key=key)["id"])
+        except KeyInProgress:
+            ABANDONED_KEYS.append(key)
+    raise SetupBroken("POST /tasks: three Idempotency-Keys in a row stayed in progress")
 
 
 def set_up(stack: Stack, target: Target, args: argparse.Namespace) -> tuple[Plan, float]:
@@ -620,6 +638,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "soak_unexpected_runs": len(acc["unexpected"]),
         "soak_target_calls_without_run_record": sum(len(acc["calls_by_key"][k]) for k in acc["unknown_keys"]),
         "soak_stuck_runs": len(acc["stuck"]),
+        "soak_api_idempotency_keys_abandoned": len(ABANDONED_KEYS),
         "soak_concurrency_overlaps": acc["overlaps"],
         "soak_lag_p50_s": round(percentile(lags, 0.5) or 0.0, 2) if lags else None,
         "soak_lag_p99_s": round(percentile(lags, 0.99) or 0.0, 2) if lags else None,
