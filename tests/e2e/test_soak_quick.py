@@ -4,15 +4,25 @@ its counters add up. Not that the figures are zero: that is the bench's job, not
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bench.soak import FINAL, parse, run
+from tests.secrets_seen import CHECKER
 
 pytestmark = pytest.mark.e2e
 
 
-def test_the_quick_soak_accounts_for_every_fire_run_and_call() -> None:
-    figures = run(parse(["--quick"]))
+def test_the_quick_soak_accounts_for_every_fire_run_and_call(tmp_path: Path) -> None:
+    log = tmp_path / "soak-stack.log"
+    figures = run(parse(["--quick", "--log", str(log)]))
+    # Its stack's output (faults make it take the failure paths) goes to the secrets-in-logs check
+    # too: by shape only, as the bench's agents are made inside it.
+    lines = log.read_text().splitlines()
+    assert len(lines) > 3, "the soak stack printed nothing"
+    for line in lines:
+        CHECKER.line("stack:soak", line)
     acc = figures["_accounting"]
     expected, records, calls = figures["soak_fires_expected"], figures["soak_run_records"], figures["soak_target_calls"]
     # The setup worked: it expected fires, found runs, and the target was called.
