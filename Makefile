@@ -28,6 +28,7 @@ check: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # Figures are printed and merged into bench/results.json (~20 min: the tick bench stores 100k tasks,
 # the soak with faults injected takes up to 10).
