@@ -130,16 +130,18 @@ def inline(monkeypatch: pytest.MonkeyPatch) -> Iterator[InlineTarget]:
 
 
 def test_a_worker_that_overran_its_lease_cannot_overwrite_the_newer_attempt(api, clock, workers, inline):
-    # GIVEN a run whose first worker stalls in its HTTP step past its lease (35 s), while a copy
+    # GIVEN a run whose first worker stalls in its HTTP step past its lease (60 s), while a copy
     # of its message takes the run over (attempt 2) and succeeds
     agent = api.agent()
-    t = _create(api, agent, payload=_http_payload(inline.url), max_retries=2)
+    payload = _http_payload(inline.url)
+    payload["steps"][0]["timeout_seconds"] = 30  # lease: 30 + 30 s; the stall must not time the step out
+    t = _create(api, agent, payload=payload, max_retries=2)
     run_id = _run_now(api, agent, t["id"])
     [body] = all_messages()
     taken_over: list[list[dict[str, Any]]] = []
 
     def take_over() -> None:
-        clock.advance(36)
+        clock.advance(61)
         boto3.client("sqs").send_message(QueueUrl=queue_url("normal"), MessageBody=json.dumps(body))
         deadline = time.monotonic() + 20
         while not any(r["status"] == "succeeded" for r in run_records(t["id"])) and time.monotonic() < deadline:
