@@ -24,8 +24,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cached_property
-from types import SimpleNamespace
-from typing import Any, assert_never, cast
+from typing import Any, assert_never
 
 from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType, async_process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -467,31 +466,7 @@ def _task_context(task: Task, payload: Any, now: datetime) -> dict[str, Any]:
         return {}
     from chalicelib.services import tasks as tasks_mod  # the representation lives with the task routes
 
-    return tasks_mod.represent(_stored_view(task), now, counters.read(task.task_id))
-
-
-def _stored_view(task: Task) -> Any:
-    """The task in the shape `tasks.represent` still reads (stored fields) until it takes a Task."""
-    return cast(
-        Any,
-        SimpleNamespace(
-            task_id=task.task_id,
-            created_by=task.created_by,
-            created_at=task.created_at,
-            updated_at=task.updated_at,
-            status=str(task.status),
-            schedule_kind=str(task.schedule.kind),
-            spec=task.definition.fields(),
-            sched=task.schedule.fields(),
-            version=task.version,
-            schedule_version=task.schedule_version,
-            due_shard=task.due_shard,
-            due_at=task.due_at,
-            snoozed_until=task.snoozed_until,
-            snooze_reason=task.snooze_reason,
-            schedule_error=task.schedule_error,
-        ),
-    )
+    return tasks_mod.represent(task, now, counters.read(task.task_id))
 
 
 def complete_if_last(task: Task, msg: RunMessage, now: datetime) -> bool:

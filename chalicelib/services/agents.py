@@ -26,16 +26,14 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
-
 from chalicelib.domain.allowlist import AgentEgress
 from chalicelib.domain.errors import AgentNotFound, Forbidden, Unauthenticated
+from chalicelib.domain.records import Agent, AgentStatus
 from chalicelib.domain.timefmt import iso
 from chalicelib.platform import wiring
 from chalicelib.platform.config import settings
 from chalicelib.platform.log import logger
-from chalicelib.store.models import AgentModel
+from chalicelib.store import stores
 
 TOKEN_PREFIX = "tapi_"
 SECRET_PREFIX = "whsec_"
@@ -96,29 +94,24 @@ def _agent_for(token: str) -> str:
         agent_id = str(uuid.UUID(hex=parts[1]))
     except ValueError:
         raise bad from None
-    try:
-        agent = AgentModel.get(agent_id, consistent_read=True)
-    except DoesNotExist:
-        raise bad from None
-    if agent.status != "active" or not hmac.compare_digest(agent.token_hash, hash_token(token)):
+    agent = stores().agents.get(agent_id)
+    if agent is None:
+        raise bad
+    if agent.status is not AgentStatus.ACTIVE or not hmac.compare_digest(agent.token_hash, hash_token(token)):
         raise bad
     if not agent.signing_secret.startswith(SEALED_PREFIX):
         _seal_legacy(agent)
     return agent_id
 
 
-def _seal_legacy(agent: AgentModel) -> None:
-    """Encrypt a secret stored before secrets were encrypted, unless it changed meanwhile."""
+def _seal_legacy(agent: Agent) -> None:
+    """Encrypt a secret stored before secrets were encrypted, unless it changed meanwhile (then
+    another request sealed it first)."""
     plaintext = agent.signing_secret
     try:
-        agent.update(
-            actions=[AgentModel.signing_secret.set(seal_secret(agent.agent_id, plaintext))],
-            condition=AgentModel.signing_secret == plaintext,
-        )
-    except UpdateError:
-        pass  # another request sealed it first
-    except (ClientError, BotoCoreError):
-        # Authentication does not depend on it: the next request tries again.
+        stores().agents.replace_secret(agent.agent_id, plaintext, seal_secret(agent.agent_id, plaintext))
+    except Exception:  # noqa: BLE001 - KMS or storage unavailable: authentication does not depend on it
+        # The next request tries again.
         logger.warning("signing_secret_not_sealed", extra={"agent_id": agent.agent_id})
 
 
@@ -163,7 +156,10 @@ def signing_secret(agent_id: str) -> str:
         hit = _secrets.get(agent_id)
     if hit is not None and hit[0] > now:
         return hit[1]
-    plain = open_secret(agent_id, AgentModel.get(agent_id).signing_secret)
+    agent = stores().agents.get(agent_id)
+    if agent is None:
+        raise AgentNotFound(f"agent {agent_id} not found")
+    plain = open_secret(agent_id, agent.signing_secret)
     with _secrets_lock:
         if len(_secrets) >= SECRET_CACHE_SIZE:
             for stale in [k for k, (until, _) in _secrets.items() if until <= now] or list(_secrets)[:1]:
@@ -178,53 +174,42 @@ def forget_secrets() -> None:
         _secrets.clear()
 
 
-def represent(agent: AgentModel) -> dict[str, Any]:
-    return {"agent_id": agent.agent_id, "name": agent.name, "status": agent.status, "created_at": agent.created_at}
+def represent(agent: Agent) -> dict[str, Any]:
+    return {
+        "agent_id": agent.agent_id,
+        "name": agent.name,
+        "status": str(agent.status),
+        "created_at": agent.created_at,
+    }
 
 
 def create_agent(name: str) -> dict[str, Any]:
     agent_id = str(uuid.uuid4())
     token = f"{TOKEN_PREFIX}{uuid.UUID(agent_id).hex}_{secrets.token_urlsafe(32)}"
     signing_secret = SECRET_PREFIX + secrets.token_urlsafe(32)
-    agent = AgentModel(
-        agent_id,
+    agent = Agent(
+        agent_id=agent_id,
         name=name,
         created_at=iso(wiring.now()),
-        status="active",
+        status=AgentStatus.ACTIVE,
         token_hash=hash_token(token),
         signing_secret=seal_secret(agent_id, signing_secret),
-        task_count=0,
     )
-    try:
-        agent.save(condition=AgentModel.agent_id.does_not_exist())
-    except PutError as e:  # a UUID4 collision: vanishingly rare, never overwrite
-        raise RuntimeError("agent id collision") from e
+    if not stores().agents.put_if_absent(agent):  # a UUID4 collision: vanishingly rare, never overwrite
+        raise RuntimeError("agent id collision")
     return {**represent(agent), "token": token, "signing_secret": signing_secret}
 
 
 def list_agents() -> list[dict[str, Any]]:
-    agents = [represent(a) for a in AgentModel.scan()]
+    agents = [represent(a) for a in stores().agents.all()]
     return sorted(agents, key=lambda a: (a["created_at"], a["agent_id"]), reverse=True)
 
 
 def revoke_agent(agent_id: str) -> dict[str, Any]:
-    try:
-        agent = AgentModel.get(agent_id, consistent_read=True)
-    except DoesNotExist:
-        raise AgentNotFound(f"agent {agent_id} not found") from None
-    try:
-        agent.update(actions=[AgentModel.status.set("revoked")], condition=AgentModel.agent_id.exists())
-    except UpdateError:
-        raise AgentNotFound(f"agent {agent_id} not found") from None
+    agent = stores().agents.revoke(agent_id)
+    if agent is None:
+        raise AgentNotFound(f"agent {agent_id} not found")
     return represent(agent)
-
-
-def get_active_agent(agent_id: str) -> AgentModel:
-    try:
-        agent = AgentModel.get(agent_id, consistent_read=True)
-    except DoesNotExist:
-        raise AgentNotFound(f"agent {agent_id} not found") from None
-    return agent
 
 
 # ---- egress (the admin's per-agent allow-lists) --------------------------------------------
@@ -251,10 +236,9 @@ def get_egress(caller: Caller, agent_id: str) -> dict[str, Any]:
     if not caller.is_admin and caller.agent_id != agent_id:
         caller.require_admin()
     key = _agent_key(agent_id)
-    try:
-        agent = AgentModel.get(key, consistent_read=True)
-    except DoesNotExist:
-        raise AgentNotFound(f"agent {key} not found") from None
+    agent = stores().agents.get(key)
+    if agent is None:
+        raise AgentNotFound(f"agent {key} not found")
     return _egress_doc(key, agent.egress_aws_targets, agent.egress_http_allow)
 
 
@@ -262,17 +246,9 @@ def set_egress(agent_id: str, aws_targets: list[str], http_allow: list[str]) -> 
     """Replace both lists (admin only, checked by the route). Takes effect on the agent's next run
     that uses them: the worker reads them fresh for every such run."""
     key = _agent_key(agent_id)
-    aws: Any = list(dict.fromkeys(aws_targets))  # pynamodb types a list of strings as list[UnicodeAttribute]
-    http: Any = list(dict.fromkeys(http_allow))
-    try:
-        AgentModel(key).update(
-            actions=[AgentModel.egress_aws_targets.set(aws), AgentModel.egress_http_allow.set(http)],
-            condition=AgentModel.agent_id.exists(),
-        )
-    except UpdateError as e:
-        if e.cause_response_code == "ConditionalCheckFailedException":
-            raise AgentNotFound(f"agent {key} not found") from None
-        raise
+    aws, http = list(dict.fromkeys(aws_targets)), list(dict.fromkeys(http_allow))
+    if not stores().agents.set_egress(key, aws, http):
+        raise AgentNotFound(f"agent {key} not found")
     return _egress_doc(key, aws, http)
 
 
@@ -280,12 +256,7 @@ def egress_for_run(agent_id: str) -> AgentEgress:
     """What a worker's run of this agent may reach beyond the operator's base: read consistently for
     each run that has an HTTP or AWS step, so a narrowed list holds from the next run on. An agent
     that is gone opens nothing."""
-    try:
-        agent = AgentModel.get(
-            agent_id,
-            consistent_read=True,
-            attributes_to_get=["agent_id", "egress_aws_targets", "egress_http_allow"],
-        )
-    except DoesNotExist:
+    agent = stores().agents.get(agent_id)
+    if agent is None:
         return AgentEgress()
     return AgentEgress(tuple(_strings(agent.egress_aws_targets)), tuple(_strings(agent.egress_http_allow)))

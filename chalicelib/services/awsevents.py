@@ -28,11 +28,10 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from pynamodb.exceptions import DoesNotExist, PutError
-
+from chalicelib.domain.records import AgentStatus
 from chalicelib.platform.log import logger
 from chalicelib.services import events
-from chalicelib.store.models import AgentModel, KeyModel
+from chalicelib.store import stores
 
 CLAIM_TTL = timedelta(days=1)
 NAME_LIMIT = 256
@@ -78,25 +77,20 @@ def handle(payload: Any, now: datetime) -> dict[str, Any]:
     source, detail_type, event_id = aws_event.get("source"), aws_event.get("detail-type"), aws_event.get("id")
     if not (isinstance(source, str) and isinstance(detail_type, str) and isinstance(event_id, str)) or not event_id:
         return _drop("not_an_aws_event", agent_id=agent_id)
-    try:
-        agent = AgentModel.get(agent_id, consistent_read=True)
-    except DoesNotExist:
+    agent = stores().agents.get(agent_id)
+    if agent is None:
         return _drop("unknown_agent", agent_id=agent_id)
-    if agent.status != "active":
+    if agent.status is not AgentStatus.ACTIVE:
         return _drop("agent_revoked", agent_id=agent_id)
-    claim = KeyModel(f"awsevent#{agent_id}#{event_id[:200]}", expires_at=now + CLAIM_TTL)
-    try:
-        claim.save(condition=KeyModel.key.does_not_exist() | (KeyModel.expires_at < now))
-    except PutError as e:
-        if e.cause_response_code == "ConditionalCheckFailedException":
-            logger.info("aws_event_duplicate", extra={"agent_id": agent_id, "aws_event_id": event_id})
-            return {"published": None, "duplicate": True}
-        raise
+    claim = f"awsevent#{agent_id}#{event_id[:200]}"
+    if not stores().keys.claim(claim, {}, expires_at=now + CLAIM_TTL, now=now):
+        logger.info("aws_event_duplicate", extra={"agent_id": agent_id, "aws_event_id": event_id})
+        return {"published": None, "duplicate": True}
     name = event_name(source, detail_type)
     try:
         result = events.publish(agent_id, name, event_data(aws_event), depth=0, now=now)
     except Exception:
-        KeyModel(claim.key).delete()  # let Lambda's retry publish it
+        stores().keys.release(claim)  # let Lambda's retry publish it
         raise
     logger.info(
         "aws_event_published",

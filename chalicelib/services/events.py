@@ -12,18 +12,17 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
-from pynamodb.exceptions import DoesNotExist
-
 from chalicelib import dispatch
 from chalicelib.domain.contracts import EventCreate
 from chalicelib.domain.errors import InvalidInput, StepFailed, TooLarge
+from chalicelib.domain.records import Event, TaskStatus
 from chalicelib.domain.timefmt import epoch, iso
 from chalicelib.domain.validation import parse, stored_size
 from chalicelib.platform.config import band_for, settings
 from chalicelib.services import runs
 from chalicelib.services.agents import Caller
 from chalicelib.services.runs import RunMessage
-from chalicelib.store.models import EventModel, TaskModel
+from chalicelib.store import stores
 
 MAX_DATA_BYTES = 64 * 1024
 
@@ -70,17 +69,14 @@ def publish(
     event_id = event_id or f"{epoch(now):010d}-{secrets.token_hex(8)}"
     at_event = int(event_id.split("-", 1)[0])  # run ids of listeners derive from the event alone
     event = {"id": event_id, "name": name, "data": data, "time": iso(now)}
-    task_ids: list[str] = []
-    for pattern in candidate_patterns(name):
-        task_ids += [t.task_id for t in TaskModel.event_index.query(f"{agent_id}#{pattern}")]
-    tasks = [t for t in TaskModel.batch_get(sorted(set(task_ids)))] if task_ids else []
+    keys = [f"{agent_id}#{pattern}" for pattern in candidate_patterns(name)]
     started: list[dict[str, str]] = []
     sends: list[dispatch.Send] = []
-    for task in sorted(tasks, key=lambda t: t.created_sk):
-        if task.status != "active" or task.created_by != agent_id:
+    for task in stores().tasks.by_event_key(keys):
+        if task.status is not TaskStatus.ACTIVE or task.created_by != agent_id:
             continue
         at = epoch(now)
-        if task.snoozed_until and task.snoozed_until > (iso(now) or ""):
+        if task.snoozed_until and task.snoozed_until > iso(now):
             at = epoch(datetime.fromisoformat(task.snoozed_until.replace("Z", "+00:00")))
         msg = RunMessage(
             task.task_id,
@@ -92,16 +88,22 @@ def publish(
             event_id,
             depth,
         )
-        max_attempts = int((task.spec or {}).get("max_retries", 3)) + 1
-        runs.put_new(msg, runs.new_doc(msg, status="queued", max_attempts=max_attempts, now=now, event=event), now)
-        sends.append(dispatch.Send(msg, band_for(int(task.priority or 5))))
+        doc = runs.new_doc(msg, status="queued", max_attempts=task.definition.max_attempts, now=now, event=event)
+        runs.put_new(msg, doc, now)
+        sends.append(dispatch.Send(msg, band_for(task.definition.priority)))
         started.append({"task_id": task.task_id, "run_id": msg.run_id})
-    EventModel(
-        agent_id,
-        event_id,
-        doc={**event, "runs": started, "depth": depth},
-        expires_at=now + timedelta(days=settings().run_retention_days),
-    ).save()
+    stores().events.put(
+        Event(
+            agent_id=agent_id,
+            event_id=event_id,
+            name=name,
+            data=data,
+            time=iso(now),
+            runs=tuple(started),
+            depth=depth,
+            expires_at=now + timedelta(days=settings().run_retention_days),
+        )
+    )
     if sends:
         accepted = dispatch.send_all(sends)
         for send in sends:
@@ -111,8 +113,8 @@ def publish(
 
 
 def load(agent_id: str, event_id: str) -> dict[str, Any] | None:
-    try:
-        doc = dict(EventModel.get(agent_id, event_id).doc or {})
-    except DoesNotExist:
+    """The event as a run's context shows it (id, name, data, time)."""
+    event = stores().events.get(agent_id, event_id)
+    if event is None:
         return None
-    return {k: doc.get(k) for k in ("id", "name", "data", "time")}
+    return {"id": event.event_id, "name": event.name, "data": event.data, "time": event.time}

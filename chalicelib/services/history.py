@@ -9,9 +9,10 @@ from datetime import datetime
 from typing import Any
 
 from chalicelib.domain.errors import InvalidInput, RunNotFound
+from chalicelib.domain.records import Task
 from chalicelib.domain.validation import query_int, raise_if, unknown_query
 from chalicelib.services import runs
-from chalicelib.store.models import RunModel, TaskModel
+from chalicelib.store.models import RunModel
 
 RUN_QUERY = {"limit", "cursor"}
 MAX_CURSOR_CHARS = 256
@@ -36,7 +37,7 @@ def _uncursor(cursor: str) -> str:
         raise InvalidInput.field("cursor", "is not a cursor this API returned") from None
 
 
-def list_runs(task: TaskModel, query: dict[str, str], now: datetime) -> dict[str, Any]:
+def list_runs(task: Task, query: dict[str, str], now: datetime) -> dict[str, Any]:
     errors = unknown_query(query, RUN_QUERY)
     limit = query_int(query, "limit", 50, 1, 200, errors)
     raise_if(errors)
@@ -55,7 +56,7 @@ def list_runs(task: TaskModel, query: dict[str, str], now: datetime) -> dict[str
     return {"runs": out, "next_cursor": _cursor(last) if more and last else None}
 
 
-def get_run(task: TaskModel, run_id: str, now: datetime) -> dict[str, Any]:
+def get_run(task: Task, run_id: str, now: datetime) -> dict[str, Any]:
     if len(run_id) > 64:
         raise RunNotFound(f"run {run_id} not found")
     rec = runs.get(task.task_id, run_id, now)

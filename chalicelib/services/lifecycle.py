@@ -1,126 +1,107 @@
 """Task lifecycle: pause, resume, cancel, snooze, run_now.
 
-Each transition is checked against the task's status (409 otherwise) and written with a
-condition on the version read, re-reading on a lost race, so two concurrent requests can
-never both apply to the same state. Pause, snooze and cancel bump the schedule version:
-runs already dispatched under the old version are skipped by the worker (fencing).
+Each transition is checked against the task's status (409 otherwise) and written only if the
+task is unchanged since it was read (`TaskStore.save_if_unchanged`), re-reading on a lost race,
+so two concurrent requests can never both apply to the same state. Pause and cancel bump the
+schedule version: runs already dispatched under the old version are skipped by the worker
+(fencing).
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from pynamodb.exceptions import PutError, UpdateError
-
 from chalicelib import dispatch
 from chalicelib.domain.contracts import RunNowRequest, SnoozeRequest
 from chalicelib.domain.errors import StateConflict, TooLarge
+from chalicelib.domain.records import ScheduleKind, Task, TaskStatus
 from chalicelib.domain.timefmt import epoch, iso
 from chalicelib.domain.validation import parse, stored_size
-from chalicelib.platform import wiring
 from chalicelib.platform.config import band_for, settings
 from chalicelib.services import runs
 from chalicelib.services.agents import Caller
 from chalicelib.services.runs import RunMessage
 from chalicelib.services.tasks import load
-from chalicelib.store.models import AgentModel, TaskModel
+from chalicelib.store import stores
 
-Change = Callable[[TaskModel], bool]  # mutates the task; False = nothing to do (idempotent no-op)
+Change = Callable[[Task], Task | None]  # the changed task; None = nothing to do (idempotent no-op)
+ACTIVE, PAUSED, CANCELED, COMPLETED = TaskStatus.ACTIVE, TaskStatus.PAUSED, TaskStatus.CANCELED, TaskStatus.COMPLETED
 
 
 def _transition(
     caller: Caller,
     task_id: str,
-    allowed: tuple[str, ...],
+    allowed: tuple[TaskStatus, ...],
     action: str,
     change: Change,
     now: datetime,
     *,
-    on_save: Callable[[TaskModel, TaskModel], None] | None = None,
-) -> TaskModel:
+    on_saved: Callable[[Task], None] | None = None,
+) -> Task:
     for _ in range(8):
         task = load(caller, task_id)
-        read = copy.deepcopy(task)
         if task.status not in allowed:
             raise StateConflict(f"cannot {action} a task that is {task.status}")
-        if not change(task):
+        new = change(task)
+        if new is None:
             return task
-        task.updated_at = iso(now)
-        try:
-            if on_save is None:
-                task.save_versioned(read)
-            else:
-                on_save(task, read)
-        except PutError as e:
-            if _lost_race(e):
-                continue
-            raise
-        return task
+        saved = stores().tasks.save_if_unchanged(task, new.evolve(updated_at=iso(now)))
+        if saved is None:
+            continue  # changed since it was read: decide again on what it is now
+        if on_saved is not None:
+            on_saved(saved)
+        return saved
     raise StateConflict(f"the task is being changed concurrently; retry the {action}")
 
 
-def _lost_race(e: Exception) -> bool:
-    return getattr(e, "cause_response_code", None) == "ConditionalCheckFailedException"
+def _unscheduled(task: Task) -> Task:
+    return task.evolve(
+        schedule_version=task.schedule_version + 1,
+        due_shard=None,
+        due_at=None,
+        snoozed_until=None,
+        snooze_reason=None,
+    )
 
 
-def _unschedule(task: TaskModel) -> None:
-    task.schedule_version = int(task.schedule_version or 1) + 1
-    task.due_shard = task.due_at = None
-    task.snoozed_until = task.snooze_reason = None
-
-
-def _stop(status: str) -> Change:
+def _stop(status: TaskStatus) -> Change:
     """The change that stops a task's schedule into `status` (a no-op if already there)."""
 
-    def change(task: TaskModel) -> bool:
-        if task.status == status:
-            return False
-        task.status = status
-        _unschedule(task)
-        return True
+    def change(task: Task) -> Task | None:
+        if task.status is status:
+            return None
+        return _unscheduled(task).evolve(status=status)
 
     return change
 
 
-def pause(caller: Caller, task_id: str, now: datetime) -> TaskModel:
-    return _transition(caller, task_id, ("active", "paused"), "pause", _stop("paused"), now)
+def pause(caller: Caller, task_id: str, now: datetime) -> Task:
+    return _transition(caller, task_id, (ACTIVE, PAUSED), "pause", _stop(PAUSED), now)
 
 
-def resume(caller: Caller, task_id: str, now: datetime) -> TaskModel:
-    def change(task: TaskModel) -> bool:
-        if task.status == "active":
-            return False
-        _unschedule(task)
+def resume(caller: Caller, task_id: str, now: datetime) -> Task:
+    def change(task: Task) -> Task | None:
+        if task.status is ACTIVE:
+            return None
         # Missed occurrences while paused are not run: the next fire is computed from now.
-        task.status = "active"
-        dispatch.schedule_next(task, dispatch.next_fire_from(task, now))
-        return True
+        return dispatch.schedule_next(_unscheduled(task).evolve(status=ACTIVE), dispatch.next_fire_from(task, now))
 
-    task = _transition(caller, task_id, ("paused", "active"), "resume", change, now)
-    dispatch.dispatch_if_soon(task, now)
-    return task
+    return _dispatched(_transition(caller, task_id, (PAUSED, ACTIVE), "resume", change, now), now)
 
 
-def cancel(caller: Caller, task_id: str, now: datetime) -> TaskModel:
-    def save(task: TaskModel, read: TaskModel) -> None:
-        task.save_versioned(read)
+def cancel(caller: Caller, task_id: str, now: datetime) -> Task:
+    def release_slot(task: Task) -> None:
         # A canceled task no longer counts against its agent's quota (best effort: a crash
         # here leaves the count one too high, never too low).
-        try:
-            AgentModel(task.created_by).update(
-                actions=[AgentModel.task_count.add(-1)], condition=AgentModel.task_count > 0
-            )
-        except UpdateError:
-            pass
+        stores().agents.release_task_slot(task.created_by)
 
-    every = ("active", "paused", "completed", "canceled")
-    return _transition(caller, task_id, every, "cancel", _stop("canceled"), now, on_save=save)
+    every = (ACTIVE, PAUSED, COMPLETED, CANCELED)
+    return _transition(caller, task_id, every, "cancel", _stop(CANCELED), now, on_saved=release_slot)
 
 
-def snooze(caller: Caller, task_id: str, data: Any, now: datetime) -> TaskModel:
+def snooze(caller: Caller, task_id: str, data: Any, now: datetime) -> Task:
     """Move the next scheduled execution later; the cadence after it is unchanged.
 
     The schedule restarts at the moved instant (the tick drops the pending fires before it).
@@ -129,32 +110,34 @@ def snooze(caller: Caller, task_id: str, data: Any, now: datetime) -> TaskModel:
     runs of earlier fires are unaffected."""
     req = parse(SnoozeRequest, data)
     fenced: list[int] = []
-    version: list[int] = []
 
-    def change(task: TaskModel) -> bool:
+    def change(task: Task) -> Task | None:
         fenced.clear()
-        version.clear()
-        if task.schedule_kind == "event":  # no schedule: its event runs wait until the snooze ends
-            until = now.timestamp() + req.delay_seconds
-            task.snoozed_until = iso(datetime.fromtimestamp(until, tz=now.tzinfo))
-            task.snooze_reason = req.reason
-            return True
+        if task.schedule.kind is ScheduleKind.EVENT:  # no schedule: its event runs wait until the snooze ends
+            until = datetime.fromtimestamp(now.timestamp() + req.delay_seconds, tz=now.tzinfo)
+            return task.evolve(snoozed_until=iso(until), snooze_reason=req.reason)
         pending = dispatch.pending_fire(task, now)
         if pending is None:
             raise StateConflict("the task has no scheduled execution to snooze")
         new = pending + req.delay_seconds
         fenced.extend(dispatch.possibly_sent(task, pending, new, now))
-        version.append(int(task.schedule_version or 1))
-        task.due_shard, task.due_at = dispatch.shard_for(task.task_id), new
-        task.snoozed_until = iso(datetime.fromtimestamp(new, tz=now.tzinfo))
-        task.snooze_reason = req.reason
-        return True
+        return task.evolve(
+            due_shard=dispatch.shard_for(task.task_id),
+            due_at=new,
+            snoozed_until=iso(datetime.fromtimestamp(new, tz=now.tzinfo)),
+            snooze_reason=req.reason,
+        )
 
-    task = _transition(caller, task_id, ("active",), "snooze", change, now)
-    max_attempts = int((task.spec or {}).get("max_retries", 3)) + 1
+    task = _transition(caller, task_id, (ACTIVE,), "snooze", change, now)
     for fire in fenced:
-        runs.fence(task.task_id, task.created_by, fire, version[0], max_attempts, now)
-    dispatch.dispatch_if_soon(task, now)
+        runs.fence(task.task_id, task.created_by, fire, task.schedule_version, task.definition.max_attempts, now)
+    return _dispatched(task, now)
+
+
+def _dispatched(task: Task, now: datetime) -> Task:
+    """Dispatch-on-write, and the task as it then stands."""
+    if dispatch.dispatch_if_soon(task, now):
+        return stores().tasks.get(task.task_id) or task
     return task
 
 
@@ -164,7 +147,7 @@ def run_now(caller: Caller, task_id: str, data: Any, now: datetime) -> dict[str,
     if req.input is not None and (size := stored_size(req.input)) > limit:
         raise TooLarge.field("input", f"is {size} bytes stored (escaped); the limit is {limit}")
     task = load(caller, task_id)
-    if task.status not in ("active", "paused", "completed"):
+    if task.status not in (ACTIVE, PAUSED, COMPLETED):
         raise StateConflict(f"cannot run a task that is {task.status}")
     msg = RunMessage(
         task_id=task.task_id,
@@ -174,14 +157,14 @@ def run_now(caller: Caller, task_id: str, data: Any, now: datetime) -> dict[str,
         scheduled_for=epoch(now),
         schedule_version=None,
     )
-    max_attempts = int((task.spec or {}).get("max_retries", 3)) + 1
-    doc = runs.new_doc(msg, status="queued", max_attempts=max_attempts, now=now, input=req.input)
+    doc = runs.new_doc(msg, status="queued", max_attempts=task.definition.max_attempts, now=now, input=req.input)
     runs.put_new(msg, doc, now)
     try:
-        wiring.client("sqs").send_message(
-            QueueUrl=wiring.queue_url(band_for(int(task.priority or 5))), MessageBody=msg.to_json()
-        )
+        accepted = dispatch.send_all([dispatch.Send(msg, band_for(task.definition.priority))])
     except Exception as e:
         runs.fail_unqueued(msg, now, f"the run could not be queued: {e}")
         raise
+    if msg.run_id not in accepted:
+        runs.fail_unqueued(msg, now, "the run could not be queued: SQS did not accept the run message")
+        raise RuntimeError("the run could not be queued")
     return doc

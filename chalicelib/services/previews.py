@@ -9,9 +9,9 @@ from chalicelib import dispatch
 from chalicelib.domain import schedules
 from chalicelib.domain.contracts import SchedulePreviewRequest, parse_timestamp
 from chalicelib.domain.errors import FieldError, InvalidInput
+from chalicelib.domain.records import Task
 from chalicelib.domain.timefmt import iso
 from chalicelib.domain.validation import parse
-from chalicelib.store.models import TaskModel
 
 PREVIEW_QUERY = {"count", "after"}
 
@@ -44,12 +44,12 @@ def _result(schedule: schedules.Schedule, count: int, after: datetime) -> dict[s
     return {"next_runs": [iso(t) for t in fires], "description": schedules.describe(schedule)}
 
 
-def for_task(task: TaskModel, query: dict[str, str], now: datetime) -> dict[str, Any]:
+def for_task(task: Task, query: dict[str, str], now: datetime) -> dict[str, Any]:
     unknown = sorted(set(query) - PREVIEW_QUERY)
     if unknown:
         raise InvalidInput("unknown query parameter", [FieldError(u, "unknown query parameter") for u in unknown])
     count, after = _count_after(query.get("count"), query.get("after"), now)
-    return _result(dispatch.build_schedule(task.sched or {}, task.task_id, now), count, after)
+    return _result(dispatch.build_schedule(task.schedule, task.task_id, now), count, after)
 
 
 def for_request(data: Any, now: datetime) -> dict[str, Any]:

@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
-
-from pynamodb.attributes import NumberAttribute
-from pynamodb.exceptions import DoesNotExist, UpdateError
+from typing import Literal
 
 from chalicelib.domain.errors import RateLimited
 from chalicelib.platform.config import settings
-from chalicelib.store.models import AgentModel
+from chalicelib.store import stores
 
 Bucket = Literal["writes", "events"]
 _ATTEMPTS = 4  # rounds of SET-if-idle / ADD-if-busy; each round loses only to a concurrent change
@@ -52,20 +49,6 @@ def decide(tat_ms: int | None, now_ms: int, limit: Limit) -> tuple[int | None, f
     return int(tat + limit.interval_ms), 0.0
 
 
-def _attr(bucket: Bucket) -> NumberAttribute:
-    return AgentModel.rl_events if bucket == "events" else AgentModel.rl_writes
-
-
-def _try(agent_id: str, action: Any, condition: Any) -> bool:
-    try:
-        AgentModel(agent_id).update(actions=[action], condition=condition & AgentModel.agent_id.exists())
-        return True
-    except UpdateError as e:
-        if e.cause_response_code != "ConditionalCheckFailedException":
-            raise
-        return False
-
-
 def take(agent_id: str, bucket: Bucket, now_ms: int) -> None:
     """Spend one request of `agent_id`'s `bucket`, or raise 429 with Retry-After.
 
@@ -75,20 +58,18 @@ def take(agent_id: str, bucket: Bucket, now_ms: int) -> None:
     limit = limit_for(bucket)
     if limit.per_minute <= 0:
         return
-    attr = _attr(bucket)
+    agents = stores().agents
     step = int(math.ceil(limit.interval_ms))
     allowance = int((max(limit.burst, 1) - 1) * limit.interval_ms)
     for _ in range(_ATTEMPTS):
-        if _try(agent_id, attr.set(now_ms + step), attr.does_not_exist() | (attr < now_ms)):
+        if agents.restart_bucket(agent_id, bucket, now_ms + step, idle_before_ms=now_ms):
             return
-        if _try(agent_id, attr.add(step), (attr >= now_ms) & (attr <= now_ms + allowance)):
+        if agents.advance_bucket(agent_id, bucket, step, low_ms=now_ms, high_ms=now_ms + allowance):
             return
-        try:
-            tat = AgentModel.get(agent_id, consistent_read=True, attributes_to_get=["agent_id", attr.attr_name])
-        except DoesNotExist:
-            return  # authentication has just found it: deleted since, nothing to limit
-        current = getattr(tat, attr.attr_name)
-        _, wait = decide(None if current is None else int(current), now_ms, limit)
+        current = agents.bucket(agent_id, bucket)
+        if current is None:
+            return  # both conditions fail on an unset bucket only when the agent is gone: nothing to limit
+        _, wait = decide(current, now_ms, limit)
         if wait > 0:
             raise RateLimited(
                 f"rate limit: {limit.per_minute} {bucket} a minute (bursts of {limit.burst}) for this agent; "

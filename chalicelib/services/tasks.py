@@ -1,17 +1,11 @@
-"""Tasks: create, read, list, update. Every read and write is scoped to the caller."""
-
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-
-from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 
 from chalicelib import dispatch
 from chalicelib.domain import schedules
@@ -26,13 +20,14 @@ from chalicelib.domain.errors import (
     TooLarge,
     VersionMismatch,
 )
+from chalicelib.domain.records import AgentStatus, Definition, Schedule, Task, TaskStatus
 from chalicelib.domain.timefmt import iso, iso_epoch
 from chalicelib.domain.validation import parse, query_int, stored_size, unknown_query
 from chalicelib.platform.config import settings
 from chalicelib.services.agents import Caller
 from chalicelib.store import counters as counters_mod
+from chalicelib.store import stores
 from chalicelib.store.counters import Counters
-from chalicelib.store.models import AgentModel, KeyModel, TaskModel
 
 IDEMPOTENCY_TTL = 24 * 3600
 SPEC_FIELDS = tuple(f for f in TaskCreate.model_fields if f not in SCHEDULE_FIELDS and f != "created_by")
@@ -41,16 +36,16 @@ SPEC_FIELDS = tuple(f for f in TaskCreate.model_fields if f not in SCHEDULE_FIEL
 # ---- representation ------------------------------------------------------------------------
 
 
-def represent(t: TaskModel, now: datetime, counters: Counters) -> dict[str, Any]:
+def represent(t: Task, now: datetime, counters: Counters) -> dict[str, Any]:
     """The task as the API shows it, with its run counters (`counters.read`)."""
-    spec, sched = t.spec or {}, t.sched or {}
+    spec, sched = t.definition.fields(), t.schedule.fields()
     nxt = dispatch.pending_fire(t, now)
     snoozed = t.snoozed_until if t.snoozed_until and t.snoozed_until > (iso(now) or "") else None
     body: dict[str, Any] = {"id": t.task_id, "created_by": t.created_by}
     body.update({k: spec.get(k) for k in SPEC_FIELDS})
     body.update({k: sched.get(k) for k in SCHEDULE_FIELDS})
     body.update(
-        status=t.status,
+        status=str(t.status),
         next_run_at=iso_epoch(nxt),
         **counters.as_dict(),
         snoozed_until=snoozed,
@@ -58,7 +53,7 @@ def represent(t: TaskModel, now: datetime, counters: Counters) -> dict[str, Any]
         schedule_error=t.schedule_error,
         created_at=t.created_at,
         updated_at=t.updated_at,
-        version=int(t.version or 0),
+        version=t.version,
     )
     return body
 
@@ -102,28 +97,19 @@ def _validated(data: dict[str, Any], caller: Caller) -> TaskCreate:
     return spec
 
 
-def _require_agent(agent_id: str) -> AgentModel:
-    try:
-        agent = AgentModel.get(agent_id, consistent_read=True)
-    except DoesNotExist:
-        raise InvalidInput.field("created_by", f"no agent {agent_id}") from None
-    if agent.status != "active":
+def _require_agent(agent_id: str) -> None:
+    agent = stores().agents.get(agent_id)
+    if agent is None:
+        raise InvalidInput.field("created_by", f"no agent {agent_id}")
+    if agent.status is not AgentStatus.ACTIVE:
         raise InvalidInput.field("created_by", f"agent {agent_id} is revoked")
-    return agent
 
 
-def _split(spec: TaskCreate, anchor: datetime) -> tuple[dict[str, Any], dict[str, Any]]:
+def _records(spec: TaskCreate, anchor: str | None) -> tuple[Definition, Schedule]:
+    """The validated fields as a definition and a schedule that took effect at `anchor`."""
     data = spec.model_dump(mode="json")
     data["payload"] = spec.payload.model_dump(mode="json", exclude_unset=True)
-    sched = {k: data[k] for k in SCHEDULE_FIELDS}
-    sched["anchor"] = iso(anchor)
-    return {k: data[k] for k in SPEC_FIELDS}, sched
-
-
-def _event_key(agent_id: str, sched: dict[str, Any]) -> str | None:
-    if sched["schedule_kind"] == "event" and sched.get("schedule_expr"):
-        return f"{agent_id}#{sched['schedule_expr']}"
-    return None
+    return Definition.from_fields(data), Schedule.from_fields({**data, "anchor": anchor})
 
 
 # ---- create --------------------------------------------------------------------------------
@@ -134,7 +120,7 @@ class Created:
     """What `create_task` did: a new task (and the key its first response is to be kept under),
     or, for a replayed Idempotency-Key, the first response itself."""
 
-    task: TaskModel | None
+    task: Task | None
     idempotency_key: str | None = None
     replay: dict[str, Any] | None = None  # {"status", "body" (the exact text), "headers"}
 
@@ -153,105 +139,80 @@ def create_task(caller: Caller, data: Any, idempotency_key: str | None, now: dat
         if replay is not None:
             return replay
     task_id = str(uuid.uuid4())
-    spec_doc, sched = _split(spec, now)
-    schedule = dispatch.build_schedule(sched, task_id, now, check_past=True)
-    fire = dispatch.first_fire(schedule, now)
-
-    task = TaskModel(
-        task_id,
+    definition, schedule = _records(spec, iso(now))
+    fire = dispatch.first_fire(dispatch.build_schedule(schedule, task_id, now, check_past=True), now)
+    task = Task(
+        task_id=task_id,
         created_by=agent_id,
         created_at=iso(now),
-        # Ties within one second are broken by the real clock's nanoseconds: newest first stays exact.
-        created_sk=f"{iso(now)}#{time.time_ns():020d}#{task_id}",
         updated_at=iso(now),
-        status="active",
-        schedule_kind=sched["schedule_kind"],
-        priority=spec.priority,
-        spec=spec_doc,
-        sched=sched,
-        schedule_version=1,
-        version=1,
-        event_key=_event_key(agent_id, sched),
+        status=TaskStatus.ACTIVE,
+        schedule=schedule,
+        definition=definition,
     )
-    dispatch.schedule_next(task, fire)  # completed at once if every occurrence lies outside starts_at/ends_at
-    # Three conditional writes rather than one transaction: moto's in-process and server modes
-    # copy whole tables inside TransactWriteItems, which races under parallel requests. A crash
-    # between them leaves at worst a quota count one too high, or an idempotency key without
-    # its task (a retry then gets 409 until the key expires), never a partial task.
+    task = dispatch.schedule_next(task, fire)  # completed at once if every occurrence lies outside starts_at/ends_at
+    # The key is claimed before the task is written, and given up if the task is not: a crash
+    # between the two leaves a key without its task (a retry then gets 409 until it expires),
+    # never a second task for one key.
+    s = stores()
     if idem_key:
-        claim = KeyModel(
-            idem_key,
-            value={"task_id": task_id, "body_hash": body_hash},
-            expires_at=now + timedelta(seconds=IDEMPOTENCY_TTL),
-        )
-        try:
-            claim.save(condition=KeyModel.key.does_not_exist() | (KeyModel.expires_at < now))
-        except PutError as e:
-            if e.cause_response_code != "ConditionalCheckFailedException":
-                raise
+        claim = {"task_id": task_id, "body_hash": body_hash}
+        if not s.keys.claim(idem_key, claim, expires_at=now + timedelta(seconds=IDEMPOTENCY_TTL), now=now):
             replay = _idempotent_replay(idem_key, body_hash, now)
             if replay is None:
-                raise StateConflict("a request with this Idempotency-Key is still in progress; retry shortly") from None
+                raise StateConflict("a request with this Idempotency-Key is still in progress; retry shortly")
             return replay
     try:
-        AgentModel(agent_id).update(
-            actions=[AgentModel.task_count.add(1)],
-            condition=(AgentModel.status == "active") & (AgentModel.task_count < settings().max_tasks_per_agent),
-        )
-    except UpdateError as e:
+        created = s.tasks.create(task, quota=settings().max_tasks_per_agent)
+    except Exception:
         if idem_key:
-            KeyModel(idem_key).delete()
-        if e.cause_response_code == "ConditionalCheckFailedException":
-            raise QuotaExceeded(
-                f"agent {agent_id} has reached its quota of {settings().max_tasks_per_agent} tasks"
-            ) from None
+            s.keys.release(idem_key)
         raise
-    task.save(condition=TaskModel.task_id.does_not_exist())
-    dispatch.dispatch_if_soon(task, now)  # a first fire before the next tick's look-ahead goes out now
-    return Created(task, idem_key)
+    if not created:
+        if idem_key:
+            s.keys.release(idem_key)
+        raise QuotaExceeded(f"agent {agent_id} has reached its quota of {settings().max_tasks_per_agent} tasks")
+    return Created(_dispatched(task, now), idem_key)
+
+
+def _dispatched(task: Task, now: datetime) -> Task:
+    """Dispatch-on-write: a first fire before the next tick's look-ahead goes out now. The task
+    as it then stands (a dispatched start leaves the due index; a finished `once` completes)."""
+    if dispatch.dispatch_if_soon(task, now):
+        return stores().tasks.get(task.task_id) or task
+    return task
 
 
 def remember_response(key: str, status: int, body: str, headers: dict[str, str]) -> None:
     """Keep the first response to an Idempotency-Key, so a replay answers exactly it (status,
     body, ETag and Location), whatever the task has become since."""
-    KeyModel(key).update(
-        actions=[KeyModel.response.set({"status": status, "body": body, "headers": headers})],
-        condition=KeyModel.key.exists(),
-    )
+    stores().keys.keep_response(key, {"status": status, "body": body, "headers": headers})
 
 
 def _idempotent_replay(key: str, body_hash: str, now: datetime) -> Created | None:
-    try:
-        rec = KeyModel.get(key, consistent_read=True)
-    except DoesNotExist:
+    claim = stores().keys.get(key, now=now)
+    if claim is None:
         return None
-    if rec.expires_at is not None and rec.expires_at.timestamp() < now.timestamp():
-        return None  # moto never expires TTL items; DynamoDB may lag up to days
-    value = rec.value or {}
-    if value.get("body_hash") != body_hash:
+    if claim.value.get("body_hash") != body_hash:
         raise StateConflict("this Idempotency-Key was already used with a different request body")
-    if isinstance(rec.response, dict):
-        return Created(None, key, rec.response)
-    try:  # created, but the first response was never kept (a crash just after the task's write)
-        return Created(TaskModel.get(value["task_id"], consistent_read=True), key)
-    except DoesNotExist:
-        return None
+    if claim.response is not None:
+        return Created(None, key, dict(claim.response))
+    # Created, but the first response was never kept (a crash just after the task's write).
+    task = stores().tasks.get(str(claim.value.get("task_id")))
+    return None if task is None else Created(task, key)
 
 
 # ---- read ----------------------------------------------------------------------------------
 
 
-def load(caller: Caller, task_id: str) -> TaskModel:
+def load(caller: Caller, task_id: str) -> Task:
     """The caller's task, or 404 — also for another agent's task, so foreign ids stay invisible."""
     try:
         uuid.UUID(task_id)
     except ValueError:
         raise TaskNotFound(f"task {task_id} not found") from None
-    try:
-        task = TaskModel.get(task_id, consistent_read=True)
-    except DoesNotExist:
-        raise TaskNotFound(f"task {task_id} not found") from None
-    if not caller.is_admin and task.created_by != caller.agent_id:
+    task = stores().tasks.get(task_id)
+    if task is None or (not caller.is_admin and task.created_by != caller.agent_id):
         raise TaskNotFound(f"task {task_id} not found")
     return task
 
@@ -264,7 +225,7 @@ def list_tasks(caller: Caller, query: dict[str, str], now: datetime) -> dict[str
     limit = query_int(query, "limit", 50, 1, 200, errors)
     offset = query_int(query, "offset", 0, 0, None, errors)
     status, kind, created_by = query.get("status"), query.get("schedule_kind"), query.get("created_by")
-    if status is not None and status not in ("active", "paused", "canceled", "completed"):
+    if status is not None and status not in set(TaskStatus):
         errors.append(FieldError("status", "must be one of active, paused, canceled, completed"))
     if kind is not None and kind not in schedules.KINDS:
         errors.append(FieldError("schedule_kind", "must be one of cron, rrule, once, event"))
@@ -281,33 +242,19 @@ def list_tasks(caller: Caller, query: dict[str, str], now: datetime) -> dict[str
                 "an agent can only list its own tasks", [FieldError("created_by", "must be the caller's agent_id")]
             )
         created_by = caller.agent_id
-
-    cond = None
-    if status is not None:
-        cond = TaskModel.status == status
-    if kind is not None:
-        c = TaskModel.schedule_kind == kind
-        cond = c if cond is None else cond & c
-    want = offset + limit + 1
-    keys: list[str] = []
-    if created_by is not None:
-        for item in TaskModel.agent_index.query(created_by, filter_condition=cond, scan_index_forward=False):
-            keys.append(item.task_id)
-            if len(keys) >= want:
-                break
-    else:  # the admin listing every agent's tasks: a scan of the narrow index, sorted here
-        rows = [(i.created_sk, i.task_id) for i in TaskModel.agent_index.scan(filter_condition=cond)]
-        keys = [tid for _, tid in sorted(rows, reverse=True)[:want]]
-    page_keys = keys[offset : offset + limit]
-    by_id = {t.task_id: t for t in TaskModel.batch_get(page_keys)} if page_keys else {}
-    page = [by_id[k] for k in page_keys if k in by_id]
-    stats = counters_mod.read_many(t.task_id for t in page)  # one BatchGetItem per 100 tasks
-    tasks = [represent(t, now, stats[t.task_id]) for t in page]
+    page = stores().tasks.list_by_agent(
+        created_by,
+        status=None if status is None else TaskStatus(status),
+        kind=kind,
+        offset=offset,
+        limit=limit,
+    )
+    stats = counters_mod.read_many(t.task_id for t in page.tasks)  # one BatchGetItem per 100 tasks
     return {
-        "tasks": tasks,
+        "tasks": [represent(t, now, stats[t.task_id]) for t in page.tasks],
         "limit": limit,
         "offset": offset,
-        "next_offset": offset + limit if len(keys) > offset + limit else None,
+        "next_offset": offset + limit if page.more else None,
     }
 
 
@@ -327,7 +274,7 @@ def parse_if_match(value: str | None) -> int | None:
     return int(v)
 
 
-def update_task(caller: Caller, task_id: str, data: Any, if_match: str | None, now: datetime) -> TaskModel:
+def update_task(caller: Caller, task_id: str, data: Any, if_match: str | None, now: datetime) -> Task:
     expected = parse_if_match(if_match)
     if not isinstance(data, dict):
         raise InvalidInput.field("body", "must be a JSON object")
@@ -335,16 +282,16 @@ def update_task(caller: Caller, task_id: str, data: Any, if_match: str | None, n
     given = {k: data[k] for k in patch.model_fields_set}
     for _ in range(8):  # optimistic concurrency: re-read and re-merge on a lost race
         task = load(caller, task_id)
-        read = copy.deepcopy(task)
-        if task.status == "canceled":
+        if task.status is TaskStatus.CANCELED:
             raise StateConflict(f"task {task_id} is canceled; it can no longer change")
         if expected is not None and expected != task.version:
             raise VersionMismatch(f"If-Match {expected} does not match the task's version {task.version}")
         if "created_by" in given and given["created_by"] != task.created_by:
             raise InvalidInput.field("created_by", "cannot change")
+        sched = task.schedule.fields()
         current = {
-            **(task.spec or {}),
-            **{k: (task.sched or {}).get(k) for k in SCHEDULE_FIELDS},
+            **task.definition.fields(),
+            **{k: sched.get(k) for k in SCHEDULE_FIELDS},
             "created_by": task.created_by,
         }
         merged = {**current, **given}
@@ -355,34 +302,25 @@ def update_task(caller: Caller, task_id: str, data: Any, if_match: str | None, n
         merged = {k: v for k, v in merged.items() if v is not None}
         spec = _validated(merged, caller if not caller.is_admin else Caller(None, True))
         schedule_changed = any(k in given and given[k] != current.get(k) for k in SCHEDULE_FIELDS)
-        spec_doc, sched = _split(spec, now)
-        if not schedule_changed:
-            sched["anchor"] = (task.sched or {}).get("anchor", sched["anchor"])
-        task.spec = spec_doc
-        task.sched = sched
-        task.priority = spec.priority
-        task.schedule_kind = spec.schedule_kind
-        task.event_key = _event_key(task.created_by, sched)
-        task.updated_at = iso(now)
+        # An unchanged schedule keeps the instant it took effect (interval rules count from it).
+        anchor = iso(now) if schedule_changed or task.schedule.anchor is None else task.schedule.anchor
+        definition, schedule = _records(spec, anchor)
+        new = task.evolve(definition=definition, schedule=schedule, updated_at=iso(now))
         if schedule_changed:
-            schedule = dispatch.build_schedule(sched, task_id, now, check_past=True)
-            fire = dispatch.first_fire(schedule, now)
-            task.schedule_version = int(task.schedule_version or 1) + 1
-            task.snoozed_until = task.snooze_reason = None
-            if task.status == "completed" and fire is not None:
-                task.status = "active"
-            if task.status == "active":
-                dispatch.schedule_next(task, fire)
+            fire = dispatch.first_fire(dispatch.build_schedule(schedule, task_id, now, check_past=True), now)
+            new = new.evolve(schedule_version=task.schedule_version + 1, snoozed_until=None, snooze_reason=None)
+            if new.status is TaskStatus.COMPLETED and fire is not None:
+                new = new.evolve(status=TaskStatus.ACTIVE)
+            if new.status is TaskStatus.ACTIVE:
+                new = dispatch.schedule_next(new, fire)
             else:
-                task.due_shard = task.due_at = None
-        try:
-            task.save_versioned(read)
-        except PutError as e:
-            if e.cause_response_code == "ConditionalCheckFailedException":
-                continue  # re-read: a changed version becomes a 412 above, anything else re-merges
-            raise
+                new = new.evolve(due_shard=None, due_at=None)
+        saved = stores().tasks.save_if_unchanged(task, new)
+        if saved is None:
+            continue  # re-read: a changed version becomes a 412 above, anything else re-merges
         if schedule_changed:
-            dispatch.fence_change(read, task, now)
-            dispatch.dispatch_if_soon(task, now)
-        return task
+            dispatch.fence_change(task, saved, now)  # may complete the task: re-read below
+            dispatch.dispatch_if_soon(saved, now)
+            return stores().tasks.get(task_id) or saved
+        return saved
     raise StateConflict("the task is being changed concurrently; retry")

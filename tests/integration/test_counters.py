@@ -432,11 +432,14 @@ def test_a_run_whose_message_sqs_refused_is_counted_failed(api, clock, hooks):
         raise RuntimeError("SQS is down")
 
     sqs = boto3.client("sqs")
-    wiring.client("sqs").meta.events.register("before-call.sqs.SendMessage", refuse)
+    sends = ("before-call.sqs.SendMessage", "before-call.sqs.SendMessageBatch")
+    for event in sends:
+        wiring.client("sqs").meta.events.register(event, refuse)
     try:
         r = api.call("POST", f"/tasks/{t['id']}/run_now", token=agent["token"])
     finally:
-        wiring.client("sqs").meta.events.unregister("before-call.sqs.SendMessage", refuse)
+        for event in sends:
+            wiring.client("sqs").meta.events.unregister(event, refuse)
     assert r.status_code == 500
     [rec] = run_records(t["id"])
     assert rec["status"] == "failed" and rec["error"]["type"] == "enqueue_failed"
