@@ -371,3 +371,41 @@ def test_two_claims_of_one_key_exactly_one_wins(stores: Stores) -> None:
     assert sum(won) == 1
     held = stores.keys.get("idem#a#race", now=NOW)
     assert held is not None and held.value == {"task_id": f"t{won.index(True)}"}
+
+
+# ---- the services over them -----------------------------------------------------------------
+
+
+def test_two_creates_with_one_idempotency_key_make_one_task(stores: Stores) -> None:
+    """The service's guarantee on either adapter: concurrent creates with one Idempotency-Key
+    store one task and count it once; the others replay it or are told it is in progress."""
+    from chalicelib import store
+    from chalicelib.domain.errors import StateConflict
+    from chalicelib.services import tasks
+    from chalicelib.services.agents import Caller
+
+    a = seeded(stores)
+    body = {
+        "title": "t",
+        "description": "d",
+        "schedule_kind": "cron",
+        "schedule_expr": "0 3 * * *",
+        "payload": {"steps": [{"id": "s", "type": "log", "message": "hi"}]},
+        "created_by": a.agent_id,
+    }
+
+    def create(i: int) -> Any:
+        try:
+            return tasks.create_task(Caller(a.agent_id), body, "one-key", NOW)
+        except StateConflict as e:
+            return e
+
+    store.use(stores)
+    try:
+        outcomes = race(6, create)
+    finally:
+        store.use(None)
+    created = {o.task.task_id for o in outcomes if isinstance(o, tasks.Created) and o.task is not None}
+    assert len(created) == 1, outcomes
+    assert stores.agents.get(a.agent_id).task_count == 1  # type: ignore[union-attr]
+    assert [t.task_id for t in stores.tasks.list_by_agent(a.agent_id).tasks] == list(created)
