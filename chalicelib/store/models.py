@@ -4,8 +4,6 @@ prefix it is built for), so the names are configuration, not fixed when this mod
 
 from __future__ import annotations
 
-from typing import Any
-
 from pynamodb.attributes import (
     JSONAttribute,
     ListAttribute,
@@ -81,23 +79,6 @@ class TaskModel(Model):
     snooze_reason = UnicodeAttribute(null=True)
     # "<when>: <why>" when the tick could not compute the schedule and paused the task (dispatch.py)
     schedule_error = UnicodeAttribute(null=True)
-
-    @staticmethod
-    def unchanged_since(read: TaskModel) -> Any:
-        """A condition that holds only if the item is still as `read` in every attribute that
-        others write (agents: version; ticks: due_at; workers: status), so a full-item save
-        can never undo a concurrent update."""
-        cond = TaskModel.version == read.version
-        for attr in (TaskModel.due_at, TaskModel.status, TaskModel.schedule_version):
-            value = getattr(read, attr.attr_name)
-            cond &= attr.does_not_exist() if value is None else (attr == value)
-        return cond
-
-    def save_versioned(self, read: TaskModel) -> None:
-        """Save as the next version if nothing changed since `read`. Ticks and workers do not
-        bump `version`: an agent's If-Match fails only when the definition or status changed."""
-        self.version = int(read.version or 0) + 1
-        self.save(condition=TaskModel.unchanged_since(read))
 
     due_index = DueIndex()
     agent_index = AgentTasksIndex()
