@@ -50,7 +50,7 @@ def test_a_token_authenticates_its_agent_until_revoked(mem: Stores) -> None:
 
 @pytest.mark.parametrize(
     "header",
-    [None, "Basic x", "Bearer tapi_zz_x", "Bearer tapi_", f"Bearer tapi_{uuid.uuid4().hex}_guess"],
+    [None, "Basic x", "Bearer tapi_zz_x", "Bearer tapi_", "Bearer tapi_0123456789abcdef0123456789abcdef_guess"],
 )
 def test_anything_else_is_refused(mem: Stores, header: str | None) -> None:
     token = seed(mem)
