@@ -12,7 +12,7 @@ from chalicelib.domain.errors import InvalidInput, RunNotFound
 from chalicelib.domain.records import Task
 from chalicelib.domain.validation import query_int, raise_if, unknown_query
 from chalicelib.services import runs
-from chalicelib.store.models import RunModel
+from chalicelib.store import stores
 
 RUN_QUERY = {"limit", "cursor"}
 MAX_CURSOR_CHARS = 256
@@ -41,19 +41,9 @@ def list_runs(task: Task, query: dict[str, str], now: datetime) -> dict[str, Any
     errors = unknown_query(query, RUN_QUERY)
     limit = query_int(query, "limit", 50, 1, 200, errors)
     raise_if(errors)
-    cond = RunModel.run_id < _uncursor(query["cursor"]) if "cursor" in query else None
-    out: list[dict[str, Any]] = []
-    last: str | None = None
-    more = False
-    for rec in RunModel.query(
-        task.task_id, cond, scan_index_forward=False, consistent_read=True, filter_condition=RunModel.expires_at > now
-    ):
-        if len(out) == limit:
-            more = True
-            break
-        out.append(rec.doc)
-        last = rec.run_id
-    return {"runs": out, "next_cursor": _cursor(last) if more and last else None}
+    before = _uncursor(query["cursor"]) if "cursor" in query else None
+    page, more = stores().runs.newest_first(task.task_id, before=before, limit=limit, now=now)
+    return {"runs": [dict(r.doc) for r in page], "next_cursor": _cursor(page[-1].run_id) if more and page else None}
 
 
 def get_run(task: Task, run_id: str, now: datetime) -> dict[str, Any]:

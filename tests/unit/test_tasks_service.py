@@ -234,6 +234,24 @@ def test_load_hides_other_agents_tasks(w: World) -> None:
             tasks.load(caller, task_id)
 
 
+def test_list_pages_newest_first_within_the_caller(w: World) -> None:
+    a, b = w.agent(), w.agent()
+    mine = [create(a, title=f"t{i}") for i in range(5)]
+    create(b)
+    lifecycle.pause(a, mine[0].task_id, NOW)
+    page = tasks.list_tasks(a, {"limit": "2"}, NOW)
+    assert [t["title"] for t in page["tasks"]] == ["t4", "t3"] and page["next_offset"] == 2
+    last = tasks.list_tasks(a, {"limit": "2", "offset": "4"}, NOW)
+    assert [t["title"] for t in last["tasks"]] == ["t0"] and last["next_offset"] is None
+    paused = tasks.list_tasks(a, {"status": "paused"}, NOW)
+    assert [t["status"] for t in paused["tasks"]] == ["paused"]
+    assert len(tasks.list_tasks(Caller(None, True), {"limit": "200"}, NOW)["tasks"]) == 6
+    with pytest.raises(Forbidden):
+        tasks.list_tasks(a, {"created_by": str(b.agent_id)}, NOW)
+    with pytest.raises(InvalidInput):
+        tasks.list_tasks(a, {"status": "sleeping"}, NOW)
+
+
 # ---- update ---------------------------------------------------------------------------------
 
 
@@ -290,7 +308,7 @@ def test_an_update_that_loses_a_race_re_merges_onto_the_new_state(w: World) -> N
     a = w.agent()
     t = create(a)
     racing = RacingTasks(w.stores)
-    store.use(replace(w.stores, tasks=racing))  # type: ignore[arg-type]
+    store.use(replace(w.stores, tasks=racing))
     u = tasks.update_task(a, t.task_id, {"title": "after the race"}, None, NOW)
     assert racing.lost == 1
     # the other writer's pause stands, and the title is merged onto it

@@ -1,0 +1,140 @@
+"""Events, AWS events and run-now on the in-memory stores and run queues (no moto): which
+tasks an event starts, what it stores, a snoozed listener, duplicates of an AWS event, and a
+run whose message the queue refuses."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from chalicelib import store
+from chalicelib.dispatch import queue
+from chalicelib.domain.errors import StateConflict
+from chalicelib.domain.records import Agent, AgentStatus, RunStatus
+from chalicelib.domain.timefmt import epoch
+from chalicelib.platform import wiring
+from chalicelib.services import awsevents, events, lifecycle, tasks
+from chalicelib.services.agents import Caller
+from chalicelib.store import Stores
+
+NOW = datetime(2027, 3, 1, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.fixture()
+def mem() -> Iterator[tuple[Stores, queue.MemoryRunQueues]]:
+    stores, queues = store.in_memory(), queue.MemoryRunQueues()
+    store.use(stores)
+    queue.use(queues)
+    wiring.set_clock(lambda: NOW.timestamp())
+    yield stores, queues
+    store.use(None)
+    queue.use(None)
+    wiring.reset()
+
+
+def agent(stores: Stores, status: AgentStatus = AgentStatus.ACTIVE) -> Caller:
+    agent_id = str(uuid.uuid4())
+    stores.agents.put_if_absent(Agent(agent_id, "a", "2027-03-01T00:00:00Z", status, "h", "kms1:c2VhbGVk"))
+    return Caller(agent_id)
+
+
+def listener(caller: Caller, pattern: str, **over: Any) -> str:
+    body = {
+        "title": f"on {pattern}",
+        "description": "d",
+        "schedule_kind": "event",
+        "schedule_expr": pattern,
+        "payload": {"steps": [{"id": "s", "type": "log", "message": "hi"}]},
+        "created_by": caller.agent_id,
+        **over,
+    }
+    created = tasks.create_task(caller, body, None, NOW)
+    assert created.task is not None
+    return created.task.task_id
+
+
+def sent(queues: queue.MemoryRunQueues) -> list[tuple[str, str, int]]:
+    return [(b, s.message.task_id, s.message.scheduled_for) for b, band in queues.sent.items() for s, _ in band]
+
+
+def test_an_event_starts_the_agents_matching_active_listeners(mem: tuple[Stores, queue.MemoryRunQueues]) -> None:
+    stores, queues = mem
+    a, b = agent(stores), agent(stores)
+    exact, prefix, anything = listener(a, "order.created"), listener(a, "order.*"), listener(a, "*", priority=2)
+    listener(a, "invoice.*")
+    paused = listener(a, "order.*")
+    lifecycle.pause(a, paused, NOW)
+    listener(b, "order.created")  # another agent's: never started by a's events
+    out = events.post_event(a, {"name": "order.created", "data": {"n": 1}}, NOW)
+    assert [r["task_id"] for r in out["runs"]] == [exact, prefix, anything]  # oldest listener first
+    assert sorted(sent(queues)) == sorted(
+        [("normal", exact, epoch(NOW)), ("normal", prefix, epoch(NOW)), ("high", anything, epoch(NOW))]
+    )
+    for r in out["runs"]:
+        run = stores.runs.get(r["task_id"], r["run_id"])
+        assert run is not None and run.status is RunStatus.QUEUED and run.doc["event"]["data"] == {"n": 1}
+    stored = stores.events.get(str(a.agent_id), out["event_id"])
+    assert stored is not None and stored.name == "order.created" and list(stored.runs) == out["runs"]
+    assert stored.expires_at == NOW + timedelta(days=30)
+    assert events.load(str(a.agent_id), out["event_id"]) == {
+        "id": out["event_id"],
+        "name": "order.created",
+        "data": {"n": 1},
+        "time": "2027-03-01T12:00:00Z",
+    }
+    assert events.load(str(b.agent_id), out["event_id"]) is None
+
+
+def test_a_snoozed_listener_runs_when_its_snooze_ends(mem: tuple[Stores, queue.MemoryRunQueues]) -> None:
+    stores, queues = mem
+    a = agent(stores)
+    t = listener(a, "tick")
+    lifecycle.snooze(a, t, {"delay_seconds": 120}, NOW)
+    events.post_event(a, {"name": "tick"}, NOW)
+    assert sent(queues) == [("normal", t, epoch(NOW) + 120)]
+
+
+def test_a_redelivered_aws_event_publishes_once(mem: tuple[Stores, queue.MemoryRunQueues]) -> None:
+    stores, queues = mem
+    a = agent(stores)
+    t = listener(a, "aws.s3.*")
+    delivery = {
+        "agent_id": a.agent_id,
+        "event": {"id": "e-1", "source": "aws.s3", "detail-type": "Object Created", "detail": {"k": "v"}},
+    }
+    first = awsevents.handle(delivery, NOW)
+    assert first["name"] == "aws.s3.object_created" and [r["task_id"] for r in first["runs"]] == [t]
+    assert awsevents.handle(delivery, NOW) == {"published": None, "duplicate": True}
+    assert len(sent(queues)) == 1
+    revoked = agent(stores, AgentStatus.REVOKED)
+    assert awsevents.handle({**delivery, "agent_id": revoked.agent_id}, NOW)["dropped"] == "agent_revoked"
+    assert awsevents.handle({**delivery, "agent_id": str(uuid.uuid4())}, NOW)["dropped"] == "unknown_agent"
+
+
+def test_run_now_queues_a_run_and_a_refused_message_fails_it(mem: tuple[Stores, queue.MemoryRunQueues]) -> None:
+    stores, queues = mem
+    a = agent(stores)
+    t = listener(a, "x")
+    doc = lifecycle.run_now(a, t, {"input": {"q": 1}}, NOW)
+    run = stores.runs.get(t, doc["id"])
+    assert run is not None and run.status is RunStatus.QUEUED and doc["trigger"] == "run_now"
+    assert sent(queues) == [("normal", t, epoch(NOW))]
+    queue.use(Refusing())
+    with pytest.raises(RuntimeError):
+        lifecycle.run_now(a, t, {}, NOW)
+    [failed] = [r for r in stores.runs.items.values() if r.run_id != doc["id"]]  # type: ignore[attr-defined]
+    assert failed.status is RunStatus.FAILED and failed.doc["error"]["type"] == "enqueue_failed"
+    lifecycle.cancel(a, t, NOW)
+    with pytest.raises(StateConflict):
+        lifecycle.run_now(a, t, {}, NOW)
+
+
+class Refusing(queue.MemoryRunQueues):
+    """A queue that accepts nothing."""
+
+    def send_batch(self, band: str, sends: Any) -> set[str]:
+        return set()
