@@ -1,5 +1,6 @@
-"""Test environment: fake AWS credentials and a fixed prefix, set before anything
-imports chalicelib (PynamoDB reads table names at import time)."""
+"""Test environment: fake AWS credentials and a fixed prefix, set before anything imports
+chalicelib (the settings are read once; the PynamoDB models take their table names from them on
+import, and `store.stores()` points them at another prefix if the settings change)."""
 
 from __future__ import annotations
 
