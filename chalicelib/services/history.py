@@ -42,8 +42,9 @@ def list_runs(task: Task, query: dict[str, str], now: datetime) -> dict[str, Any
     limit = query_int(query, "limit", 50, 1, 200, errors)
     raise_if(errors)
     before = _uncursor(query["cursor"]) if "cursor" in query else None
-    page, more = stores().runs.newest_first(task.task_id, before=before, limit=limit, now=now)
-    return {"runs": [dict(r.doc) for r in page], "next_cursor": _cursor(page[-1].run_id) if more and page else None}
+    page = stores().runs.newest_first(task.task_id, before=before, limit=limit, now=now)
+    last = page.runs[-1].run_id if page.runs else None
+    return {"runs": [dict(r.doc) for r in page.runs], "next_cursor": _cursor(last) if page.more and last else None}
 
 
 def get_run(task: Task, run_id: str, now: datetime) -> dict[str, Any]:

@@ -84,11 +84,6 @@ class RunStore(Protocol):
         """Create the record; False (nothing written) when the run exists already."""
         ...
 
-    def newest_first(self, task_id: str, *, before: str | None, limit: int, now: datetime) -> tuple[list[Run], bool]:
-        """A page of the task's unexpired runs (history): run ids descending, below `before`
-        when given, at most `limit`; and whether more follow (consistent reads)."""
-        ...
-
     def claim_run(self, run: Run, *, seen: Run | None, lease_until: int, now: datetime) -> attempts.ClaimOutcome:
         """Take the run for its next attempt (`attempts.take`), leased until `lease_until`.
 

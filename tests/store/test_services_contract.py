@@ -409,27 +409,3 @@ def test_two_creates_with_one_idempotency_key_make_one_task(stores: Stores) -> N
     assert len(created) == 1, outcomes
     assert stores.agents.get(a.agent_id).task_count == 1  # type: ignore[union-attr]
     assert [t.task_id for t in stores.tasks.list_by_agent(a.agent_id).tasks] == list(created)
-
-
-# ---- runs as the history reads them ---------------------------------------------------------
-
-
-def test_newest_first_pages_a_tasks_unexpired_runs(stores: Stores) -> None:
-    from chalicelib.domain.records import Run, RunStatus
-
-    def run(task_id: str, n: int, *, expires: datetime) -> Run:
-        return Run(task_id, f"{n:010d}-s", "a", RunStatus.SUCCEEDED, {"run_id": f"{n:010d}-s"}, expires_at=expires)
-
-    keep, gone = NOW + timedelta(days=30), NOW - timedelta(seconds=1)
-    for n in range(5):
-        assert stores.runs.put_if_absent(run("t1", n, expires=keep))
-    stores.runs.put_if_absent(run("t1", 9, expires=gone))  # expired: TTL may not have removed it yet
-    stores.runs.put_if_absent(run("t2", 7, expires=keep))  # another task's
-    page, more = stores.runs.newest_first("t1", before=None, limit=2, now=NOW)
-    assert [r.run_id for r in page] == ["0000000004-s", "0000000003-s"] and more
-    assert page[0].doc == {"run_id": "0000000004-s"}
-    page, more = stores.runs.newest_first("t1", before="0000000003-s", limit=2, now=NOW)
-    assert [r.run_id for r in page] == ["0000000002-s", "0000000001-s"] and more
-    page, more = stores.runs.newest_first("t1", before="0000000001-s", limit=2, now=NOW)
-    assert [r.run_id for r in page] == ["0000000000-s"] and not more
-    assert stores.runs.newest_first("t3", before=None, limit=5, now=NOW) == ([], False)

@@ -88,18 +88,6 @@ class DynamoRuns:
             raise
         return True
 
-    def newest_first(self, task_id: str, *, before: str | None, limit: int, now: datetime) -> tuple[list[Run], bool]:
-        cond = None if before is None else RunModel.run_id < before
-        page: list[Run] = []
-        query = RunModel.query(
-            task_id, cond, scan_index_forward=False, consistent_read=True, filter_condition=RunModel.expires_at > now
-        )
-        for item in query:  # pages lazily: stops reading once one more than the page is seen
-            if len(page) == limit:
-                return page, True
-            page.append(run_from_item(item))
-        return page, False
-
     def claim_run(self, run: Run, *, seen: Run | None, lease_until: int, now: datetime) -> attempts.ClaimOutcome:
         if seen is None:
             fresh = attempts.take(run, lease_until, now)

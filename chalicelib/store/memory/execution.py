@@ -40,19 +40,6 @@ class MemoryRuns:
             self.items[(run.task_id, run.run_id)] = run
             return True
 
-    def newest_first(self, task_id: str, *, before: str | None, limit: int, now: datetime) -> tuple[list[Run], bool]:
-        with self._lock:
-            runs = [
-                r
-                for (t, run_id), r in self.items.items()
-                if t == task_id
-                and (before is None or run_id < before)
-                and r.expires_at is not None
-                and r.expires_at > now
-            ]
-        runs.sort(key=lambda r: r.run_id, reverse=True)
-        return runs[:limit], len(runs) > limit
-
     def claim_run(self, run: Run, *, seen: Run | None, lease_until: int, now: datetime) -> attempts.ClaimOutcome:
         # Two steps, like DynamoDB (a create, then a read and a conditional update), so a race
         # between them ends the same way on both adapters.
