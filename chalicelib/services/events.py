@@ -15,7 +15,7 @@ from typing import Any
 from chalicelib import dispatch
 from chalicelib.domain.contracts import EventCreate
 from chalicelib.domain.errors import InvalidInput, StepFailed, TooLarge
-from chalicelib.domain.records import Event, TaskStatus
+from chalicelib.domain.records import Event, RunStatus, TaskStatus, Trigger
 from chalicelib.domain.timefmt import epoch, iso
 from chalicelib.domain.validation import parse, stored_size
 from chalicelib.platform.config import band_for, settings
@@ -82,13 +82,15 @@ def publish(
             task.task_id,
             runs.event_run_id(at_event, event_id, task.task_id),
             agent_id,
-            "event",
+            str(Trigger.EVENT),
             at,
             None,
             event_id,
             depth,
         )
-        doc = runs.new_doc(msg, status="queued", max_attempts=task.definition.max_attempts, now=now, event=event)
+        doc = runs.new_doc(
+            msg, status=str(RunStatus.QUEUED), max_attempts=task.definition.max_attempts, now=now, event=event
+        )
         runs.put_new(msg, doc, now)
         sends.append(dispatch.Send(msg, band_for(task.definition.priority)))
         started.append({"task_id": task.task_id, "run_id": msg.run_id})

@@ -16,7 +16,7 @@ from typing import Any
 from chalicelib import dispatch
 from chalicelib.domain.contracts import RunNowRequest, SnoozeRequest
 from chalicelib.domain.errors import StateConflict, TooLarge
-from chalicelib.domain.records import ScheduleKind, Task, TaskStatus
+from chalicelib.domain.records import RunStatus, ScheduleKind, Task, TaskStatus, Trigger
 from chalicelib.domain.timefmt import epoch, iso
 from chalicelib.domain.validation import parse, stored_size
 from chalicelib.platform.config import band_for, settings
@@ -153,11 +153,13 @@ def run_now(caller: Caller, task_id: str, data: Any, now: datetime) -> dict[str,
         task_id=task.task_id,
         run_id=runs.adhoc_run_id(epoch(now), "manual"),
         agent_id=task.created_by,
-        trigger="run_now",
+        trigger=str(Trigger.RUN_NOW),
         scheduled_for=epoch(now),
         schedule_version=None,
     )
-    doc = runs.new_doc(msg, status="queued", max_attempts=task.definition.max_attempts, now=now, input=req.input)
+    doc = runs.new_doc(
+        msg, status=str(RunStatus.QUEUED), max_attempts=task.definition.max_attempts, now=now, input=req.input
+    )
     runs.put_new(msg, doc, now)
     try:
         accepted = dispatch.send_all([dispatch.Send(msg, band_for(task.definition.priority))])

@@ -9,7 +9,7 @@ from chalicelib import dispatch
 from chalicelib.domain import schedules
 from chalicelib.domain.contracts import SchedulePreviewRequest, parse_timestamp
 from chalicelib.domain.errors import FieldError, InvalidInput
-from chalicelib.domain.records import Task
+from chalicelib.domain.records import ScheduleKind, Task
 from chalicelib.domain.timefmt import iso
 from chalicelib.domain.validation import parse
 
@@ -54,7 +54,7 @@ def for_task(task: Task, query: dict[str, str], now: datetime) -> dict[str, Any]
 
 def for_request(data: Any, now: datetime) -> dict[str, Any]:
     req = parse(SchedulePreviewRequest, data)
-    if req.schedule_kind != "event" and not req.schedule_expr:
+    if req.schedule_kind != ScheduleKind.EVENT and not req.schedule_expr:
         raise InvalidInput.field("schedule_expr", f"is required for schedule_kind {req.schedule_kind!r}")
     count, after = _count_after(req.count, req.after, now)
     sched = req.model_dump(

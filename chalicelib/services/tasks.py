@@ -20,7 +20,7 @@ from chalicelib.domain.errors import (
     TooLarge,
     VersionMismatch,
 )
-from chalicelib.domain.records import AgentStatus, Definition, Schedule, Task, TaskStatus
+from chalicelib.domain.records import AgentStatus, Definition, Schedule, ScheduleKind, Task, TaskStatus
 from chalicelib.domain.timefmt import iso, iso_epoch
 from chalicelib.domain.validation import parse, query_int, stored_size, unknown_query
 from chalicelib.platform.config import settings
@@ -64,7 +64,7 @@ def represent(t: Task, now: datetime, counters: Counters) -> dict[str, Any]:
 def _validated(data: dict[str, Any], caller: Caller) -> TaskCreate:
     spec = parse(TaskCreate, data)
     errors: list[FieldError] = []
-    if spec.schedule_kind != "event" and not spec.schedule_expr:
+    if spec.schedule_kind != ScheduleKind.EVENT and not spec.schedule_expr:
         errors.append(FieldError("schedule_expr", f"is required for schedule_kind {spec.schedule_kind!r}"))
     if spec.dedupe_window_seconds is not None and spec.dedupe_key is None:
         errors.append(FieldError("dedupe_window_seconds", "is only allowed with dedupe_key"))
