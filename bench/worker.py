@@ -38,7 +38,11 @@ PRICES = {
 # 0.5; BatchGetItem (eventually consistent) 0.5 an item; a Query 0.5 RCU (1 if consistent) per
 # started 4 KB of the items it returns (measured per call).
 WRITE_UNITS = {"dynamodb.PutItem": 1, "dynamodb.UpdateItem": 1, "dynamodb.DeleteItem": 1}
-READ_UNITS = {"dynamodb.GetItem": 1}
+
+
+def get_rcu(calls: Requests) -> float:
+    """Per GetItem: 1 RCU if consistent, 0.5 if not (items < 4 KB)."""
+    return sum(1.0 if p.get("ConsistentRead") else 0.5 for p in calls.params.get("dynamodb.GetItem", []))
 
 
 def index_writes(updates: list[dict]) -> int:
@@ -217,7 +221,7 @@ def main() -> None:
 
     query_rcu = q_rcu(tick_calls) + q_rcu(worker_calls) - ticks * q_rcu(empty)
     fixed_wcu = sum(WRITE_UNITS.get(op, 0) * n for op, n in empty.calls.items())
-    fixed_rcu = empty.calls.get("dynamodb.GetItem", 0) + q_rcu(empty)
+    fixed_rcu = get_rcu(empty) + q_rcu(empty)
     ticks_a_month = 30 * 24 * 60
     fixed_month = ticks_a_month * (
         fixed_wcu * PRICES["dynamodb_write_unit"]
@@ -231,7 +235,7 @@ def main() -> None:
     trim_wcu = max(0.0, 1 / (RECENT_MAX - RECENT_KEEP) - trims / runs)  # the steady state's share
     wcu = sum(WRITE_UNITS.get(op, 0) * n for op, n in per_run.items()) + gsi + trim_wcu
     rcu = (
-        sum(READ_UNITS.get(op, 0) * n for op, n in per_run.items())
+        max(0.0, get_rcu(tick_calls) + get_rcu(worker_calls) - ticks * get_rcu(empty)) / runs
         + 0.5 * batch_get_keys(batch_gets) / runs
         + query_rcu / runs
     )

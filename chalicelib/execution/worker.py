@@ -105,11 +105,22 @@ def process(body: str, queue_url: str, receipt: str, now: datetime, receive_coun
         metrics.dead_lettered()
         return "dead_lettered"
     now = _wait_until_due(msg, now, queue_url, receipt)
-    task = stores().tasks.get(msg.task_id)
+    task = _read_task(msg)
     if task is None:
         logger.warning("run_for_missing_task", extra=_log_of(msg))
         return "no_task"
     return _Delivery(task, msg, queue_url, receipt, now, receive_count).work()
+
+
+def _read_task(msg: RunMessage) -> Task | None:
+    """An eventually consistent read (half a consistent one's cost) is enough for a run that goes
+    ahead: the consistent read after its claim (`_Delivery._fenced_at_claim`) confirms it. A read
+    that would drop or skip the run is confirmed by a consistent one: a write of the last second
+    (a resume, a new schedule version) may be missing from it."""
+    task = stores().tasks.get(msg.task_id, consistent=False)
+    if task is None or skip_reason(task, msg) is not None:
+        task = stores().tasks.get(msg.task_id)
+    return task
 
 
 def _wait_until_due(msg: RunMessage, now: datetime, queue_url: str, receipt: str) -> datetime:
@@ -286,6 +297,9 @@ class _Delivery:
     def _after_claim(self, outcome: attempts.ClaimOutcome) -> str:
         match outcome:
             case attempts.Claimed(run=run):
+                reason = self._fenced_at_claim()
+                if reason is not None:
+                    return self._skip_claimed(run, reason)
                 if self.lease > 300:
                     _visible_in(self.queue_url, self.receipt, self.lease + 30)
                 return self._execute(run)
@@ -300,6 +314,30 @@ class _Delivery:
                 raise ReportFailure("claimed elsewhere")
             case _:
                 assert_never(outcome)
+
+    def _fenced_at_claim(self) -> SkipReason | None:
+        """The task read again (consistently) once the run is claimed: a pause, cancel or schedule
+        change committed after the first read and before the claim stops the run here. One
+        committed after this read finds the run claimed, and it runs (the pause applies to runs
+        that have not started). A run that goes ahead executes the task as read here."""
+        fresh = stores().tasks.get(self.msg.task_id)
+        if fresh is None:
+            return SkipReason.TASK_CANCELED
+        reason = skip_reason(fresh, self.msg)
+        if reason is None:
+            self.task = fresh
+        return reason
+
+    def _skip_claimed(self, claimed: Run, reason: SkipReason) -> str:
+        """Record a claimed run `skipped` without executing it (fenced like any final save)."""
+        final = attempts.ended(claimed, RunStatus.SKIPPED, self.now, skip_reason=str(reason))
+        if not stores().runs.finish(claimed, final):
+            return self._superseded(claimed)
+        if reason is not SkipReason.SUPERSEDED:
+            complete_if_last(self.task, self.msg, self.now)
+        metrics.run_finished("skipped")
+        logger.info("run_skipped", extra={**self.log, "skip_reason": str(reason), "at": "claim"})
+        return str(reason)
 
     def _execute(self, run: Run) -> str:
         msg, task = self.msg, self.task

@@ -30,8 +30,9 @@ class TaskPage:
 
 
 class TaskStore(Protocol):
-    def get(self, task_id: str) -> Task | None:
-        """A consistent read; None when absent."""
+    def get(self, task_id: str, *, consistent: bool = True) -> Task | None:
+        """A consistent read (`consistent=False`: an eventually consistent one, half the read
+        cost, which may miss a write of the last second); None when absent."""
         ...
 
     def get_many(self, task_ids: Iterable[str]) -> dict[str, Task]:

@@ -29,9 +29,9 @@ def unchanged_since(read: Task) -> Condition:
 
 
 class DynamoTasks:
-    def get(self, task_id: str) -> Task | None:
+    def get(self, task_id: str, *, consistent: bool = True) -> Task | None:
         try:
-            return task_from_item(TaskModel.get(task_id, consistent_read=True))
+            return task_from_item(TaskModel.get(task_id, consistent_read=consistent))
         except DoesNotExist:
             return None
 

@@ -25,7 +25,7 @@ class MemoryTasks:
         self._order: dict[str, int] = {}  # creation order: what `created_sk` is in DynamoDB
         self._seq = itertools.count()
 
-    def get(self, task_id: str) -> Task | None:
+    def get(self, task_id: str, *, consistent: bool = True) -> Task | None:
         with self._lock:
             return self.items.get(task_id)
 
