@@ -1,9 +1,18 @@
-"""The `tasks` CLI through its installed entry point (`.venv/bin/tasks`, a subprocess), against
-the running local stack."""
+"""The `tasks` CLI against the running local stack, over real HTTP.
+
+Most commands run in this process through typer's CliRunner, on the very `app` the entry point
+runs: a `.venv/bin/tasks` subprocess spends ~1.5 s of CPU importing httpx, rich and typer before
+its one request (ten seconds and more on a busy two-core machine), and this file makes sixty
+calls. `test_the_installed_entry_point` runs the real executable: exit codes, stdout and stderr
+kept apart, the environment and the config file read by a fresh process.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import re
 import subprocess
 import uuid
 from pathlib import Path
@@ -11,6 +20,8 @@ from typing import Any
 
 import pytest
 import tasksapi
+from tasksapi.cli import app
+from typer.testing import CliRunner
 
 from tests.clients.conftest import BIN, clean_env, finished
 from tests.stack import LocalStack
@@ -18,6 +29,10 @@ from tests.stack import LocalStack
 pytestmark = pytest.mark.e2e
 
 TASKS = str(BIN / "tasks")
+RUNNER = CliRunner()
+# rich picks its colour system when tasksapi.cli is imported (from pytest's terminal under -s):
+# what is checked here is the text.
+_SGR = re.compile(r"\x1b\[[0-9;]*m")
 
 TASK_YAML = """\
 title: Nightly report
@@ -31,15 +46,30 @@ payload:
 """
 
 
+def cli_env(tmp: Path, **extra: str) -> dict[str, str | None]:
+    """`clean_env` as CliRunner overrides: the caller's TASKS_* settings removed (None)."""
+    unset: dict[str, str | None] = {k: None for k in os.environ if k.startswith("TASKS_")}
+    return {**unset, **clean_env(tmp, **extra)}
+
+
+def invoke(
+    env: dict[str, str | None], cwd: Path, *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """One `tasks …` command in-process; an exception escaping it fails the test with its traceback."""
+    with contextlib.chdir(cwd):
+        r = RUNNER.invoke(app, list(args), input=stdin, env=env, catch_exceptions=False)
+    return subprocess.CompletedProcess(["tasks", *args], r.exit_code, _SGR.sub("", r.stdout), _SGR.sub("", r.stderr))
+
+
 class Cli:
     def __init__(self, url: str, token: str, tmp: Path) -> None:
-        self.env = clean_env(tmp, TASKS_API_URL=url, TASKS_API_TOKEN=token)
+        self.env = cli_env(tmp, TASKS_API_URL=url, TASKS_API_TOKEN=token)
         self.tmp = tmp
 
-    def __call__(self, *args: str, ok: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        p = subprocess.run(
-            [TASKS, *args], env=self.env, capture_output=True, text=True, timeout=60, input=stdin, cwd=self.tmp
-        )
+    def __call__(
+        self, *args: str, ok: bool = True, stdin: str | None = None, **env: str | None
+    ) -> subprocess.CompletedProcess[str]:
+        p = invoke({**self.env, **env}, self.tmp, *args, stdin=stdin)
         if ok:
             assert p.returncode == 0, f"tasks {' '.join(args)} → {p.returncode}\n{p.stdout}\n{p.stderr}"
         return p
@@ -198,7 +228,7 @@ def test_agents_admin_commands(admin_cli: Cli, cli: Cli) -> None:
     one_line_error(cli("agents", "ls", ok=False), 1, "403")
 
 
-def test_failures_are_one_readable_line(cli: Cli, tmp_path: Path) -> None:
+def test_failures_are_one_readable_line(cli: Cli) -> None:
     one_line_error(cli("get", str(uuid.uuid4()), ok=False), 1, "404", "not found")
     one_line_error(cli("create", "-f", "missing.yaml", ok=False), 2, "missing.yaml")
     (cli.tmp / "broken.yaml").write_text("title: [\n")
@@ -209,27 +239,25 @@ def test_failures_are_one_readable_line(cli: Cli, tmp_path: Path) -> None:
     one_line_error(cli("run", str(uuid.uuid4()), "--input", "[1]", ok=False), 2, "--input")
     one_line_error(cli("preview", ok=False), 2, "expression")
 
-    no_url = subprocess.run([TASKS, "ls"], env=clean_env(tmp_path), capture_output=True, text=True, timeout=60)
-    one_line_error(no_url, 2, "TASKS_API_URL")
-    env = clean_env(tmp_path, TASKS_API_URL="http://127.0.0.1:9", TASKS_API_TOKEN="tapi_x_y")
-    down = subprocess.run([TASKS, "ls"], env=env, capture_output=True, text=True, timeout=60)
+    one_line_error(cli("ls", ok=False, TASKS_API_URL=None, TASKS_API_TOKEN=None), 2, "TASKS_API_URL")
+    down = cli("ls", ok=False, TASKS_API_URL="http://127.0.0.1:9", TASKS_API_TOKEN="tapi_x_y")
     one_line_error(down, 1, "ConnectError")
-    bad_token = subprocess.run(
-        [TASKS, "ls"], env={**cli.env, "TASKS_API_TOKEN": "tapi_nope_x"}, capture_output=True, text=True, timeout=60
+    one_line_error(cli("ls", ok=False, TASKS_API_TOKEN="tapi_nope_x"), 1, "401")
+
+
+def _config(tmp: Path, stack: LocalStack, agent: tasksapi.AgentCreated) -> Path:
+    config = tmp / "config.toml"
+    config.write_text(
+        f'url = "{stack.base_url}"\ntoken = "{agent.token}"\n\n[profiles.admin]\ntoken = "{stack.admin_token}"\n'
     )
-    one_line_error(bad_token, 1, "401")
+    return config
 
 
 def test_config_file_and_profiles(local_stack: LocalStack, agent: tasksapi.AgentCreated, tmp_path: Path) -> None:
-    config = tmp_path / "config.toml"
-    config.write_text(
-        f'url = "{local_stack.base_url}"\ntoken = "{agent.token}"\n\n'
-        f'[profiles.admin]\ntoken = "{local_stack.admin_token}"\n'
-    )
-    env = {**clean_env(tmp_path), "TASKS_CONFIG": str(config)}
+    env = {**cli_env(tmp_path), "TASKS_CONFIG": str(_config(tmp_path, local_stack, agent))}
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([TASKS, *args], env=env, capture_output=True, text=True, timeout=60)
+        return invoke(env, tmp_path, *args)
 
     as_agent = run("ls", "--json")
     assert as_agent.returncode == 0, as_agent.stderr
@@ -237,3 +265,22 @@ def test_config_file_and_profiles(local_stack: LocalStack, agent: tasksapi.Agent
     as_admin = run("--profile", "admin", "agents", "ls", "--json")
     assert as_admin.returncode == 0 and agent.agent_id in as_admin.stdout
     one_line_error(run("--profile", "nope", "ls"), 2, "profiles.nope")
+
+
+def test_the_installed_entry_point(local_stack: LocalStack, agent: tasksapi.AgentCreated, tmp_path: Path) -> None:
+    """`.venv/bin/tasks` as a user's shell runs it: a fresh process reading its environment and
+    config file, JSON alone on stdout, a failure's one line alone on stderr, and the exit codes."""
+    env = {**clean_env(tmp_path), "TASKS_CONFIG": str(_config(tmp_path, local_stack, agent))}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([TASKS, *args], env=env, capture_output=True, text=True, timeout=60)
+
+    as_admin = run("--profile", "admin", "agents", "ls", "--json")
+    assert as_admin.returncode == 0 and as_admin.stderr == "", as_admin.stderr
+    assert agent.agent_id in [a["agent_id"] for a in json.loads(as_admin.stdout)]
+    missing = run("get", str(uuid.uuid4()))
+    assert missing.stdout == ""
+    one_line_error(missing, 1, "404", "not found")
+    usage = subprocess.run([TASKS, "ls"], env=clean_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert usage.stdout == ""
+    one_line_error(usage, 2, "TASKS_API_URL")
