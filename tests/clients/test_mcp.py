@@ -1,6 +1,10 @@
-"""`tasks-mcp` driven by the official MCP client (`mcp.Client`) over stdio — the installed entry
-point as a subprocess, exactly as Claude Desktop or Cursor start it — against the local stack:
-the tool list and schemas, a call of each tool, resources, and the errors."""
+"""`tasks-mcp` driven by the official MCP client (`mcp.Client`) against the local stack: the tool
+list and schemas, a call of each tool, resources, and the errors.
+
+The session that calls every tool runs the installed entry point over stdio, exactly as Claude
+Desktop or Cursor start it, and the streamable HTTP transport is the entry point too; the schema
+and error checks talk to the same server (`build_server`) in-process, over the SDK's in-memory
+transport, sparing a subprocess that spends seconds importing before its first answer."""
 
 from __future__ import annotations
 
@@ -9,14 +13,15 @@ import socket
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 import tasksapi
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
+from mcp.server.mcpserver import MCPServer
 from mcp.types import CallToolResult, TextResourceContents
+from tasksapi.mcp_server import build_server
 
 from tests.clients.conftest import BIN, clean_env, finished, run_async
 from tests.stack import LocalStack
@@ -42,10 +47,13 @@ PIPELINE = {"steps": [{"id": "say", "type": "log", "message": "hello {{ input.wh
 
 
 def session(env: dict[str, str], work: Callable[[Client], Awaitable[None]], *args: str) -> None:
-    params = StdioServerParameters(command=str(BIN / "tasks-mcp"), args=list(args), env=env)
+    """`work` over stdio with `.venv/bin/tasks-mcp` in `env`."""
+    connect(StdioServerParameters(command=str(BIN / "tasks-mcp"), args=list(args), env=env), work)
 
+
+def connect(server: StdioServerParameters | MCPServer, work: Callable[[Client], Awaitable[None]]) -> None:
     async def go() -> None:
-        async with Client(params, read_timeout_seconds=60) as client:
+        async with Client(server, read_timeout_seconds=60) as client:
             await work(client)
 
     run_async(go())
@@ -81,7 +89,14 @@ def _undescribed(schema: dict[str, Any]) -> list[str]:
     return missing
 
 
-def test_tools_are_listed_with_described_schemas(env: dict[str, str]) -> None:
+@pytest.fixture
+def server(local_stack: LocalStack, agent: tasksapi.AgentCreated) -> MCPServer:
+    """The server `tasks-mcp` runs, configured for the module's agent (one per test: its HTTP
+    client belongs to the test's event loop)."""
+    return build_server(local_stack.base_url, agent.token)
+
+
+def test_tools_are_listed_with_described_schemas(server: MCPServer) -> None:
     async def work(client: Client) -> None:
         tools = {t.name: t for t in (await client.list_tools()).tools}
         assert set(tools) == TOOLS
@@ -109,7 +124,7 @@ def test_tools_are_listed_with_described_schemas(env: dict[str, str]) -> None:
         templates = {t.uri_template for t in (await client.list_resource_templates()).resource_templates}
         assert templates == {"tasks://tasks/{task_id}", "tasks://tasks/{task_id}/runs/{run_id}"}
 
-    session(env, work)
+    connect(server, work)
 
 
 def test_an_agent_session_calls_every_tool(
@@ -211,7 +226,7 @@ def test_an_agent_session_calls_every_tool(
     assert client.tasks.get(next(t.id for t in client.tasks.list() if t.title == "Nightly report")).status == "canceled"
 
 
-def test_bad_input_is_a_tool_error_naming_the_field(env: dict[str, str], client: tasksapi.Client) -> None:
+def test_bad_input_is_a_tool_error_naming_the_field(server: MCPServer, client: tasksapi.Client) -> None:
     canceled = client.tasks.create(title="gone", description="", schedule_kind="event", payload=PIPELINE)
     client.tasks.cancel(canceled.id)
     base = {"title": "x", "schedule_kind": "cron", "schedule_expr": "0 * * * *", "payload": PIPELINE}
@@ -257,16 +272,18 @@ def test_bad_input_is_a_tool_error_naming_the_field(env: dict[str, str], client:
         assert {t.name for t in (await mcp.list_tools()).tools} == TOOLS
         assert ok(await mcp.call_tool("get_task", {"task_id": canceled.id}))["status"] == "canceled"
 
-    session(env, work)
+    connect(server, work)
 
 
-def test_an_unconfigured_server_starts_and_says_what_is_missing(tmp_path: Path) -> None:
+def test_an_unconfigured_server_starts_and_says_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
     async def work(mcp: Client) -> None:
         assert {t.name for t in (await mcp.list_tools()).tools} == TOOLS
         text = error_text(await mcp.call_tool("list_tasks", {}))
         assert "not configured" in text and "TASKS_API_URL" in text
 
-    session(clean_env(tmp_path), work)
+    for var in ("TASKS_API_URL", "TASKS_API_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    connect(build_server(), work)
 
 
 def _free_port() -> int:
