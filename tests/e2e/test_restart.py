@@ -24,6 +24,7 @@ from tests.stack import TICK_SECONDS, LocalStack, _alive, launch
 pytestmark = pytest.mark.e2e
 API_KEY = CHECKER.canary()  # a secret header kept in the state journal across the crash: never logged
 FLUSH_WAIT = 2.5  # the journal is written every second: this is "a few seconds" after the last write
+ONCE_AFTER = 15  # seconds from the once task's create to its fire: the crash comes ~3 s after the create
 
 
 def _start(state: Path, admin: str) -> LocalStack:
@@ -96,20 +97,14 @@ def test_kill_9_and_restart_keeps_agents_tasks_history_and_runs_each_due_fire_on
     first = _start(state, admin)
     second: LocalStack | None = None
     try:
-        # GIVEN an agent with an event task, an every-minute task, and a `once` task due after the
-        # crash (its delayed message is sent 32 s ahead: before the crash, or by the restarted tick)
+        # GIVEN an agent with an event task and an every-minute task, each with a finished run
         r = _call(first, "POST", "/agents", admin, {"name": "survivor"})
         assert r.status_code == 201, r.text
         agent = r.json()
         CHECKER.agent(agent)
         token = agent["token"]
         ids = {}
-        fire = (datetime.now(UTC) + timedelta(seconds=40)).replace(microsecond=0)
-        for title, kind, expr in [
-            ("on-order", "event", "order.*"),
-            ("every-minute", "cron", "* * * * *"),
-            ("once-later", "once", fire.strftime("%Y-%m-%dT%H:%M:%SZ")),
-        ]:
+        for title, kind, expr in [("on-order", "event", "order.*"), ("every-minute", "cron", "* * * * *")]:
             r = _call(first, "POST", "/tasks", token, _task(agent["agent_id"], title, kind, expr))
             assert r.status_code == 201, r.text
             ids[title] = r.json()["id"]
@@ -139,6 +134,15 @@ def test_kill_9_and_restart_keeps_agents_tasks_history_and_runs_each_due_fire_on
             return done.get(manual) == "succeeded" and done.get(evented) == "succeeded"
 
         _wait_for("the manual and event runs to succeed", finished_before, 60, [first])
+
+        # ... and a `once` task due a few seconds after the crash: its fire is inside the look-ahead,
+        # so the create sends its delayed message before answering (dispatch-on-write). Made last,
+        # so its fire falls while the stack is down or coming back, not in a wait of the test's own.
+        fire = (datetime.now(UTC) + timedelta(seconds=ONCE_AFTER)).replace(microsecond=0)
+        once = _task(agent["agent_id"], "once-later", "once", fire.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        r = _call(first, "POST", "/tasks", token, once)
+        assert r.status_code == 201, r.text
+        ids["once-later"] = r.json()["id"]
         assert datetime.now(UTC) < fire - timedelta(seconds=5), "setup too slow: the once fire is not in flight"
 
         # WHEN the stack is killed without warning, a few seconds after the last write
