@@ -21,8 +21,11 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/python -m local
 
+# One file per worker at a time, in collection order: xdist otherwise hands out the files with
+# the most tests first, which leaves the long few-test e2e files (schemathesis, the restart) for
+# last, one worker running them alone; tests/{browser,clients,e2e} sort first, so they start first.
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadfile -q
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder -q
 
 check: $(STAMP)
 	$(BIN)/ruff check .
