@@ -15,11 +15,13 @@ import os
 import re
 import subprocess
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import tasksapi
+from tasksapi import cli as tasks_cli
 from tasksapi.cli import app
 from typer.testing import CliRunner
 
@@ -87,6 +89,20 @@ def one_line_error(p: subprocess.CompletedProcess[str], code: int, *words: str) 
     for w in words:
         assert w in lines[0], lines[0]
     return lines[0]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def wide_consoles() -> Iterator[None]:
+    """The CLI's rich consoles take their width from COLUMNS when tasksapi.cli is imported (80 in
+    an xdist worker), where `tasks` in a shell reads its own: give them the COLUMNS=200 of
+    `clean_env`, so a table's long ids are not folded, and put the width back after."""
+    consoles = (tasks_cli.out, tasks_cli.err)
+    before = [c.width for c in consoles]
+    for c in consoles:
+        c.width = 200
+    yield
+    for c, width in zip(consoles, before, strict=True):
+        c.width = width
 
 
 @pytest.fixture(scope="module")
