@@ -11,7 +11,7 @@ worker's conditional claim of the run record makes those copies no-ops.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from chalicelib.dispatch.plan import Plan, message, shard_for
@@ -61,6 +61,21 @@ def record_missed(p: Plan, now: datetime, max_attempts: int = 1) -> None:
             msg, status=RunStatus.SKIPPED.value, skip_reason=SkipReason.MISSED.value, max_attempts=max_attempts, now=now
         )
         runs.put_new(msg, doc, now)
+
+
+def record_revoked(p: Plan, now: datetime) -> Plan:
+    """A revoked agent's fires: recorded `skipped` / `agent_revoked` (each fire's own run id, so a
+    repeated tick writes it once) instead of sent; the plan left settles the schedule as usual."""
+    for send in p.sends:
+        doc = new_doc(
+            send.message,
+            status=RunStatus.SKIPPED.value,
+            skip_reason=SkipReason.AGENT_REVOKED.value,
+            max_attempts=1,
+            now=now,
+        )
+        runs.put_new(send.message, doc, now)
+    return replace(p, sends=())
 
 
 def execute(plans: list[Plan], now: datetime, *, clear_start: bool = True) -> Executed:

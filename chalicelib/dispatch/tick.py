@@ -16,6 +16,7 @@ it; its first dispatch moves it into the `due` table and clears the index attrib
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -26,7 +27,8 @@ from itertools import islice
 from typing import TypeVar
 
 from chalicelib.dispatch.plan import Plan, current, entry_fire, plan
-from chalicelib.dispatch.settle import execute, schedule_failed
+from chalicelib.dispatch.settle import execute, record_revoked, schedule_failed
+from chalicelib.domain.records import AgentStatus
 from chalicelib.domain.timefmt import epoch
 from chalicelib.platform.config import settings
 from chalicelib.platform.log import logger
@@ -72,14 +74,48 @@ class Budget:
         return self.clock() > self.stop_at
 
 
+class RevokedAgents:
+    """Whether a task's agent is revoked: each distinct agent read once per tick (the shards'
+    threads share the answers; two may read the same agent at the same moment, no more). An
+    agent without a record is not revoked here (its tasks are the API's to clean up)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._known: dict[str, bool] = {}
+
+    def __call__(self, agent_id: str) -> bool:
+        with self._lock:
+            known = self._known.get(agent_id)
+        if known is None:
+            agent = stores().agents.get(agent_id)
+            known = agent is not None and agent.status is AgentStatus.REVOKED
+            with self._lock:
+                self._known[agent_id] = known
+        return known
+
+
+def _agent_of(p: Plan) -> str | None:
+    first = p.sends[0].message if p.sends else p.missed[0] if p.missed else None
+    return None if first is None else first.agent_id
+
+
 def _pages(items: Iterable[T]) -> Iterator[list[T]]:
     it = iter(items)
     while page := list(islice(it, PAGE)):
         yield page
 
 
-def _work(plans: list[Plan], now: datetime, report: TickReport) -> frozenset[str]:
-    done = execute(plans, now)
+def _work(plans: list[Plan], now: datetime, report: TickReport, revoked: RevokedAgents) -> frozenset[str]:
+    """Send the plans; a revoked agent's fires are recorded `skipped` / `agent_revoked` instead
+    (visible in its run history) and its schedules move on as if sent."""
+    kept: list[Plan] = []
+    for p in plans:
+        agent = _agent_of(p)
+        if p.sends and agent is not None and revoked(agent):
+            report.skipped += len(p.sends)
+            p = record_revoked(p, now)
+        kept.append(p)
+    done = execute(kept, now)
     report.dispatched += done.sent
     report.skipped += done.skipped
     return done.unsent
@@ -94,16 +130,20 @@ def _plan_or_fail(due: DueFire, now: datetime, horizon: datetime, report: TickRe
         return None
 
 
-def _tick_starts(shard: str, now: datetime, horizon: datetime, budget: Budget, report: TickReport) -> None:
+def _tick_starts(
+    shard: str, now: datetime, horizon: datetime, budget: Budget, report: TickReport, revoked: RevokedAgents
+) -> None:
     """Schedules (re)started by the API and not yet dispatched: the task's `due` index."""
     for page in _pages(stores().due_tasks.due_tasks(shard, epoch(horizon))):
         plans = [p for due in page if (p := _plan_or_fail(due, now, horizon, report, start=True))]
-        _work(plans, now, report)
+        _work(plans, now, report, revoked)
         if budget.spent():
             return
 
 
-def _work_entries(entries: list[DueEntry], now: datetime, horizon: datetime, report: TickReport) -> str | None:
+def _work_entries(
+    entries: list[DueEntry], now: datetime, horizon: datetime, report: TickReport, revoked: RevokedAgents
+) -> str | None:
     """Dispatch a page of due-table entries; returns the slot the watermark may move to
     (None: not past any)."""
     tasks = stores().tasks.get_many({e.task_id for e in entries})  # one batch read
@@ -115,7 +155,7 @@ def _work_entries(entries: list[DueEntry], now: datetime, horizon: datetime, rep
             continue
         if p := _plan_or_fail(entry_fire(e, task), now, horizon, report, start=False):
             plans.append(p)
-    unsent = _work(plans, now, report)
+    unsent = _work(plans, now, report, revoked)
     # Passed entries include stale ones and ones whose schedule failed (their task is paused
     # with a schedule_error); the watermark stops before the first entry whose messages the
     # queue did not accept.
@@ -127,7 +167,9 @@ def _work_entries(entries: list[DueEntry], now: datetime, horizon: datetime, rep
     return through
 
 
-def _tick_entries(shard: str, now: datetime, horizon: datetime, budget: Budget, report: TickReport) -> None:
+def _tick_entries(
+    shard: str, now: datetime, horizon: datetime, budget: Budget, report: TickReport, revoked: RevokedAgents
+) -> None:
     """Running schedules: the due-table entries after the shard's watermark, up to the horizon.
     The watermark moves when the tick stops, and every 10 pages of a long catch-up, so a crash
     re-sends little."""
@@ -137,7 +179,7 @@ def _tick_entries(shard: str, now: datetime, horizon: datetime, budget: Budget, 
     if mark is not None and mark >= upper:
         return  # worked up to here already (a tick with an earlier clock)
     for n, page in enumerate(_pages(stores().due.read(shard, epoch(horizon), after=mark)), start=1):
-        through = _work_entries(page, now, horizon, report)
+        through = _work_entries(page, now, horizon, report, revoked)
         stop = through != page[-1].slot or budget.spent()
         if through is not None and (stop or n % 10 == 0):
             leases.advance_watermark(shard, through)
@@ -151,7 +193,12 @@ def _tick_entries(shard: str, now: datetime, horizon: datetime, budget: Budget, 
 
 
 def tick_shard(
-    shard: str, holder: str, now: datetime, horizon: datetime, clock: Callable[[], float] = time.monotonic
+    shard: str,
+    holder: str,
+    now: datetime,
+    horizon: datetime,
+    clock: Callable[[], float] = time.monotonic,
+    revoked: RevokedAgents | None = None,
 ) -> TickReport:
     """One shard, under its lease; what is left when the budget runs out stays due for the
     next tick, and no other tick can take the shard while this one still works it."""
@@ -162,12 +209,13 @@ def tick_shard(
         return report
     report.shards = 1
     budget = Budget(SHARD_BUDGET_SECONDS, clock)
+    revoked = revoked or RevokedAgents()
     try:
-        _tick_starts(shard, now, horizon, budget, report)
+        _tick_starts(shard, now, horizon, budget, report, revoked)
         if budget.spent():
             logger.warning("tick_shard_out_of_time", extra={"shard": shard})
         else:
-            _tick_entries(shard, now, horizon, budget, report)
+            _tick_entries(shard, now, horizon, budget, report, revoked)
     finally:
         leases.release_shard(shard, holder)
     return report
@@ -183,9 +231,10 @@ def run_tick(now: datetime) -> TickReport:
     report = TickReport()
     horizon = horizon_of(now)
     holder = uuid.uuid4().hex
+    revoked = RevokedAgents()
     shards = [str(s) for s in range(settings().due_shards)]
     with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_SHARDS, len(shards)), thread_name_prefix="tick") as pool:
-        for part in pool.map(lambda shard: tick_shard(shard, holder, now, horizon), shards):
+        for part in pool.map(lambda shard: tick_shard(shard, holder, now, horizon, revoked=revoked), shards):
             report.add(part)
     logger.info(
         "tick",

@@ -377,7 +377,7 @@ class Run(BaseModel):
     task_id: Uuid
     trigger: Literal["schedule", "run_now", "event"]
     status: Literal["queued", "running", "retrying", "succeeded", "failed", "skipped"]
-    skip_reason: Literal["deduplicated", "superseded", "task_paused", "task_canceled", "missed"] | None
+    skip_reason: Literal["deduplicated", "superseded", "task_paused", "task_canceled", "missed", "agent_revoked"] | None
     attempt: Int
     max_attempts: Int
     scheduled_for: Timestamp | None

@@ -50,6 +50,7 @@ class SkipReason(StrEnum):
     SUPERSEDED = "superseded"  # a fire of a schedule version that was replaced (update, snooze, resume)
     DEDUPLICATED = "deduplicated"  # another run took the dedupe key inside its window
     MISSED = "missed"  # a fire the misfire policy drops
+    AGENT_REVOKED = "agent_revoked"  # the task's agent was revoked (tick, or worker before executing)
 
 
 class ScheduleKind(StrEnum):

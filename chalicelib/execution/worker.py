@@ -32,7 +32,18 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from chalicelib import dispatch
 from chalicelib.domain import attempts, retry, schedules
 from chalicelib.domain.errors import InvalidSchedule
-from chalicelib.domain.records import Definition, Run, RunStatus, ScheduleKind, SkipReason, Task, TaskStatus, Trigger
+from chalicelib.domain.records import (
+    Agent,
+    AgentStatus,
+    Definition,
+    Run,
+    RunStatus,
+    ScheduleKind,
+    SkipReason,
+    Task,
+    TaskStatus,
+    Trigger,
+)
 from chalicelib.domain.runs import RunMessage
 from chalicelib.domain.timefmt import from_epoch, iso
 from chalicelib.execution import pipeline
@@ -150,6 +161,7 @@ class _Delivery:
     receipt: str
     now: datetime
     receive_count: int
+    agent: Agent | None = None  # read after the claim, for pipelines that reach out (egress)
 
     @property
     def definition(self) -> Definition:
@@ -324,9 +336,16 @@ class _Delivery:
         if fresh is None:
             return SkipReason.TASK_CANCELED
         reason = skip_reason(fresh, self.msg)
-        if reason is None:
-            self.task = fresh
-        return reason
+        if reason is not None:
+            return reason
+        self.task = fresh
+        if _reaches(self.definition):
+            # The agent is read for these pipelines anyway (their per-agent egress): a revoked
+            # agent's run stops here. Pipelines that reach nothing outside (log, emit) skip the read.
+            self.agent = stores().agents.get(self.msg.agent_id)
+            if self.agent is not None and self.agent.status is AgentStatus.REVOKED:
+                return SkipReason.AGENT_REVOKED
+        return None
 
     def _skip_claimed(self, claimed: Run, reason: SkipReason) -> str:
         """Record a claimed run `skipped` without executing it (fenced like any final save)."""
@@ -351,8 +370,7 @@ class _Delivery:
         secret = agents.signing_secret(msg.agent_id) if signs else ""
         # The admin's per-agent egress (AWS targets, extra HTTP allow entries), read fresh and only
         # for a pipeline with a step that uses it; without it the executor opens no AWS target.
-        reaches = any(s.get("type") in _EGRESS_STEPS for s in steps)
-        egress = agents.egress_for_run(msg.agent_id) if reaches else pipeline.AgentEgress()
+        egress = agents.egress_of(self.agent) if _reaches(self.definition) else pipeline.AgentEgress()
         payload = dict(self.definition.payload)
         ctx = pipeline.RunContext(
             task=_task_context(task, payload, self.now),
@@ -478,6 +496,10 @@ def skip_reason(task: Task, msg: RunMessage) -> SkipReason | None:
 
 
 _EGRESS_STEPS = frozenset({"http", "lambda", "sqs", "sns", "eventbridge"})
+
+
+def _reaches(definition: Definition) -> bool:
+    return any(s.get("type") in _EGRESS_STEPS for s in _steps(definition))
 
 
 def _steps(definition: Definition) -> list[dict[str, Any]]:

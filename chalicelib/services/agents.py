@@ -256,7 +256,12 @@ def egress_for_run(agent_id: str) -> AgentEgress:
     """What a worker's run of this agent may reach beyond the operator's base: read consistently for
     each run that has an HTTP or AWS step, so a narrowed list holds from the next run on. An agent
     that is gone opens nothing."""
-    agent = stores().agents.get(agent_id)
+    return egress_of(stores().agents.get(agent_id))
+
+
+def egress_of(agent: Agent | None) -> AgentEgress:
+    """The agent's own egress entries, from a record already read (None: an agent that is gone
+    opens nothing)."""
     if agent is None:
         return AgentEgress()
     return AgentEgress(tuple(_strings(agent.egress_aws_targets)), tuple(_strings(agent.egress_http_allow)))
