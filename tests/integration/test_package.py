@@ -237,7 +237,7 @@ class _Calls:
             code = f.f_code
             if code.co_filename.endswith("chalicelib/execution/worker.py") and self.worker:
                 return self.worker
-            if code.co_filename.endswith("chalicelib/dispatch/tick.py") and code.co_name in ("run_tick", "_tick_shard"):
+            if code.co_filename.endswith("chalicelib/dispatch/tick.py") and code.co_name in ("run_tick", "tick_shard"):
                 return "tick"
             if code.co_filename.endswith("chalicelib/http/api.py") and code.co_name == "handler":
                 return "api_handler"
