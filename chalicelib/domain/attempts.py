@@ -69,11 +69,17 @@ def standing(run: Run, now: datetime) -> AlreadyFinished | HeldElsewhere | None:
     return None
 
 
-def take(run: Run, lease_until: int, now: datetime) -> Run:
+def ours(run: Run, claim: str) -> bool:
+    """Whether the stored run holds the lease of this claim: a claim whose write landed but whose
+    answer was lost (the SDK resent it and the resend failed its condition) is still ours."""
+    return run.claim == claim and run.status is RunStatus.RUNNING
+
+
+def take(run: Run, lease_until: int, now: datetime, claim: str | None = None) -> Run:
     """The run as claimed: its next attempt, running, leased until `lease_until`; or, when its
     attempts are spent, the same attempt with only the lease taken (see `spent`)."""
     if spent(run):
-        return run.evolve(status=RunStatus.RUNNING, lease_until=lease_until)
+        return run.evolve(status=RunStatus.RUNNING, lease_until=lease_until, claim=claim)
     attempt = run.attempt + 1
     doc: dict[str, Any] = {
         **run.doc,
@@ -87,7 +93,7 @@ def take(run: Run, lease_until: int, now: datetime) -> Run:
         # How late the first attempt started, at a precision started_at does not show.
         due = datetime.fromisoformat(str(run.doc["scheduled_for"]).replace("Z", "+00:00"))
         doc["start_lag_ms"] = int((now.timestamp() - due.timestamp()) * 1000)
-    return run.evolve(status=RunStatus.RUNNING, lease_until=lease_until, doc=doc)
+    return run.evolve(status=RunStatus.RUNNING, lease_until=lease_until, doc=doc, claim=claim)
 
 
 def spent(run: Run) -> bool:

@@ -213,6 +213,9 @@ class Run:
     doc: Mapping[str, Any] = field(default_factory=dict)
     lease_until: int | None = None  # a worker owns the run until then (epoch seconds)
     expires_at: datetime | None = None
+    # Who took the current lease: a worker whose claim landed but whose answer was lost (the SDK
+    # resends, the resend fails its condition) recognises its own claim by it.
+    claim: str | None = None
 
     @property
     def attempt(self) -> int:

@@ -20,6 +20,7 @@ import asyncio
 import json
 import math
 import re
+import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -196,7 +197,9 @@ class _Delivery:
                 return self._wait_for_slot(seen, read)
         outcome: attempts.ClaimOutcome = attempts.LostRace()
         try:
-            outcome = stores().runs.claim_run(run, seen=seen, lease_until=self._lease_until(), now=self.now)
+            outcome = stores().runs.claim_run(
+                run, seen=seen, lease_until=self._lease_until(), now=self.now, claim=secrets.token_hex(8)
+            )
             return self._after_claim(outcome)
         finally:
             # A copy of a run executing elsewhere finds the slot already held in the run's name:

@@ -113,6 +113,7 @@ class RunModel(Model):
     # Records written before it existed lack it: conditions accept its absence there.
     attempt = NumberAttribute(null=True)
     lease_until = NumberAttribute(null=True)  # a worker owns the run until then
+    claim = UnicodeAttribute(null=True)  # the id of the claim that took the lease (Run.claim)
     expires_at = TTLAttribute(null=True)
 
 

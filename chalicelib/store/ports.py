@@ -85,8 +85,12 @@ class RunStore(Protocol):
         """Create the record; False (nothing written) when the run exists already."""
         ...
 
-    def claim_run(self, run: Run, *, seen: Run | None, lease_until: int, now: datetime) -> attempts.ClaimOutcome:
-        """Take the run for its next attempt (`attempts.take`), leased until `lease_until`.
+    def claim_run(
+        self, run: Run, *, seen: Run | None, lease_until: int, now: datetime, claim: str
+    ) -> attempts.ClaimOutcome:
+        """Take the run for its next attempt (`attempts.take`), leased until `lease_until` under
+        `claim` (a fresh id per try): a write that landed but whose answer was lost, so that the
+        resent write failed its condition, is recognised by it and answers `Claimed`.
 
         `seen` is the record as the caller read it; None when not read (a scheduled fire's first
         delivery): then `run` (queued) is created claimed if absent, and only if it exists is it

@@ -4,6 +4,7 @@ its conflicting cases, and threads racing on the same conditional verb (exactly 
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -91,7 +92,7 @@ def test_put_if_absent_creates_once_and_get_reads_it_back(s: Stores) -> None:
 
 
 def test_a_claim_without_a_read_creates_the_run_claimed(s: Stores) -> None:
-    out = s.runs.claim_run(_run(), seen=None, lease_until=T + 60, now=NOW)
+    out = s.runs.claim_run(_run(), seen=None, lease_until=T + 60, now=NOW, claim=secrets.token_hex(4))
     assert isinstance(out, attempts.Claimed)
     assert (out.run.status, out.run.attempt, out.run.lease_until) == (RunStatus.RUNNING, 1, T + 60)
     assert out.run.doc["started_at"] == "2027-03-01T12:00:00Z" and out.run.doc["start_lag_ms"] == 0
@@ -101,7 +102,7 @@ def test_a_claim_without_a_read_creates_the_run_claimed(s: Stores) -> None:
 
 def test_a_claim_without_a_read_of_an_existing_queued_run_reads_and_claims_it(s: Stores) -> None:
     s.runs.put_if_absent(_run())
-    out = s.runs.claim_run(_run(), seen=None, lease_until=T + 60, now=NOW)
+    out = s.runs.claim_run(_run(), seen=None, lease_until=T + 60, now=NOW, claim=secrets.token_hex(4))
     assert isinstance(out, attempts.Claimed) and out.run.attempt == 1
 
 
@@ -110,7 +111,7 @@ def test_a_claim_of_a_finished_run_finds_it_finished_and_changes_nothing(s: Stor
     done = _run(status=status, doc={"attempt": 1})
     s.runs.put_if_absent(done)
     for seen in (None, done):
-        out = s.runs.claim_run(_run(), seen=seen, lease_until=T + 60, now=NOW)
+        out = s.runs.claim_run(_run(), seen=seen, lease_until=T + 60, now=NOW, claim=secrets.token_hex(4))
         assert isinstance(out, attempts.AlreadyFinished) and out.run.status is status
     assert s.runs.get(TASK, done.run_id) == done
 
@@ -118,7 +119,7 @@ def test_a_claim_of_a_finished_run_finds_it_finished_and_changes_nothing(s: Stor
 def test_a_claim_of_a_run_under_a_live_lease_is_held_elsewhere(s: Stores) -> None:
     held = _run(status=RunStatus.RUNNING, doc={"attempt": 1}, lease_until=T + 1)
     s.runs.put_if_absent(held)
-    out = s.runs.claim_run(_run(), seen=None, lease_until=T + 60, now=NOW)
+    out = s.runs.claim_run(_run(), seen=None, lease_until=T + 60, now=NOW, claim=secrets.token_hex(4))
     assert isinstance(out, attempts.HeldElsewhere)
     assert s.runs.get(TASK, held.run_id) == held
 
@@ -126,7 +127,7 @@ def test_a_claim_of_a_run_under_a_live_lease_is_held_elsewhere(s: Stores) -> Non
 def test_a_takeover_after_the_lease_counts_an_attempt(s: Stores) -> None:
     lost = _run(status=RunStatus.RUNNING, doc={"attempt": 1}, lease_until=T - 1)
     s.runs.put_if_absent(lost)
-    out = s.runs.claim_run(lost, seen=lost, lease_until=T + 60, now=NOW)
+    out = s.runs.claim_run(lost, seen=lost, lease_until=T + 60, now=NOW, claim=secrets.token_hex(4))
     assert isinstance(out, attempts.Claimed) and (out.run.attempt, out.run.lease_until) == (2, T + 60)
     stored = s.runs.get(TASK, lost.run_id)
     assert stored is not None and (stored.attempt, stored.lease_until) == (2, T + 60)
@@ -135,7 +136,7 @@ def test_a_takeover_after_the_lease_counts_an_attempt(s: Stores) -> None:
 def test_a_takeover_of_a_run_whose_attempts_are_spent_takes_the_lease_without_an_attempt(s: Stores) -> None:
     lost = _run(status=RunStatus.RUNNING, doc={"attempt": 2, "max_attempts": 2}, lease_until=T - 1)
     s.runs.put_if_absent(lost)
-    out = s.runs.claim_run(lost, seen=None, lease_until=T + 60, now=NOW)
+    out = s.runs.claim_run(lost, seen=None, lease_until=T + 60, now=NOW, claim=secrets.token_hex(4))
     assert isinstance(out, attempts.AttemptsSpent)
     assert (out.run.status, out.run.attempt, out.run.lease_until) == (RunStatus.RUNNING, 2, T + 60)
     stored = s.runs.get(TASK, lost.run_id)
@@ -145,17 +146,40 @@ def test_a_takeover_of_a_run_whose_attempts_are_spent_takes_the_lease_without_an
 def test_a_claim_from_a_stale_read_loses_the_race(s: Stores) -> None:
     queued = _run()
     s.runs.put_if_absent(queued)
-    first = s.runs.claim_run(queued, seen=queued, lease_until=T + 60, now=NOW)
+    first = s.runs.claim_run(queued, seen=queued, lease_until=T + 60, now=NOW, claim=secrets.token_hex(4))
     assert isinstance(first, attempts.Claimed)
-    again = s.runs.claim_run(queued, seen=queued, lease_until=T + 60, now=NOW + timedelta(seconds=61))
+    again = s.runs.claim_run(
+        queued, seen=queued, lease_until=T + 60, now=NOW + timedelta(seconds=61), claim=secrets.token_hex(4)
+    )
     assert isinstance(again, attempts.LostRace)
     assert s.runs.get(TASK, queued.run_id) == first.run
+
+
+def test_a_claim_whose_answer_was_lost_is_recognised_as_ours(s: Stores) -> None:
+    # A create and an update that landed, their answers lost: the SDK resends, the resend fails
+    # its condition, and the claim must still be ours (not "held elsewhere", which would leave
+    # the run running with nobody executing it).
+    first = s.runs.claim_run(_run(), seen=None, lease_until=T + 60, now=NOW, claim="c1")
+    resent = s.runs.claim_run(_run(), seen=None, lease_until=T + 60, now=NOW, claim="c1")
+    assert isinstance(first, attempts.Claimed) and isinstance(resent, attempts.Claimed)
+    assert resent.run == first.run and resent.run.attempt == 1
+    other = s.runs.claim_run(_run(), seen=None, lease_until=T + 60, now=NOW, claim="c2")
+    assert isinstance(other, attempts.HeldElsewhere)
+
+    retrying = _run(run_id="r-2", status=RunStatus.RETRYING, doc={"attempt": 1})
+    s.runs.put_if_absent(retrying)
+    took = s.runs.claim_run(retrying, seen=retrying, lease_until=T + 60, now=NOW, claim="c3")
+    again = s.runs.claim_run(retrying, seen=retrying, lease_until=T + 60, now=NOW, claim="c3")
+    assert isinstance(took, attempts.Claimed) and isinstance(again, attempts.Claimed)
+    assert again.run.attempt == took.run.attempt == 2
+    stolen = s.runs.claim_run(retrying, seen=retrying, lease_until=T + 60, now=NOW, claim="c4")
+    assert isinstance(stolen, attempts.LostRace)
 
 
 def _claimed(s: Stores, *, attempt: int = 0, lease_until: int = T + 60, now: datetime = NOW) -> Run:
     seen = _run(status=RunStatus.RETRYING if attempt else RunStatus.QUEUED, doc={"attempt": attempt})
     s.runs.put_if_absent(seen)
-    out = s.runs.claim_run(seen, seen=seen, lease_until=lease_until, now=now)
+    out = s.runs.claim_run(seen, seen=seen, lease_until=lease_until, now=now, claim=secrets.token_hex(4))
     assert isinstance(out, attempts.Claimed)
     return out.run
 
@@ -164,7 +188,7 @@ def test_finish_and_save_attempt_are_fenced_against_a_newer_attempt(s: Stores) -
     # GIVEN attempt 1's worker overran its lease and attempt 2 took the run over
     first = _claimed(s, lease_until=T + 60)
     later = NOW + timedelta(seconds=61)
-    out = s.runs.claim_run(first, seen=first, lease_until=T + 121, now=later)
+    out = s.runs.claim_run(first, seen=first, lease_until=T + 121, now=later, claim=secrets.token_hex(4))
     assert isinstance(out, attempts.Claimed) and out.run.attempt == 2
     second = out.run
     # WHEN attempt 1's worker records its outcome THEN it is refused, whatever it is
@@ -187,7 +211,7 @@ def test_save_attempt_records_a_retry_and_releases_the_lease(s: Stores) -> None:
     assert s.runs.save_attempt(run, retrying) is True
     stored = s.runs.get(TASK, run.run_id)
     assert stored is not None and (stored.status, stored.attempt, stored.lease_until) == (RunStatus.RETRYING, 1, None)
-    out = s.runs.claim_run(stored, seen=stored, lease_until=T + 90, now=NOW)
+    out = s.runs.claim_run(stored, seen=stored, lease_until=T + 90, now=NOW, claim=secrets.token_hex(4))
     assert isinstance(out, attempts.Claimed) and out.run.attempt == 2
 
 
@@ -195,7 +219,7 @@ def test_settle_is_conditional_on_the_run_being_as_seen(s: Stores) -> None:
     queued = _run()
     s.runs.put_if_absent(queued)
     skipped = attempts.ended(queued, RunStatus.SKIPPED, NOW, skip_reason="task_canceled")
-    claimed = s.runs.claim_run(queued, seen=queued, lease_until=T + 60, now=NOW)
+    claimed = s.runs.claim_run(queued, seen=queued, lease_until=T + 60, now=NOW, claim=secrets.token_hex(4))
     assert isinstance(claimed, attempts.Claimed)
     assert s.runs.settle(queued, skipped) is False  # claimed meanwhile: not ours to skip
     assert s.runs.get(TASK, queued.run_id) == claimed.run
@@ -209,7 +233,7 @@ def test_settle_is_conditional_on_the_run_being_as_seen(s: Stores) -> None:
 
 def test_racing_claims_of_one_run_have_exactly_one_winner(s: Stores) -> None:
     fresh = _run()
-    outs = _race(8, lambda i: s.runs.claim_run(fresh, seen=None, lease_until=T + 60, now=NOW))
+    outs = _race(8, lambda i: s.runs.claim_run(fresh, seen=None, lease_until=T + 60, now=NOW, claim=f"c{i}"))
     assert sum(isinstance(o, attempts.Claimed) for o in outs) == 1
     assert all(isinstance(o, attempts.Claimed | attempts.HeldElsewhere | attempts.LostRace) for o in outs)
     stored = s.runs.get(TASK, fresh.run_id)
@@ -217,7 +241,7 @@ def test_racing_claims_of_one_run_have_exactly_one_winner(s: Stores) -> None:
     # the same from a shared read of a run between attempts
     between = _run("1796126400-s0000000000000003", status=RunStatus.RETRYING, doc={"attempt": 1})
     s.runs.put_if_absent(between)
-    outs = _race(8, lambda i: s.runs.claim_run(between, seen=between, lease_until=T + 60, now=NOW))
+    outs = _race(8, lambda i: s.runs.claim_run(between, seen=between, lease_until=T + 60, now=NOW, claim=f"c{i}"))
     assert [type(o) for o in outs].count(attempts.Claimed) == 1
     assert [type(o) for o in outs].count(attempts.LostRace) == 7
     stored = s.runs.get(TASK, between.run_id)

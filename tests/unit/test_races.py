@@ -33,10 +33,12 @@ class RacingRuns(MemoryRuns):
         self.before_claim: Callable[[], None] = lambda: None
         self.claims = 0
 
-    def claim_run(self, run: Run, *, seen: Run | None, lease_until: int, now: datetime) -> attempts.ClaimOutcome:
+    def claim_run(
+        self, run: Run, *, seen: Run | None, lease_until: int, now: datetime, claim: str
+    ) -> attempts.ClaimOutcome:
         self.claims += 1
         self.before_claim()
-        return super().claim_run(run, seen=seen, lease_until=lease_until, now=now)
+        return super().claim_run(run, seen=seen, lease_until=lease_until, now=now, claim=claim)
 
 
 @pytest.fixture()

@@ -38,6 +38,7 @@ def run_from_item(item: RunModel) -> Run:
         doc=item.doc or {},
         lease_until=None if item.lease_until is None else int(item.lease_until),
         expires_at=item.expires_at,
+        claim=item.claim,
     )
 
 
@@ -51,6 +52,7 @@ def run_to_item(run: Run) -> RunModel:
         attempt=run.attempt,
         lease_until=run.lease_until,
         expires_at=run.expires_at,
+        claim=run.claim,
     )
 
 
@@ -88,21 +90,29 @@ class DynamoRuns:
             raise
         return True
 
-    def claim_run(self, run: Run, *, seen: Run | None, lease_until: int, now: datetime) -> attempts.ClaimOutcome:
+    def claim_run(
+        self, run: Run, *, seen: Run | None, lease_until: int, now: datetime, claim: str
+    ) -> attempts.ClaimOutcome:
         if seen is None:
-            fresh = attempts.take(run, lease_until, now)
+            fresh = attempts.take(run, lease_until, now, claim)
             if self.put_if_absent(fresh):
                 return attempts.Claimed(fresh)
-            # A copy (a redelivery, a repeated tick, a fire recorded up front): only now is it
-            # read. PynamoDB 6.1's save cannot ask for ALL_OLD on a failed condition.
+            # A copy (a redelivery, a repeated tick, a fire recorded up front), or our own create
+            # whose answer was lost: only now is it read. PynamoDB 6.1's save cannot ask for
+            # ALL_OLD on a failed condition.
             seen = self.get(run.task_id, run.run_id)
             if seen is None:
                 return attempts.LostRace()
+            if attempts.ours(seen, claim):
+                return attempts.Claimed(seen)
         found = attempts.standing(seen, now)
         if found is not None:
             return found
-        taken = attempts.take(seen, lease_until, now)
+        taken = attempts.take(seen, lease_until, now, claim)
         if not self._update(taken, _as_seen(seen)):
+            again = self.get(run.task_id, run.run_id)
+            if again is not None and attempts.ours(again, claim):  # it landed; its answer was lost
+                return attempts.claimed(again, seen)
             return attempts.LostRace()
         return attempts.claimed(taken, seen)
 
@@ -134,6 +144,7 @@ class DynamoRuns:
             RunModel.doc.set(dict(run.doc)),
             RunModel.status.set(str(run.status)),
             RunModel.attempt.set(run.attempt),
+            RunModel.claim.remove() if run.claim is None else RunModel.claim.set(run.claim),
             lease,
         ]
         try:

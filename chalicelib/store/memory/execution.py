@@ -40,21 +40,28 @@ class MemoryRuns:
             self.items[(run.task_id, run.run_id)] = run
             return True
 
-    def claim_run(self, run: Run, *, seen: Run | None, lease_until: int, now: datetime) -> attempts.ClaimOutcome:
+    def claim_run(
+        self, run: Run, *, seen: Run | None, lease_until: int, now: datetime, claim: str
+    ) -> attempts.ClaimOutcome:
         # Two steps, like DynamoDB (a create, then a read and a conditional update), so a race
         # between them ends the same way on both adapters.
         if seen is None:
-            fresh = attempts.take(run, lease_until, now)
+            fresh = attempts.take(run, lease_until, now, claim)
             if self.put_if_absent(fresh):
                 return attempts.Claimed(fresh)
             seen = self.get(run.task_id, run.run_id)
             if seen is None:
                 return attempts.LostRace()
+            if attempts.ours(seen, claim):
+                return attempts.Claimed(seen)
         found = attempts.standing(seen, now)
         if found is not None:
             return found
-        taken = attempts.take(seen, lease_until, now)
+        taken = attempts.take(seen, lease_until, now, claim)
         if not self._replace(taken, lambda stored: _as_seen(stored, seen)):
+            again = self.get(run.task_id, run.run_id)
+            if again is not None and attempts.ours(again, claim):
+                return attempts.claimed(again, seen)
             return attempts.LostRace()
         return attempts.claimed(taken, seen)
 
@@ -87,7 +94,7 @@ class MemoryRuns:
                 return False
             # An update keeps what it does not set (agent, expiry), as DynamoDB's UpdateItem does.
             self.items[(run.task_id, run.run_id)] = stored.evolve(
-                status=run.status, doc=dict(run.doc), lease_until=run.lease_until
+                status=run.status, doc=dict(run.doc), lease_until=run.lease_until, claim=run.claim
             )
             return True
 
