@@ -258,3 +258,55 @@ def test_pending_fire_and_possibly_sent_on_records() -> None:
     assert dispatch.possibly_sent(every, T + 60, T + 1800, NOW) == [T + 60, T + 120]
     assert dispatch.possibly_sent(every, T + 60, T + 100, NOW) == [T + 60]
     assert dispatch.possibly_sent(every, T + 151, T + 1800, NOW) == []
+
+
+def test_a_schedule_that_no_longer_computes_pauses_its_task_with_a_failed_run(w: World) -> None:
+    # GIVEN a running schedule whose stored expression no longer parses, and a good one
+    bad = w.seed(a_task("bad", "not a cron"))
+    w.stores.due.add(DueEntry(planning.shard_for("bad"), "bad", T + 60, 1))
+    w.seed(a_task("good", "* * * * *", due_at=T + 60))
+    # WHEN the tick runs
+    report = dispatch.run_tick(NOW)
+    # THEN the good one goes out, the bad one is reported, paused with why, and its fire failed
+    assert report.dispatched == 1 and len(report.errors) == 1 and report.errors[0].startswith("bad: ")
+    paused = w.task("bad")
+    assert (
+        paused.status is TaskStatus.PAUSED
+        and paused.schedule_error
+        and "2027-03-01T12:00:00Z: " in paused.schedule_error
+    )
+    run = w.stores.runs.get(
+        "bad", planning.message(planning.entry_fire(DueEntry("0", "bad", T + 60, 1), bad), T + 60).run_id
+    )
+    assert run is not None and run.status.value == "failed"
+    assert run.doc["error"]["type"] == "schedule_error"
+    # AND a later tick leaves it alone (no repeat of the error)
+    assert dispatch.run_tick(NOW + timedelta(minutes=1)).errors == []
+
+
+def test_missed_fires_are_recorded_skipped_by_the_misfire_policy(w: World) -> None:
+    # GIVEN a start an hour ago of an every-10-minutes schedule that skips what it missed
+    w.seed(a_task("t", "*/10 * * * *", due_at=T - 3600, schedule={"misfire_policy": "skip"}))
+    # WHEN the tick runs
+    report = dispatch.run_tick(NOW)
+    # THEN the fires before now (beyond the look-ahead's grace) are skipped runs, the rest go
+    skipped = [f for f in range(T - 3600, T, 600) if f < T - settings().lookahead_seconds]
+    assert report.skipped == len(skipped) > 0
+    for f in skipped:
+        run = w.stores.runs.get("t", planning.message(DueFire("t", "agent-1", a_task("t").schedule, 1, 5, f), f).run_id)
+        assert run is not None and run.doc["skip_reason"] == "missed"
+    assert [f for _, f, _ in w.sent()] == [T]  # 12:00, within the grace; 12:10 is past the horizon
+
+
+def test_a_schedule_change_runs_an_instant_both_versions_fire_at_once(w: World) -> None:
+    # GIVEN version 1 fires every minute, its 12:01 fire already sent; version 2 fires every 2 minutes
+    old = w.seed(a_task("t", "* * * * *"))
+    new = w.seed(a_task("t", "*/2 * * * *", schedule_version=2, due_at=T + 120))
+    # WHEN the change is fenced at 12:00
+    dispatch.fence_change(old, new, NOW)
+    # THEN version 1's runs of the instants both share, near now, are recorded superseded first
+    shared = [f for f in (T, T + 120) if f <= planning.reach(NOW)]
+    for f in shared:
+        run = w.stores.runs.get("t", planning.message(DueFire("t", "agent-1", old.schedule, 1, 5, f), f).run_id)
+        assert run is not None and run.doc["skip_reason"] == "superseded"
+    assert w.task("t").status is TaskStatus.ACTIVE
