@@ -89,8 +89,9 @@ class Requests:
 def app_clients() -> list[Any]:
     """Every botocore client the app uses: the wiring module's and each PynamoDB model's."""
     from chalicelib.platform import wiring
-    from chalicelib.store import models
+    from chalicelib.store import models, stores
 
+    stores()  # first: building the stores points the models at their tables, with new connections
     tables = (
         models.TaskModel,
         models.RunModel,
