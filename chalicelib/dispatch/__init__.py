@@ -5,9 +5,18 @@ dispatch ports (`chalicelib.store.ports`: DueStore, ShardLeases, DueTasks)."""
 
 from __future__ import annotations
 
-from chalicelib.dispatch.legacy import next_fire_from, pending_fire, possibly_sent, schedule_next
 from chalicelib.dispatch.onwrite import dispatch_if_soon, fence_change
-from chalicelib.dispatch.plan import Send, build_schedule, first_fire, next_fire, shard_for
+from chalicelib.dispatch.plan import (
+    Send,
+    build_schedule,
+    first_fire,
+    next_fire,
+    next_fire_from,
+    pending_fire,
+    possibly_sent,
+    shard_for,
+)
+from chalicelib.dispatch.plan import scheduled as schedule_next
 from chalicelib.dispatch.queue import send_all
 from chalicelib.dispatch.tick import TickReport, run_tick
 

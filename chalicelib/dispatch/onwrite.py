@@ -6,12 +6,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from chalicelib.dispatch.legacy import TaskLike, record, write_back
 from chalicelib.dispatch.plan import WRITE_MARGIN_SECONDS, build_schedule, fenced_fires, next_fire, plan
 from chalicelib.dispatch.settle import clear_start_of, execute
 from chalicelib.domain import schedules
 from chalicelib.domain.errors import InvalidSchedule
-from chalicelib.domain.records import RunStatus, TaskStatus
+from chalicelib.domain.records import RunStatus, Task, TaskStatus
 from chalicelib.domain.runs import scheduled_run_id
 from chalicelib.domain.timefmt import epoch, from_epoch
 from chalicelib.platform import wiring
@@ -20,10 +19,9 @@ from chalicelib.store import runs, stores
 from chalicelib.store.ports import DueFire
 
 
-def dispatch_if_soon(item: TaskLike, now: datetime) -> int:
+def dispatch_if_soon(task: Task, now: datetime) -> int:
     """Dispatch a (re)started schedule now if its first fire falls before the next tick's
-    look-ahead. Returns the number of messages sent."""
-    task = record(item)
+    look-ahead. Returns the number of messages sent (the stored task changed: read it again)."""
     if task.status != TaskStatus.ACTIVE or task.due_at is None:
         return 0
     horizon = now + timedelta(seconds=settings().lookahead_seconds + WRITE_MARGIN_SECONDS)
@@ -40,20 +38,17 @@ def dispatch_if_soon(item: TaskLike, now: datetime) -> int:
     # existed: then the start stays in the index, and the next tick dispatches it again.
     done = execute([p], now, clear_start=False)
     if not done.unsent and wiring.now_precise().timestamp() - now.timestamp() < WRITE_MARGIN_SECONDS / 2:
-        if clear_start_of(p):
-            status = TaskStatus.COMPLETED if p.exhausted else task.status
-            write_back(item, task.evolve(due_at=None, due_shard=None, status=status))
+        clear_start_of(p)
     return done.sent
 
 
-def fence_change(old_item: TaskLike, new_item: TaskLike, now: datetime) -> None:
+def fence_change(old: Task, new: Task, now: datetime) -> None:
     """After a schedule change: an instant both versions fire at, near now, runs once.
 
     The old version's run for it may be starting this very second (the change's `now` is
     whole seconds; a `once` task looks back 60 s). Recording that run superseded first stops it;
     if it already started, the new version's run for the instant is recorded superseded instead
     — and a schedule with nothing after it completes."""
-    old, new = record(old_item), record(new_item)
     both = fenced_fires(old, new, now)
     if not both:
         return
@@ -68,5 +63,3 @@ def fence_change(old_item: TaskLike, new_item: TaskLike, now: datetime) -> None:
         runs.fence(new.task_id, new.created_by, fire, new.schedule_version, max_attempts, now)
         if next_fire(new_schedule, from_epoch(fire)) is None:
             stores().due_tasks.complete(new.task_id, new.schedule_version)
-            new = new.evolve(status=TaskStatus.COMPLETED, due_at=None, due_shard=None)
-            write_back(new_item, new)

@@ -16,13 +16,12 @@ from chalicelib import dispatch
 from chalicelib.domain.contracts import EventCreate
 from chalicelib.domain.errors import InvalidInput, StepFailed, TooLarge
 from chalicelib.domain.records import Event, RunStatus, TaskStatus, Trigger
+from chalicelib.domain.runs import RunMessage
 from chalicelib.domain.timefmt import epoch, iso
 from chalicelib.domain.validation import parse, stored_size
 from chalicelib.platform.config import band_for, settings
-from chalicelib.services import runs
 from chalicelib.services.agents import Caller
-from chalicelib.services.runs import RunMessage
-from chalicelib.store import stores
+from chalicelib.store import runs, stores
 
 MAX_DATA_BYTES = 64 * 1024
 

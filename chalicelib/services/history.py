@@ -11,8 +11,7 @@ from typing import Any
 from chalicelib.domain.errors import InvalidInput, RunNotFound
 from chalicelib.domain.records import Task
 from chalicelib.domain.validation import query_int, raise_if, unknown_query
-from chalicelib.services import runs
-from chalicelib.store import stores
+from chalicelib.store import runs, stores
 
 RUN_QUERY = {"limit", "cursor"}
 MAX_CURSOR_CHARS = 256

@@ -17,14 +17,13 @@ from chalicelib import dispatch
 from chalicelib.domain.contracts import RunNowRequest, SnoozeRequest
 from chalicelib.domain.errors import StateConflict, TooLarge
 from chalicelib.domain.records import RunStatus, ScheduleKind, Task, TaskStatus, Trigger
+from chalicelib.domain.runs import RunMessage
 from chalicelib.domain.timefmt import epoch, iso
 from chalicelib.domain.validation import parse, stored_size
 from chalicelib.platform.config import band_for, settings
-from chalicelib.services import runs
 from chalicelib.services.agents import Caller
-from chalicelib.services.runs import RunMessage
 from chalicelib.services.tasks import load
-from chalicelib.store import stores
+from chalicelib.store import runs, stores
 
 Change = Callable[[Task], Task | None]  # the changed task; None = nothing to do (idempotent no-op)
 ACTIVE, PAUSED, CANCELED, COMPLETED = TaskStatus.ACTIVE, TaskStatus.PAUSED, TaskStatus.CANCELED, TaskStatus.COMPLETED

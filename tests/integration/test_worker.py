@@ -13,10 +13,10 @@ import boto3
 import pytest
 
 from chalicelib.domain import retry
+from chalicelib.domain.runs import RunMessage
 from chalicelib.platform import wiring
 from chalicelib.platform.config import settings
-from chalicelib.services import runs
-from chalicelib.services.runs import RunMessage
+from chalicelib.store import runs
 from chalicelib.store.models import KeyModel, RunModel, TaskModel
 from tests.integration.conftest import task_body
 from tests.integration.harness import TableCalls, all_messages, crash_on, queue_url, run_records
