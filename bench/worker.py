@@ -227,7 +227,7 @@ def main() -> None:
         fixed_wcu * PRICES["dynamodb_write_unit"]
         + fixed_rcu * PRICES["dynamodb_read_unit"]
         + PRICES["lambda_request"]
-        + empty.calls.get("sqs.GetQueueUrl", 0) * PRICES["sqs_request"]
+        + sum(n for op, n in empty.calls.items() if op.startswith("sqs.")) * PRICES["sqs_request"]
     )
     from chalicelib.store.counters import RECENT_KEEP, RECENT_MAX
 

@@ -16,11 +16,24 @@ from chalicelib.platform.log import logger
 BATCH = 10  # SendMessageBatch's ceiling
 
 
+@dataclass(frozen=True)
+class DeadLetter:
+    body: str
+    reason: str | None  # the worker's reason attribute; None: SQS's maxReceiveCount
+    handle: str
+
+
 class RunQueues(Protocol):
     def send_batch(self, band: str, sends: Sequence[Send]) -> set[str]:
         """Send up to BATCH messages to the band's queue, each delayed until its fire;
         returns the run ids the queue accepted."""
         ...
+
+    def receive_dead(self, band: str) -> list[DeadLetter]:
+        """Up to BATCH messages of the band's dead-letter queue (one request, no wait)."""
+        ...
+
+    def delete_dead(self, band: str, handle: str) -> None: ...
 
 
 class SqsRunQueues:
@@ -42,6 +55,24 @@ class SqsRunQueues:
             )
         return {sends[int(entry["Id"])].message.run_id for entry in resp.get("Successful", [])}
 
+    def receive_dead(self, band: str) -> list[DeadLetter]:
+        got = wiring.client("sqs").receive_message(
+            QueueUrl=_dlq(band), MaxNumberOfMessages=BATCH, WaitTimeSeconds=0, MessageAttributeNames=["reason"]
+        )
+        return [
+            DeadLetter(
+                m["Body"], m.get("MessageAttributes", {}).get("reason", {}).get("StringValue"), m["ReceiptHandle"]
+            )
+            for m in got.get("Messages", [])
+        ]
+
+    def delete_dead(self, band: str, handle: str) -> None:
+        wiring.client("sqs").delete_message(QueueUrl=_dlq(band), ReceiptHandle=handle)
+
+
+def _dlq(band: str) -> str:
+    return wiring.queue_url(band) + "-dlq"  # named after its queue (infra/resources.json)
+
 
 @dataclass
 class MemoryRunQueues:
@@ -51,6 +82,7 @@ class MemoryRunQueues:
     sent: dict[str, list[tuple[Send, int]]] = field(default_factory=lambda: defaultdict(list))
     refuse: set[str] = field(default_factory=set)
     batches: int = 0
+    dead: dict[str, list[DeadLetter]] = field(default_factory=lambda: defaultdict(list))
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def send_batch(self, band: str, sends: Sequence[Send]) -> set[str]:
@@ -61,6 +93,14 @@ class MemoryRunQueues:
             self.batches += 1
             self.sent[band].extend((s, delay_for(s.message.scheduled_for, now)) for s in ok)
         return {s.message.run_id for s in ok}
+
+    def receive_dead(self, band: str) -> list[DeadLetter]:
+        with self._lock:
+            return list(self.dead[band][:BATCH])
+
+    def delete_dead(self, band: str, handle: str) -> None:
+        with self._lock:
+            self.dead[band] = [d for d in self.dead[band] if d.handle != handle]
 
     def run_ids(self) -> list[str]:
         with self._lock:

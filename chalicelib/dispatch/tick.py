@@ -20,12 +20,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import islice
 from typing import TypeVar
 
+from chalicelib.dispatch import deadletters
 from chalicelib.dispatch.plan import Plan, current, entry_fire, plan
 from chalicelib.dispatch.settle import execute, record_revoked, schedule_failed
 from chalicelib.domain.records import AgentStatus
@@ -52,6 +53,7 @@ class TickReport:
     tasks: int = 0
     stale: int = 0  # due-table entries of paused, canceled, changed or snoozed schedules: dropped
     errors: list[str] = field(default_factory=list)
+    dead_lettered: int = 0  # runs the dead-letter sweep failed (deadletters.py)
 
     def add(self, part: TickReport) -> None:
         self.dispatched += part.dispatched
@@ -75,23 +77,27 @@ class Budget:
 
 
 class RevokedAgents:
-    """Whether a task's agent is revoked: each distinct agent read once per tick (the shards'
-    threads share the answers; two may read the same agent at the same moment, no more). An
+    """Whether a task's agent is revoked: each distinct agent read once per tick, the shards'
+    threads sharing the answer (the first to ask reads, the others wait for its answer). An
     agent without a record is not revoked here (its tasks are the API's to clean up)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._known: dict[str, bool] = {}
+        self._known: dict[str, Future[bool]] = {}
 
     def __call__(self, agent_id: str) -> bool:
         with self._lock:
             known = self._known.get(agent_id)
-        if known is None:
-            agent = stores().agents.get(agent_id)
-            known = agent is not None and agent.status is AgentStatus.REVOKED
-            with self._lock:
-                self._known[agent_id] = known
-        return known
+            mine = known is None
+            if known is None:
+                known = self._known[agent_id] = Future()
+        if mine:
+            try:
+                agent = stores().agents.get(agent_id)
+                known.set_result(agent is not None and agent.status is AgentStatus.REVOKED)
+            except Exception as exc:  # noqa: BLE001 - re-raised by result(), to every thread that asks
+                known.set_exception(exc)
+        return known.result()
 
 
 def _agent_of(p: Plan) -> str | None:
@@ -236,6 +242,7 @@ def run_tick(now: datetime) -> TickReport:
     with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_SHARDS, len(shards)), thread_name_prefix="tick") as pool:
         for part in pool.map(lambda shard: tick_shard(shard, holder, now, horizon, revoked=revoked), shards):
             report.add(part)
+    report.dead_lettered = deadletters.sweep(now)
     logger.info(
         "tick",
         extra={
@@ -243,6 +250,7 @@ def run_tick(now: datetime) -> TickReport:
             "skipped": report.skipped,
             "tasks": report.tasks,
             "stale": report.stale,
+            "dead_lettered": report.dead_lettered,
             "shards_busy": report.shards_busy,
         },
     )

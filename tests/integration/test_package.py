@@ -192,6 +192,9 @@ def test_each_function_gets_only_its_own_queue_log_group_and_secret(sam: dict[st
             assert _allowed(statements, "sqs:ReceiveMessage", q) == own
             assert _allowed(statements, "sqs:SendMessage", q), "everyone dispatches (API, tick, emit steps)"
             assert _allowed(statements, "sqs:SendMessage", q + "-dlq") == own
+            # the tick's dead-letter sweep (deadletters.py) alone reads and deletes the DLQs
+            assert _allowed(statements, "sqs:ReceiveMessage", q + "-dlq") == (fn.chalice_name == "tick")
+            assert _allowed(statements, "sqs:DeleteMessage", q + "-dlq") == (fn.chalice_name == "tick")
         assert _allowed(statements, "xray:PutTraceSegments", "*") == stage.xray
         assert not _allowed(
             statements, "dynamodb:Scan", f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{stage.prefix}tasks"
