@@ -9,6 +9,7 @@ are spent takes the lease without a new attempt (`AttemptsSpent`), and the worke
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -94,6 +95,45 @@ def take(run: Run, lease_until: int, now: datetime, claim: str | None = None) ->
         due = datetime.fromisoformat(str(run.doc["scheduled_for"]).replace("Z", "+00:00"))
         doc["start_lag_ms"] = int((now.timestamp() - due.timestamp()) * 1000)
     return run.evolve(status=RunStatus.RUNNING, lease_until=lease_until, doc=doc, claim=claim)
+
+
+def claim(
+    run: Run,
+    seen: Run | None,
+    lease_until: int,
+    now: datetime,
+    claim_id: str,
+    *,
+    create: Callable[[Run], bool],
+    read: Callable[[], Run | None],
+    replace: Callable[[Run, Run], bool],
+) -> ClaimOutcome:
+    """`RunStore.claim_run` over a store's three primitives: `create` (put if absent), `read`
+    (consistent) and `replace(new, seen)` (only if the stored run is still as `seen`).
+
+    Not read (`seen` None: a scheduled fire's first delivery), the run is created claimed if
+    absent; otherwise it is read: a copy finds it finished or held, or our own create whose
+    answer was lost finds its claim id. A claim that moves the record and fails its condition
+    reads again for the same reason before it gives up (`LostRace`)."""
+    if seen is None:
+        fresh = take(run, lease_until, now, claim_id)
+        if create(fresh):
+            return Claimed(fresh)
+        seen = read()
+        if seen is None:
+            return LostRace()
+        if ours(seen, claim_id):
+            return Claimed(seen)
+    found = standing(seen, now)
+    if found is not None:
+        return found
+    taken = take(seen, lease_until, now, claim_id)
+    if not replace(taken, seen):
+        again = read()
+        if again is not None and ours(again, claim_id):  # it landed; its answer was lost
+            return claimed(again, seen)
+        return LostRace()
+    return claimed(taken, seen)
 
 
 def spent(run: Run) -> bool:

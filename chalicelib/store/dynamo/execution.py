@@ -93,28 +93,17 @@ class DynamoRuns:
     def claim_run(
         self, run: Run, *, seen: Run | None, lease_until: int, now: datetime, claim: str
     ) -> attempts.ClaimOutcome:
-        if seen is None:
-            fresh = attempts.take(run, lease_until, now, claim)
-            if self.put_if_absent(fresh):
-                return attempts.Claimed(fresh)
-            # A copy (a redelivery, a repeated tick, a fire recorded up front), or our own create
-            # whose answer was lost: only now is it read. PynamoDB 6.1's save cannot ask for
-            # ALL_OLD on a failed condition.
-            seen = self.get(run.task_id, run.run_id)
-            if seen is None:
-                return attempts.LostRace()
-            if attempts.ours(seen, claim):
-                return attempts.Claimed(seen)
-        found = attempts.standing(seen, now)
-        if found is not None:
-            return found
-        taken = attempts.take(seen, lease_until, now, claim)
-        if not self._update(taken, _as_seen(seen)):
-            again = self.get(run.task_id, run.run_id)
-            if again is not None and attempts.ours(again, claim):  # it landed; its answer was lost
-                return attempts.claimed(again, seen)
-            return attempts.LostRace()
-        return attempts.claimed(taken, seen)
+        # PynamoDB 6.1's save cannot ask for ALL_OLD on a failed condition: a failed create reads.
+        return attempts.claim(
+            run,
+            seen,
+            lease_until,
+            now,
+            claim,
+            create=self.put_if_absent,
+            read=lambda: self.get(run.task_id, run.run_id),
+            replace=lambda taken, seen: self._update(taken, _as_seen(seen)),
+        )
 
     def save_attempt(self, claimed: Run, retrying: Run) -> bool:
         return self._update(retrying, _held(claimed))

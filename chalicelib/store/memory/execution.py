@@ -45,25 +45,16 @@ class MemoryRuns:
     ) -> attempts.ClaimOutcome:
         # Two steps, like DynamoDB (a create, then a read and a conditional update), so a race
         # between them ends the same way on both adapters.
-        if seen is None:
-            fresh = attempts.take(run, lease_until, now, claim)
-            if self.put_if_absent(fresh):
-                return attempts.Claimed(fresh)
-            seen = self.get(run.task_id, run.run_id)
-            if seen is None:
-                return attempts.LostRace()
-            if attempts.ours(seen, claim):
-                return attempts.Claimed(seen)
-        found = attempts.standing(seen, now)
-        if found is not None:
-            return found
-        taken = attempts.take(seen, lease_until, now, claim)
-        if not self._replace(taken, lambda stored: _as_seen(stored, seen)):
-            again = self.get(run.task_id, run.run_id)
-            if again is not None and attempts.ours(again, claim):
-                return attempts.claimed(again, seen)
-            return attempts.LostRace()
-        return attempts.claimed(taken, seen)
+        return attempts.claim(
+            run,
+            seen,
+            lease_until,
+            now,
+            claim,
+            create=self.put_if_absent,
+            read=lambda: self.get(run.task_id, run.run_id),
+            replace=lambda taken, seen: self._replace(taken, lambda stored: _as_seen(stored, seen)),
+        )
 
     def save_attempt(self, claimed: Run, retrying: Run) -> bool:
         return self._replace(retrying, lambda stored: _held(stored, claimed))
