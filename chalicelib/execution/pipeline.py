@@ -454,9 +454,16 @@ class _PinnedHTTPSConnection(_PinnedHTTPConnection):
         self.sock = _tls_context().wrap_socket(raw, server_hostname=self._target.hostname)
 
 
-@lru_cache(maxsize=1)
 def _tls_context() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()  # CERT_REQUIRED + check_hostname
+    # Keyed by the trust store the environment names (OpenSSL reads SSL_CERT_FILE/SSL_CERT_DIR
+    # when the context is made): a changed trust store is never served an older context, even
+    # one a concurrent first call cached late.
+    return _tls_context_for(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+
+
+@lru_cache(maxsize=4)
+def _tls_context_for(cafile: str | None, capath: str | None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context()  # CERT_REQUIRED + check_hostname; loads the default paths
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     return ctx
 

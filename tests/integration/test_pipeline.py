@@ -670,12 +670,10 @@ def https_env(tmp_path: Any, allow: Any, monkeypatch: pytest.MonkeyPatch) -> Ite
 
     monkeypatch.setattr(socket, "getaddrinfo", dns)
     monkeypatch.setenv("SSL_CERT_FILE", ca)
-    pipeline._tls_context.cache_clear()
     allow("svc.example,other.example,127.0.0.1")
     s = Server(tls=server_ctx)
     yield s, seen_sni
     s.close()
-    pipeline._tls_context.cache_clear()
 
 
 def test_https_to_checked_ip_keeps_sni_and_certificate_verification(https_env: tuple[Server, list[str]]) -> None:
