@@ -15,8 +15,8 @@ from chalicelib.dispatch.queue import DeadLetter
 from chalicelib.domain.records import RunStatus
 from chalicelib.domain.runs import RunMessage
 from chalicelib.domain.timefmt import epoch
-from chalicelib.platform import wiring
 from chalicelib.store import runs
+from tests.unit.memory import installed
 
 NOW = datetime(2027, 3, 1, 12, 0, 0, tzinfo=UTC)
 TASK = "00000000-0000-4000-8000-0000000000e1"
@@ -24,14 +24,9 @@ TASK = "00000000-0000-4000-8000-0000000000e1"
 
 @pytest.fixture()
 def q() -> Iterator[queue.MemoryRunQueues]:
-    chosen, queues = store.in_memory(), queue.MemoryRunQueues()
-    store.use(chosen)
-    queue.use(queues)
-    wiring.set_clock(lambda: NOW.timestamp())
-    yield queues
-    store.use(None)
-    queue.use(None)
-    wiring.reset()
+    queues = queue.MemoryRunQueues()
+    with installed(store.in_memory(), queues, lambda: NOW.timestamp()):
+        yield queues
 
 
 def _msg(n: int) -> RunMessage:

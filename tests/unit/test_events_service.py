@@ -16,10 +16,10 @@ from chalicelib.dispatch import queue
 from chalicelib.domain.errors import StateConflict
 from chalicelib.domain.records import Agent, AgentStatus, RunStatus
 from chalicelib.domain.timefmt import epoch
-from chalicelib.platform import wiring
 from chalicelib.services import awsevents, events, lifecycle, tasks
 from chalicelib.services.agents import Caller
 from chalicelib.store import Stores
+from tests.unit.memory import installed
 
 NOW = datetime(2027, 3, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -27,13 +27,8 @@ NOW = datetime(2027, 3, 1, 12, 0, 0, tzinfo=UTC)
 @pytest.fixture()
 def mem() -> Iterator[tuple[Stores, queue.MemoryRunQueues]]:
     stores, queues = store.in_memory(), queue.MemoryRunQueues()
-    store.use(stores)
-    queue.use(queues)
-    wiring.set_clock(lambda: NOW.timestamp())
-    yield stores, queues
-    store.use(None)
-    queue.use(None)
-    wiring.reset()
+    with installed(stores, queues, lambda: NOW.timestamp()):
+        yield stores, queues
 
 
 def agent(stores: Stores, status: AgentStatus = AgentStatus.ACTIVE) -> Caller:

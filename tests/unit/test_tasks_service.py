@@ -25,12 +25,12 @@ from chalicelib.domain.errors import (
 )
 from chalicelib.domain.records import Agent, AgentStatus, Task, TaskStatus
 from chalicelib.domain.timefmt import epoch
-from chalicelib.platform import wiring
 from chalicelib.platform.config import settings
 from chalicelib.services import lifecycle, tasks
 from chalicelib.services.agents import Caller
 from chalicelib.store import Stores
 from chalicelib.store.counters import Counters
+from tests.unit.memory import installed
 
 NOW = datetime(2027, 3, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -68,13 +68,8 @@ class World:
 @pytest.fixture()
 def w() -> Iterator[World]:
     world = World()
-    store.use(world.stores)
-    queue.use(world.queues)
-    wiring.set_clock(lambda: world.t)
-    yield world
-    store.use(None)
-    queue.use(None)
-    wiring.reset()
+    with installed(world.stores, world.queues, lambda: world.t):
+        yield world
 
 
 def body(caller: Caller, **over: Any) -> dict[str, Any]:

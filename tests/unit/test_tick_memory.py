@@ -15,9 +15,9 @@ from chalicelib.dispatch import plan as planning
 from chalicelib.dispatch import queue, tick
 from chalicelib.domain.records import Definition, Schedule, ScheduleKind, Task, TaskStatus
 from chalicelib.domain.timefmt import epoch
-from chalicelib.platform import wiring
 from chalicelib.platform.config import settings
 from chalicelib.store.ports import DueEntry, DueFire, slot_of
+from tests.unit.memory import installed
 
 NOW = datetime(2027, 3, 1, 12, 0, 0, tzinfo=UTC)
 T = epoch(NOW)
@@ -50,13 +50,8 @@ class World:
 @pytest.fixture()
 def w() -> Iterator[World]:
     world = World()
-    store.use(world.stores)
-    queue.use(world.queues)
-    wiring.set_clock(lambda: world.t)
-    yield world
-    store.use(None)
-    queue.use(None)
-    wiring.reset()
+    with installed(world.stores, world.queues, lambda: world.t):
+        yield world
 
 
 def a_task(task_id: str, expr: str = "*/5 * * * *", *, due_at: int | None = None, **over: Any) -> Task:
