@@ -16,7 +16,7 @@ from chalicelib.domain.runs import RunMessage, new_doc
 from chalicelib.domain.timefmt import iso
 from chalicelib.platform.config import PRIORITY_BANDS
 from chalicelib.platform.log import failure, logger
-from chalicelib.store import counters, runs, stores
+from chalicelib.store import runs, stores
 
 DEAD_LETTERED = "dead_lettered"
 MAX_PAGES = 5  # per DLQ and sweep (10 messages a page): a burst drains over a few minutes
@@ -57,22 +57,16 @@ def _settle(m: DeadLetter, now: datetime) -> tuple[bool, bool]:
         # No run to finish: said out loud (its size only: a body may hold anything), then dropped.
         logger.error("dead_letter_undecodable", extra={"bytes": len(m.body)})
         return True, False
-    note = f"the run's message was dead-lettered: {reason}"[:500]
-    error = {"type": DEAD_LETTERED, "message": note, "step": None}
+    note = f"the run's message was dead-lettered: {reason}"
     seen = stores().runs.get(msg.task_id, msg.run_id)
     if seen is None:
         doc = new_doc(msg, status=RunStatus.FAILED.value, max_attempts=1, now=now)
-        doc.update(finished_at=iso(now), error=error)
+        doc.update(finished_at=iso(now), error={"type": DEAD_LETTERED, "message": note[:500], "step": None})
         return True, runs.put_new(msg, doc, now)  # counted first (put_new), as a fire's own record
     if seen.status.final:
         return True, False
     if attempts.standing(seen, now) is not None:
         return False, False  # executing elsewhere: that worker records the outcome
-    final = attempts.ended(seen, RunStatus.FAILED, now, error=error)
-    counters.count(
-        final.task_id, final.run_id, str(RunStatus.FAILED), final.doc["finished_at"]
-    )  # before the final record
-    if not stores().runs.settle(seen, final):
-        return False, False  # it moved meanwhile: the next sweep looks again
-    logger.warning("run_failed", extra={"task_id": msg.task_id, "run_id": msg.run_id, "error": {"type": DEAD_LETTERED}})
-    return True, True
+    # It moved meanwhile (False): the next sweep looks again.
+    ended = runs.fail_abandoned(seen, DEAD_LETTERED, note, now)
+    return ended, ended

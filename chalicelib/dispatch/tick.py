@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from itertools import islice
 from typing import TypeVar
 
-from chalicelib.dispatch import deadletters
+from chalicelib.dispatch import deadletters, sweeper
 from chalicelib.dispatch.plan import Plan, current, entry_fire, plan
 from chalicelib.dispatch.settle import execute, record_revoked, schedule_failed
 from chalicelib.domain.records import AgentStatus
@@ -54,6 +54,7 @@ class TickReport:
     stale: int = 0  # due-table entries of paused, canceled, changed or snoozed schedules: dropped
     errors: list[str] = field(default_factory=list)
     dead_lettered: int = 0  # runs the dead-letter sweep failed (deadletters.py)
+    swept: int = 0  # stuck runs the stuck-run sweep failed (sweeper.py)
 
     def add(self, part: TickReport) -> None:
         self.dispatched += part.dispatched
@@ -243,6 +244,7 @@ def run_tick(now: datetime) -> TickReport:
         for part in pool.map(lambda shard: tick_shard(shard, holder, now, horizon, revoked=revoked), shards):
             report.add(part)
     report.dead_lettered = deadletters.sweep(now)
+    report.swept = sweeper.sweep(now)
     logger.info(
         "tick",
         extra={
@@ -251,6 +253,7 @@ def run_tick(now: datetime) -> TickReport:
             "tasks": report.tasks,
             "stale": report.stale,
             "dead_lettered": report.dead_lettered,
+            "swept": report.swept,
             "shards_busy": report.shards_busy,
         },
     )

@@ -22,6 +22,7 @@ from chalicelib.domain.timefmt import iso
 WORKER_LOST = "worker_lost"  # the attempts are spent and the last one's worker stopped before recording it
 CONCURRENCY_WAIT_TIMEOUT = "concurrency_wait_timeout"  # no concurrency slot came free in time
 ENQUEUE_FAILED = "enqueue_failed"  # SQS did not accept the run's message
+RUN_STUCK = "run_stuck"  # the stuck-run sweep found it queued, never claimed, long past its fire
 
 
 @dataclass(frozen=True)
@@ -153,3 +154,38 @@ def ended(run: Run, status: RunStatus, now: datetime, **fields: Any) -> Run:
 
 def failed(run: Run, error_type: str, message: str, now: datetime) -> Run:
     return ended(run, RunStatus.FAILED, now, error={"type": error_type, "message": message[:500], "step": None})
+
+
+def stuck(run: Run, now: datetime, *, wait: int, grace: int) -> str | None:
+    """The error type the stuck-run sweep fails `run` with (`worker_lost` once an attempt was
+    claimed, `run_stuck` before), or None: final, or a live system may still take it up.
+
+    Its deadline is the instant its message is visible again at the latest: a running run's lease
+    end (a crashed worker's message comes back within the queue's visibility timeout of its
+    receive, which is before the lease end plus that timeout), a retrying run's next attempt
+    (its message is hidden until then), a queued run's fire (its message is delayed until then).
+    From there a delivery may wait `wait` for a concurrency slot (the worker fails it after
+    that: measured from the fire or the retry's instant, both no later than this deadline), and
+    `grace` covers a redelivery (the visibility timeout, 300 s) and a backlog on the queue. A
+    record without the field its status needs is not judged."""
+    if run.status.final:
+        return None
+    deadline: float | None
+    if run.status is RunStatus.RUNNING:
+        deadline = None if run.lease_until is None else float(run.lease_until)
+    elif run.status is RunStatus.RETRYING:
+        deadline = _instant(run.doc.get("next_attempt_at"))
+    else:
+        deadline = _instant(run.doc.get("scheduled_for"))
+    if deadline is None or now.timestamp() <= deadline + wait + grace:
+        return None
+    return WORKER_LOST if run.attempt > 0 else RUN_STUCK
+
+
+def _instant(value: Any) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None

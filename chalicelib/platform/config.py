@@ -45,6 +45,13 @@ class Settings:
     event_chain_limit: int = 10
     # A run waiting for a concurrency slot fails `concurrency_wait_timeout` after this long.
     concurrency_wait_timeout_seconds: int = 3600
+    # The stuck-run sweep (dispatch/sweeper.py): how long past a run's own deadline (its lease, its
+    # retry's instant or its fire, plus the concurrency wait) a live system may still take it up,
+    # and how much of the runs table one tick reads (pages of so many items; DynamoDB stops a page
+    # at 1 MB).
+    sweep_grace_seconds: int = 900
+    sweep_page_items: int = 1000
+    sweep_pages: int = 1
     # Per-agent token buckets (ratelimit.py): sustained requests a minute and the burst on top.
     rate_writes_per_minute: int = 600
     rate_writes_burst: int = 120
@@ -77,6 +84,9 @@ def settings() -> Settings:
         max_step_output_bytes=_int("TASKAPI_MAX_STEP_OUTPUT_BYTES", 8 * 1024),
         event_chain_limit=_int("TASKAPI_EVENT_CHAIN_LIMIT", 10),
         concurrency_wait_timeout_seconds=_int("TASKAPI_CONCURRENCY_WAIT_TIMEOUT_SECONDS", 3600),
+        sweep_grace_seconds=_int("TASKAPI_SWEEP_GRACE_SECONDS", 900),
+        sweep_page_items=_int("TASKAPI_SWEEP_PAGE_ITEMS", 1000),
+        sweep_pages=_int("TASKAPI_SWEEP_PAGES", 1),
         rate_writes_per_minute=_int("TASKAPI_RATE_WRITES_PER_MINUTE", 600),
         rate_writes_burst=_int("TASKAPI_RATE_WRITES_BURST", 120),
         rate_events_per_minute=_int("TASKAPI_RATE_EVENTS_PER_MINUTE", 600),

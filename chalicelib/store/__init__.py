@@ -20,6 +20,7 @@ class Stores:
     tasks: ports.TaskStore
     # ---- execution ----
     runs: ports.RunStore
+    sweep: ports.RunSweep
     stats: ports.StatsStore
     leases: ports.LeaseStore
     # ---- dispatch ----
@@ -36,7 +37,7 @@ def on_dynamodb(prefix: str | None = None) -> Stores:
     """The DynamoDB stores, over the tables of `prefix` (default: the settings')."""
     from chalicelib.store import models
     from chalicelib.store.dynamo.dispatch import DynamoDue, DynamoDueTasks, DynamoShardLeases
-    from chalicelib.store.dynamo.execution import DynamoLeases, DynamoRuns, DynamoStats
+    from chalicelib.store.dynamo.execution import DynamoLeases, DynamoRuns, DynamoRunSweep, DynamoStats
     from chalicelib.store.dynamo.services import DynamoAgents, DynamoEvents, DynamoKeys
     from chalicelib.store.dynamo.tasks import DynamoTasks
 
@@ -45,6 +46,7 @@ def on_dynamodb(prefix: str | None = None) -> Stores:
         tasks=DynamoTasks(),
         # ---- execution ----
         runs=DynamoRuns(),
+        sweep=DynamoRunSweep(),
         stats=DynamoStats(),
         leases=DynamoLeases(),
         # ---- dispatch ----
@@ -60,17 +62,19 @@ def on_dynamodb(prefix: str | None = None) -> Stores:
 
 def in_memory() -> Stores:
     from chalicelib.store.memory.dispatch import MemoryDue, MemoryDueTasks, MemoryShardLeases
-    from chalicelib.store.memory.execution import MemoryLeases, MemoryRuns, MemoryStats
+    from chalicelib.store.memory.execution import MemoryLeases, MemoryRuns, MemoryRunSweep, MemoryStats
     from chalicelib.store.memory.services import MemoryAgents, MemoryEvents, MemoryKeys
     from chalicelib.store.memory.tasks import MemoryTasks
 
     lock = threading.RLock()  # one lock: a conditional write across stores stays atomic
     agents = MemoryAgents(lock)
     tasks = MemoryTasks(lock, agents)
+    runs = MemoryRuns(lock)
     return Stores(
         tasks=tasks,
         # ---- execution ----
-        runs=MemoryRuns(lock),
+        runs=runs,
+        sweep=MemoryRunSweep(runs, lock),
         stats=MemoryStats(lock),
         leases=MemoryLeases(lock),
         # ---- dispatch ----

@@ -126,6 +126,35 @@ class RunPage:
     more: bool  # runs follow this page
 
 
+@dataclass(frozen=True)
+class SweepPage:
+    """A page of the runs table in storage order; `next` resumes after it (None: the table's end,
+    and the next pass starts over)."""
+
+    runs: list[Run]
+    next: str | None
+
+
+class RunSweep(Protocol):
+    """The stuck-run sweep's rolling pass over every run record (`dispatch/sweeper.py`): one
+    bounded page a tick, resumed from a cursor kept with the shard leases. Reads only: no index
+    and no write per run."""
+
+    def page(self, cursor: str | None, *, limit: int) -> SweepPage:
+        """One eventually consistent page of at most `limit` runs (DynamoDB: one Scan request,
+        which also stops at 1 MB) after `cursor` (None: from the start). Expired records may be
+        among them (readers filter)."""
+        ...
+
+    def cursor(self) -> str | None:
+        """Where the pass stands (None: at the start)."""
+        ...
+
+    def keep_cursor(self, cursor: str | None) -> None:
+        """Store where the next page starts (None: the start)."""
+        ...
+
+
 class StatsStore(Protocol):
     """A task's run counters (`store/counters.py` has the design and its one bound)."""
 

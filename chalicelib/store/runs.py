@@ -12,6 +12,7 @@ from chalicelib.domain import attempts
 from chalicelib.domain.records import Run, RunStatus
 from chalicelib.domain.runs import RunMessage, adhoc_run_id, event_run_id, new_doc, scheduled_run_id
 from chalicelib.platform.config import settings
+from chalicelib.platform.log import logger
 from chalicelib.store import counters, stores
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "event_run_id",
     "expired",
     "expiry",
+    "fail_abandoned",
     "fail_unclaimed",
     "fail_unqueued",
     "fence",
@@ -81,6 +83,17 @@ def fail_unclaimed(run: Run, error_type: str, message: str, now: datetime) -> bo
     final = attempts.failed(run, error_type, message, now)
     counters.count(run.task_id, run.run_id, str(final.status), final.doc["finished_at"])  # before the record is final
     return stores().runs.settle(run, final)
+
+
+def fail_abandoned(run: Run, error_type: str, message: str, now: datetime) -> bool:
+    """Fail a run that no live worker holds and whose message is gone or lost (the dead-letter
+    sweep, the stuck-run sweep): counted like any finish, then saved only if the record is still
+    as read (`RunStore.settle`), so a worker that claims or finishes it meanwhile keeps it.
+    False: it is final, executing under a live lease, or it moved."""
+    if attempts.standing(run, now) is not None or not fail_unclaimed(run, error_type, message, now):
+        return False
+    logger.warning("run_failed", extra={"task_id": run.task_id, "run_id": run.run_id, "error": {"type": error_type}})
+    return True
 
 
 def fail_unqueued(msg: RunMessage, now: datetime, reason: str) -> None:

@@ -272,6 +272,55 @@ def test_a_tasks_runs_page_newest_first_without_expired_ones(s: Stores) -> None:
     assert s.runs.newest_first("00000000-0000-4000-8000-00000000000c", before=None, limit=5, now=NOW).runs == []
 
 
+# ---- RunSweep ---------------------------------------------------------------------------------
+
+
+def _pass(s: Stores, limit: int) -> tuple[list[tuple[str, str]], int]:
+    """A whole pass from the start as the tick makes it (a page, then the cursor kept): the
+    runs seen in order, and the pages it took."""
+    s.sweep.keep_cursor(None)
+    seen: list[tuple[str, str]] = []
+    for pages in range(1, 50):
+        page = s.sweep.page(s.sweep.cursor(), limit=limit)
+        assert len(page.runs) <= limit
+        seen += [(r.task_id, r.run_id) for r in page.runs]
+        s.sweep.keep_cursor(page.next)
+        if page.next is None:
+            return seen, pages
+    raise AssertionError("the pass never reached the table's end")
+
+
+def test_the_sweep_pages_over_every_run_once_and_its_cursor_wraps(s: Stores) -> None:
+    other = "00000000-0000-4000-8000-00000000000b"
+    made = {(TASK, f"17961264{i:02d}-m{i:016x}") for i in range(7)} | {(other, "1796126401-other")}
+    for task_id, run_id in made:
+        assert s.runs.put_if_absent(_run(run_id).evolve(task_id=task_id))
+    assert s.sweep.cursor() is None  # a new table's pass starts at the start
+    seen, pages = _pass(s, limit=3)
+    assert sorted(seen) == sorted(made)  # every run once, whatever the storage order
+    assert 3 <= pages <= 4  # 8 runs, 3 a page (a full last page may be followed by an empty one)
+    assert s.sweep.cursor() is None  # wrapped: the next tick starts over
+    again, _ = _pass(s, limit=100)
+    assert sorted(again) == sorted(made)
+    # Records come back whole: what the sweep judges is the stored run.
+    first = s.sweep.page(None, limit=100).runs
+    one = next(r for r in first if r.run_id == "1796126400-m0000000000000000")
+    assert (one.status, one.attempt, one.doc["scheduled_for"]) == (RunStatus.QUEUED, 0, "2027-03-01T12:00:00Z")
+
+
+def test_the_sweep_cursor_is_kept_and_a_page_resumes_after_it(s: Stores) -> None:
+    for i in range(5):
+        s.runs.put_if_absent(_run(f"17961264{i:02d}-m{i:016x}"))
+    first = s.sweep.page(None, limit=2)
+    assert len(first.runs) == 2 and first.next is not None
+    s.sweep.keep_cursor(first.next)
+    assert s.sweep.cursor() == first.next
+    rest = s.sweep.page(s.sweep.cursor(), limit=10)
+    assert {r.run_id for r in rest.runs}.isdisjoint({r.run_id for r in first.runs}) and len(rest.runs) == 3
+    assert rest.next is None
+    assert s.sweep.page(None, limit=10).next is None and s.sweep.page(None, limit=1).next is not None
+
+
 # ---- StatsStore -------------------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ conditional write; its failure is an outcome, never an exception."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,7 +17,7 @@ from chalicelib.domain.counting import Counters, mark, trimmed
 from chalicelib.domain.records import Run, RunStatus
 from chalicelib.domain.timefmt import from_epoch
 from chalicelib.store.models import KeyModel, RunModel, StatsModel
-from chalicelib.store.ports import RunPage, Slot
+from chalicelib.store.ports import RunPage, Slot, SweepPage
 
 BATCH = 100  # BatchGetItem's limit
 
@@ -143,6 +144,45 @@ class DynamoRuns:
                 return False
             raise
         return True
+
+
+SWEEP_KEY = "tick#sweep"  # in the keys table, next to the shard leases: where the sweep's pass stands
+
+
+class DynamoRunSweep:
+    """One Scan request a page (eventually consistent: half the read units, and the sweep re-reads
+    a run consistently before it fails it); the cursor is the Scan's LastEvaluatedKey as JSON."""
+
+    def page(self, cursor: str | None, *, limit: int) -> SweepPage:
+        start = _decoded(cursor)
+        found = RunModel.scan(page_size=limit, last_evaluated_key=start, consistent_read=False)
+        # One request, not the iterator's next ones: its pages are read here, the first only.
+        raw = next(found.page_iter, None)
+        items = [] if raw is None else raw.get("Items") or []
+        after = found.page_iter.last_evaluated_key
+        runs = [run_from_item(RunModel.from_raw_data(item)) for item in items]
+        return SweepPage(runs, None if not after else json.dumps(after, sort_keys=True, separators=(",", ":")))
+
+    def cursor(self) -> str | None:
+        try:
+            return KeyModel.get(SWEEP_KEY, consistent_read=True).through
+        except KeyModel.DoesNotExist:
+            return None
+
+    def keep_cursor(self, cursor: str | None) -> None:
+        KeyModel(SWEEP_KEY, through=cursor).save()
+
+
+def _decoded(cursor: str | None) -> dict[str, Any] | None:
+    """A stored cursor as the Scan's ExclusiveStartKey; one that does not decode starts over."""
+    if cursor is None:
+        return None
+    try:
+        key = json.loads(cursor)
+    except ValueError:
+        return None
+    ok = isinstance(key, dict) and set(key) == {"task_id", "run_id"}
+    return key if ok and all(isinstance(v, dict) and isinstance(v.get("S"), str) for v in key.values()) else None
 
 
 # ---- counters -------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ each verb atomic under the shared lock."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from datetime import datetime
 from chalicelib.domain import attempts
 from chalicelib.domain.counting import Counters, mark, trimmed
 from chalicelib.domain.records import Run, RunStatus
-from chalicelib.store.ports import RunPage, Slot
+from chalicelib.store.ports import RunPage, Slot, SweepPage
 
 # ---- runs -----------------------------------------------------------------------------------
 
@@ -88,6 +89,35 @@ class MemoryRuns:
                 status=run.status, doc=dict(run.doc), lease_until=run.lease_until, claim=run.claim
             )
             return True
+
+
+class MemoryRunSweep:
+    """Pages in key order (DynamoDB's Scan goes in its own hash order: nobody may rely on either);
+    the cursor is the last key of a page, as JSON."""
+
+    def __init__(self, runs: MemoryRuns, lock: threading.RLock | None = None) -> None:
+        self._runs = runs
+        self._lock = lock or threading.RLock()
+        self.at: str | None = None
+        self.pages = 0  # pages read, for tests of the fixed cost
+
+    def page(self, cursor: str | None, *, limit: int) -> SweepPage:
+        after = tuple(json.loads(cursor)) if cursor is not None else None
+        with self._lock:
+            self.pages += 1
+            keys = sorted(k for k in self._runs.items if after is None or k > after)
+            taken = keys[:limit]
+            found = [self._runs.items[k] for k in taken]
+        more = len(keys) > limit
+        return SweepPage(found, json.dumps(list(taken[-1])) if more else None)
+
+    def cursor(self) -> str | None:
+        with self._lock:
+            return self.at
+
+    def keep_cursor(self, cursor: str | None) -> None:
+        with self._lock:
+            self.at = cursor
 
 
 # ---- counters -------------------------------------------------------------------------------
