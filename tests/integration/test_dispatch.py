@@ -161,7 +161,10 @@ def test_tick_cost_follows_due_work_not_stored_work(clock):
     with RequestCounter() as big:
         assert tick(clock).dispatched == 40
     assert big.total <= small.total * 1.1, (small.calls, big.calls)
-    assert big.calls.get("dynamodb.Scan", 0) == 0
+    # No Scan but the stuck-run sweep's one bounded page of the runs table (a fixed cost a tick).
+    scans = big.params.get("dynamodb.Scan", [])
+    assert [p["TableName"].removeprefix(settings().prefix) for p in scans] == ["runs"], scans
+    assert scans[0]["Limit"] == settings().sweep_page_items and not scans[0].get("ConsistentRead")
     # one query of the task index and one of the due table per shard, whatever is stored
     assert 2 * settings().due_shards == big.calls["dynamodb.Query"]
 
@@ -181,10 +184,11 @@ def test_a_running_schedule_costs_one_small_write_a_fire(api, clock, workers):
         with RequestCounter() as calls:
             assert tick(clock).dispatched == 1
         writes = {op: n for op, n in calls.calls.items() if op in ("dynamodb.UpdateItem", "dynamodb.PutItem")}
-        # one entry for the next fire; the rest are per-shard leases and watermarks
+        # one entry for the next fire; the rest are per-shard leases and watermarks, and the
+        # stuck-run sweep's cursor
         shards = settings().due_shards
         assert writes.get("dynamodb.UpdateItem", 0) == 0
-        assert writes["dynamodb.PutItem"] == 1 + 2 * shards, calls.calls  # + a lease and a watermark each
+        assert writes["dynamodb.PutItem"] == 1 + 2 * shards + 1, calls.calls  # + a lease and a watermark each
     fires = sorted(m["scheduled_for"] for m in all_messages() if m["task_id"] == t["id"])
     assert [f % 3600 // 60 for f in fires] == [10, 20, 30]
     got = api.call("GET", f"/tasks/{t['id']}", token=agent["token"]).data
