@@ -104,14 +104,18 @@ def snooze(caller: Caller, task_id: str, data: Any, now: datetime) -> Task:
     """Move the next scheduled execution later; the cadence after it is unchanged.
 
     The schedule restarts at the moved instant (the tick drops the pending fires before it).
-    Fires it skips that may already be on a queue are recorded `skipped`/`superseded` up front,
-    which their messages then find: the schedule version is not bumped, so retries and waiting
-    runs of earlier fires are unaffected."""
+    Fires it skips that may already be on a queue are stopped up front (`runs.fence_unstarted`:
+    recorded `skipped`/`superseded`, or so settled while a delivery waits for a concurrency
+    slot), which their messages then find: the schedule version is not bumped, so retries and
+    waiting runs of earlier fires are unaffected. If the execution being moved has already
+    started, it is not run again at the moved instant: that run is recorded superseded."""
     req = parse(SnoozeRequest, data)
     fenced: list[int] = []
+    moved_to: list[int] = []
 
     def change(task: Task) -> Task | None:
         fenced.clear()
+        moved_to.clear()
         if task.schedule.kind is ScheduleKind.EVENT:  # no schedule: its event runs wait until the snooze ends
             until = datetime.fromtimestamp(now.timestamp() + req.delay_seconds, tz=now.tzinfo)
             return task.evolve(snoozed_until=iso(until), snooze_reason=req.reason)
@@ -120,6 +124,7 @@ def snooze(caller: Caller, task_id: str, data: Any, now: datetime) -> Task:
             raise StateConflict("the task has no scheduled execution to snooze")
         new = pending + req.delay_seconds
         fenced.extend(dispatch.possibly_sent(task, pending, new, now))
+        moved_to.append(new)
         return task.evolve(
             due_shard=dispatch.shard_for(task.task_id),
             due_at=new,
@@ -128,8 +133,12 @@ def snooze(caller: Caller, task_id: str, data: Any, now: datetime) -> Task:
         )
 
     task = _transition(caller, task_id, (ACTIVE,), "snooze", change, now)
-    for fire in fenced:
-        runs.fence(task.task_id, task.created_by, fire, task.schedule_version, task.definition.max_attempts, now)
+    tid, agent, version, attempts = task.task_id, task.created_by, task.schedule_version, task.definition.max_attempts
+    for i, fire in enumerate(fenced):
+        if not runs.fence_unstarted(tid, agent, fire, version, attempts, now) and i == 0:
+            # The execution being moved (the pending fire) started already: it ran, so the
+            # moved instant must not run it a second time.
+            runs.fence(tid, agent, moved_to[0], version, attempts, now)
     return _dispatched(task, now)
 
 

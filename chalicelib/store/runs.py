@@ -25,6 +25,7 @@ __all__ = [
     "fail_unclaimed",
     "fail_unqueued",
     "fence",
+    "fence_unstarted",
     "get",
     "new_doc",
     "new_run",
@@ -64,6 +65,30 @@ def fence(task_id: str, agent_id: str, fire: int, schedule_version: int, max_att
     )
     doc = new_doc(msg, status="skipped", skip_reason="superseded", max_attempts=max_attempts, now=now)
     return put_new(msg, doc, now)
+
+
+def fence_unstarted(
+    task_id: str, agent_id: str, fire: int, schedule_version: int, max_attempts: int, now: datetime
+) -> bool:
+    """Stop a scheduled fire that has not started: recorded `skipped`/`superseded` if it has no
+    record yet (`fence`), and if its record is `queued` (a delivery waiting for a concurrency
+    slot) settled so, conditionally: a worker that claims it meanwhile keeps it. True: the fire
+    will not run (stopped here, or skipped already). False: it started (or finished)."""
+    if fence(task_id, agent_id, fire, schedule_version, max_attempts, now):
+        return True
+    run_id = scheduled_run_id(task_id, fire, schedule_version)
+    for _ in range(3):  # a record that moves between the read and the write is read again
+        run = stores().runs.get(task_id, run_id)
+        if run is None:
+            return fence(task_id, agent_id, fire, schedule_version, max_attempts, now)
+        if run.status is RunStatus.SKIPPED:
+            return True
+        if run.status is not RunStatus.QUEUED:
+            return False
+        stopped = attempts.ended(run, RunStatus.SKIPPED, now, skip_reason="superseded")
+        if stores().runs.settle(run, stopped):
+            return True
+    return False
 
 
 def get(task_id: str, run_id: str, now: datetime) -> Run | None:

@@ -15,6 +15,7 @@ import pytest
 
 from chalicelib import store
 from chalicelib.dispatch import queue
+from chalicelib.domain import attempts
 from chalicelib.domain.errors import (
     Forbidden,
     InvalidInput,
@@ -23,12 +24,14 @@ from chalicelib.domain.errors import (
     TaskNotFound,
     VersionMismatch,
 )
-from chalicelib.domain.records import Agent, AgentStatus, Task, TaskStatus
+from chalicelib.domain.records import Agent, AgentStatus, RunStatus, Task, TaskStatus
+from chalicelib.domain.runs import RunMessage
 from chalicelib.domain.timefmt import epoch
+from chalicelib.execution import worker
 from chalicelib.platform.config import settings
 from chalicelib.services import lifecycle, tasks
 from chalicelib.services.agents import Caller
-from chalicelib.store import Stores
+from chalicelib.store import Stores, runs
 from chalicelib.store.counters import Counters
 from tests.unit.memory import installed
 
@@ -382,3 +385,48 @@ def test_snooze_of_an_event_task_holds_its_runs(w: World) -> None:
     paused = lifecycle.pause(a, t.task_id, NOW)
     with pytest.raises(StateConflict):
         lifecycle.snooze(a, paused.task_id, {"delay_seconds": 60}, NOW)
+
+
+def _fire_record(w: World, t: Task, fire: int, status: RunStatus, now: datetime) -> RunMessage:
+    """The pending fire's run as a worker left it: `queued` waiting for a concurrency slot, or
+    `running` under its claim."""
+    msg = RunMessage(t.task_id, runs.scheduled_run_id(t.task_id, fire, 1), t.created_by, "schedule", fire, 1)
+    doc = runs.new_doc(msg, status="queued", max_attempts=t.definition.max_attempts, now=now)
+    run = runs.new_run(msg, doc, now)
+    if status is RunStatus.RUNNING:
+        run = attempts.take(run, epoch(now) + 60, now, "c1")
+    assert w.stores.runs.put_if_absent(run)
+    return msg
+
+
+def _status(w: World, t: Task, fire: int) -> tuple[RunStatus, str | None] | None:
+    run = w.stores.runs.get(t.task_id, runs.scheduled_run_id(t.task_id, fire, 1))
+    return None if run is None else (run.status, run.doc.get("skip_reason"))
+
+
+def test_snooze_stops_a_fire_queued_behind_a_concurrency_slot(w: World) -> None:
+    # GIVEN an every-minute task whose 12:01 fire was delivered and waits for a concurrency slot
+    a = w.agent()
+    t = create(a, schedule_expr="* * * * *", timezone="UTC", concurrency_key="k")
+    fire = epoch(NOW) + 60
+    msg = _fire_record(w, t, fire, RunStatus.QUEUED, NOW + timedelta(seconds=60))
+    # WHEN the agent snoozes it (the request read the clock a moment before the fire)
+    s = lifecycle.snooze(a, t.task_id, {"delay_seconds": 600}, NOW + timedelta(seconds=59))
+    # THEN the waiting delivery will not run it: it runs once, at the moved instant
+    assert s.due_at == fire + 600
+    assert _status(w, t, fire) == (RunStatus.SKIPPED, "superseded")
+    assert _status(w, t, fire + 600) is None  # the moved execution is still to run
+    when = datetime.fromtimestamp(fire + 1, tz=UTC)
+    assert worker.process(msg.to_json(), "queue", "receipt", when, receive_count=2) == "duplicate"
+
+
+def test_snooze_of_an_execution_that_already_started_does_not_run_it_again(w: World) -> None:
+    a = w.agent()
+    t = create(a, schedule_expr="* * * * *", timezone="UTC", concurrency_key="k")
+    fire = epoch(NOW) + 60
+    _fire_record(w, t, fire, RunStatus.RUNNING, NOW + timedelta(seconds=60))
+    s = lifecycle.snooze(a, t.task_id, {"delay_seconds": 600}, NOW + timedelta(seconds=59))
+    assert s.due_at == fire + 600
+    assert _status(w, t, fire) == (RunStatus.RUNNING, None)  # it runs: it had started
+    assert _status(w, t, fire + 600) == (RunStatus.SKIPPED, "superseded")  # and is not run again
+    assert _status(w, t, fire + 60) == (RunStatus.SKIPPED, "superseded")  # a later fire the snooze skips
