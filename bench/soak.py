@@ -370,8 +370,9 @@ def set_up(stack: Stack, target: Target, args: argparse.Namespace) -> tuple[Plan
             if j < args.keyed:
                 plan.keyed[tid] = f"{aid}/soak-{i}"
                 target.slow_tasks.add(tid)
-        emit1 = {"id": "emit", "type": "emit", "name": CHAIN[0], "data": {"from": "head"}}
-        emit2 = {"id": "emit", "type": "emit", "name": CHAIN[1], "data": {"from": "mid"}}
+        # The emitter's run id rides in the event, so a listener's run names the fire it answers.
+        emit1 = {"id": "emit", "type": "emit", "name": CHAIN[0], "data": {"from": "{{ run.id }}"}}
+        emit2 = {"id": "emit", "type": "emit", "name": CHAIN[1], "data": {"from": "{{ run.id }}"}}
         tail = create(
             api, task_body(aid, f"chain tail {i}", [http_step(target)], schedule_kind="event", schedule_expr=CHAIN[1])
         )
@@ -416,8 +417,62 @@ def list_runs(plan: Plan) -> dict[str, list[dict[str, Any]]]:
 # ---------------------------------------------------------------------------- the accounting
 
 
-def account(plan: Plan, runs: dict[str, list[dict[str, Any]]], calls: list[Call]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class AttemptLog:
+    """What the stack's log says befell each attempt: `(run id, attempt)` -> when an injected crash
+    interrupted it (`fault_injected`, kind crash), or the error the worker recorded for it before
+    scheduling a retry (`run_retrying`)."""
+
+    crashed: dict[tuple[str, int], float] = field(default_factory=dict)
+    retried: dict[tuple[str, int], str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Double:
+    """A successful execution the system did not absorb: `two_runs` (the fire's second run id),
+    `unexplained` (a same-key success no injected fault or recorded failure explains),
+    `after_success` (a success after the run had recorded its own)."""
+
+    kind: str
+    run_id: str
+    call: Call
+
+
+@dataclass(frozen=True)
+class Redelivery:
+    """A same-key success after an earlier success of the same run whose attempt went unrecorded
+    for a known reason: `crash` (injected after the call) or `retry:<type>@<step>` (the worker
+    recorded the attempt failed, e.g. a later step failed or the response timed out)."""
+
+    cause: str
+    run_id: str
+    call: Call
+
+
+def _int(x: Any) -> int:
+    try:
+        return int(x)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _schedule_fire(key: str, task_id: str, plan: Plan) -> tuple[str, str, float] | None:
+    """The scheduled fire a run id names (`<fire epoch>-s<hash>`), for calls whose run has no record."""
+    head, sep, rest = key.partition("-")
+    if not (sep and head.isdigit() and rest.startswith("s")):
+        return None
+    if task_id in plan.crons:
+        return ("cron", task_id, float(head))
+    if task_id in plan.onces:
+        return ("once", task_id, float(head))
+    return None
+
+
+def account(
+    plan: Plan, runs: dict[str, list[dict[str, Any]]], calls: list[Call], log: AttemptLog | None = None
+) -> dict[str, Any]:
     """Every figure, and the details behind each non-zero failure figure."""
+    log = log or AttemptLog()
     records = [r for rs in runs.values() for r in rs]
     by_id: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
@@ -426,14 +481,15 @@ def account(plan: Plan, runs: dict[str, list[dict[str, Any]]], calls: list[Call]
     for c in calls:
         calls_by_key[c.key].append(c)
 
-    # Expected fires -> the records that answer them.
-    expected: list[tuple[str, str, float | str]] = []  # (kind, task id, instant | event id)
+    # Expected fires -> the records that answer them. A chain's fire is its emitter's run (the
+    # event carries the emitter's run id), so two events of one emit are one fire answered twice.
+    expected: list[tuple[str, str, float | str]] = []  # (kind, task id, instant | emitter run id)
     for tid, cron in plan.crons.items():
         expected += [("cron", tid, float(m)) for m in cron["expected"]]
     for tid, o in plan.onces.items():
         expected.append(("once", tid, float(o["at"])))
-    # Events the chain emitted, as their emitters' final records say (a retried attempt re-emits
-    # the same id; a non-final emitter is counted stuck instead).
+    # What the chain emitted, as its emitters' final records say (a non-final emitter is counted
+    # stuck instead).
     for tid, ch in plan.chain.items():
         if ch["role"] == "tail":
             continue
@@ -447,13 +503,13 @@ def account(plan: Plan, runs: dict[str, list[dict[str, Any]]], calls: list[Call]
                 continue
             for s in r.get("steps") or []:
                 if s["id"] == "emit" and s["status"] == "succeeded" and isinstance(s.get("output"), dict):
-                    expected.append(("event", child, str(s["output"].get("event_id"))))
+                    expected.append(("event", child, str(r["id"])))
 
     matched: dict[tuple[str, str, float | str], list[dict[str, Any]]] = {}
     claimed: set[int] = set()
     for kind, tid, what in expected:
         if kind == "event":
-            found = [r for r in runs.get(tid, []) if (r.get("event") or {}).get("id") == what]
+            found = [r for r in runs.get(tid, []) if ((r.get("event") or {}).get("data") or {}).get("from") == what]
         else:
             found = [r for r in runs.get(tid, []) if r["trigger"] == "schedule" and epoch(r["scheduled_for"]) == what]
         matched[(kind, tid, what)] = found
@@ -466,17 +522,64 @@ def account(plan: Plan, runs: dict[str, list[dict[str, Any]]], calls: list[Call]
     statuses = Counter(r["status"] for r in records)
     # Executions at the target, per run (the Idempotency-Key is the run id).
     executions = Counter(len(calls_by_key.get(r["id"], [])) for r in records)
-    successes = {r["id"]: sum(c.delivered for c in calls_by_key.get(r["id"], [])) for r in records}
-    doubles = [rid for rid, n in successes.items() if n >= 2]
     unknown_keys = sorted(k for k in calls_by_key if k not in by_id)
 
-    lags = []
+    doubles: list[Double] = []
+    redeliveries: list[Redelivery] = []
+    # 1. One fire, successful executions under two or more run ids: no Idempotency-Key absorbs that.
+    keys_of_fire = {fire: {r["id"] for r in found} for fire, found in matched.items()}
+    for key in unknown_keys:
+        fire = _schedule_fire(key, calls_by_key[key][0].task_id, plan)
+        if fire in keys_of_fire:
+            keys_of_fire[fire].add(key)
+    for fire_keys in keys_of_fire.values():
+        delivered = []
+        for k in fire_keys:
+            ok = [c for c in calls_by_key.get(k, []) if c.delivered]
+            if ok:
+                delivered.append(min(ok, key=lambda c: c.arrived))
+        delivered.sort(key=lambda c: c.arrived)
+        doubles += [Double("two_runs", c.key, c) for c in delivered[1:]]
+    # 2. One run, successful executions after its first: each explained by what befell the attempt
+    # of the success before it (an injected crash after that call, a retry the worker recorded),
+    # or a double. Any success after the run recorded its own success is a double.
+    for key, group in calls_by_key.items():
+        record = by_id[key][0] if by_id.get(key) else None
+        succeeded_at: tuple[int, float] | None = None
+        if record is not None and record["status"] == "succeeded" and record.get("finished_at"):
+            succeeded_at = (_int(record.get("attempt")), epoch(record["finished_at"]) + 1.0)  # whole seconds
+        ok = sorted((c for c in group if c.delivered), key=lambda c: (_int(c.attempt), c.arrived))
+        for i, c in enumerate(ok):
+            if succeeded_at is not None and (_int(c.attempt) > succeeded_at[0] or c.arrived >= succeeded_at[1]):
+                doubles.append(Double("after_success", key, c))
+                continue
+            if i == 0:
+                continue
+            prev = ok[i - 1]
+            attempt = (key, _int(prev.attempt))
+            crash = log.crashed.get(attempt)
+            if _int(c.attempt) <= _int(prev.attempt):
+                doubles.append(Double("unexplained", key, c))  # two successes in one attempt
+            elif crash is not None and crash >= prev.arrived - 0.005:
+                redeliveries.append(Redelivery("crash", key, c))
+            elif attempt in log.retried:
+                redeliveries.append(Redelivery("retry:" + log.retried[attempt], key, c))
+            else:
+                doubles.append(Double("unexplained", key, c))
+
+    # Start lag of scheduled fires: all, and those none of whose runs had a crash injected.
+    crashed_runs = {rid for rid, _ in log.crashed}
+    lags: list[float] = []
+    lags_unfaulted: list[float] = []
     for (kind, _, what), found in matched.items():
         if kind == "event" or not found:
             continue
         arrivals = [c.arrived for r in found for c in calls_by_key.get(r["id"], [])]
         if arrivals:
-            lags.append(min(arrivals) - float(what))
+            lag = min(arrivals) - float(what)
+            lags.append(lag)
+            if not any(r["id"] in crashed_runs for r in found):
+                lags_unfaulted.append(lag)
 
     # Concurrency key (limit 1): two runs' successful calls overlapping at the target.
     overlaps = 0
@@ -498,14 +601,30 @@ def account(plan: Plan, runs: dict[str, list[dict[str, Any]]], calls: list[Call]
         "unexpected": unexpected,
         "stuck": stuck,
         "doubles": doubles,
+        "redeliveries": redeliveries,
         "records": records,
         "statuses": statuses,
         "executions": executions,
         "unknown_keys": unknown_keys,
         "lags": lags,
+        "lags_unfaulted": lags_unfaulted,
         "overlaps": overlaps,
         "calls_by_key": calls_by_key,
     }
+
+
+def attempts_from_log(stack_events: Any) -> AttemptLog:
+    """The crashes and recorded retries in the stack's log (`Stack.events`)."""
+    crashed = {
+        (str(e.get("run_id")), _int(e.get("attempt"))): log_time(e)
+        for e in stack_events("fault_injected")
+        if e.get("kind") == "crash"
+    }
+    retried = {}
+    for e in stack_events("run_retrying"):
+        err = e.get("error") or {}
+        retried[(str(e.get("run_id")), _int(e.get("attempt")))] = f"{err.get('type')}@{err.get('step')}"
+    return AttemptLog(crashed, retried)
 
 
 def log_time(ev: dict[str, Any]) -> float:
@@ -599,6 +718,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     reported = stack.events("faults_injected")
     counts: dict[str, int] = dict(reported[-1].get("counts") or {}) if reported else {}
     calls = list(target.calls)
+    # The last count, with every call the target saw and what the stack's log says of each attempt.
+    acc = account(plan, runs, calls, attempts_from_log(stack.events))
 
     # A setup that did not work is an error, never a row of zeros.
     if not acc["expected"]:
@@ -621,7 +742,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if shares.get(kind, 0) * seen >= 10 and not injected:
             raise SetupBroken(f"{kind} faults were asked for and none of {seen} calls got one")
 
-    lags = acc["lags"]
+    lags, unfaulted = acc["lags"], acc["lags_unfaulted"]
     figures: dict[str, Any] = {
         "soak_minutes": args.minutes,
         "soak_agents": args.agents,
@@ -637,6 +758,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "soak_executions_per_fire": {str(k): v for k, v in sorted(acc["executions"].items())},
         "soak_lost": len(acc["lost"]),
         "soak_double_executions": len(acc["doubles"]),
+        "soak_double_executions_by_kind": dict(sorted(Counter(d.kind for d in acc["doubles"]).items())),
+        "soak_redeliveries": len(acc["redeliveries"]),
+        "soak_redeliveries_by_cause": dict(sorted(Counter(d.cause for d in acc["redeliveries"]).items())),
         "soak_duplicate_run_records": len(acc["duplicate_records"]),
         "soak_unexpected_runs": len(acc["unexpected"]),
         "soak_target_calls_without_run_record": sum(len(acc["calls_by_key"][k]) for k in acc["unknown_keys"]),
@@ -646,6 +770,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "soak_lag_p50_s": round(percentile(lags, 0.5) or 0.0, 2) if lags else None,
         "soak_lag_p99_s": round(percentile(lags, 0.99) or 0.0, 2) if lags else None,
         "soak_lag_max_s": round(max(lags), 2) if lags else None,
+        "soak_lag_fires": len(lags),
+        "soak_lag_fires_unfaulted": len(unfaulted),
+        "soak_lag_p50_unfaulted_s": round(percentile(unfaulted, 0.5) or 0.0, 2) if unfaulted else None,
+        "soak_lag_p99_unfaulted_s": round(percentile(unfaulted, 0.99) or 0.0, 2) if unfaulted else None,
+        "soak_lag_max_unfaulted_s": round(max(unfaulted), 2) if unfaulted else None,
         "soak_faults_injected": counts,
         "soak_rss_start_mb": round(rss_start / 1024, 1) if rss_start else None,
         "soak_rss_end_mb": round(rss_end / 1024, 1) if rss_end else None,
@@ -659,8 +788,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for kind, tid, what in acc["lost"][:30]:
         print(f"LOST {kind} fire of task {tid}: {iso(what) if isinstance(what, float) else 'event ' + what}")
     index = {r["id"]: r for r in acc["records"]}
-    for rid in acc["doubles"][:30]:
-        print("DOUBLE " + describe_run(index[rid], by_run.get(rid, []), crashes, lost_responses))
+    for d in acc["doubles"][:30]:
+        c = d.call
+        print(
+            f"DOUBLE ({d.kind}) call #{c.attempt} at {c.arrived:.3f} of "
+            + (
+                describe_run(index[d.run_id], by_run.get(d.run_id, []), crashes, lost_responses)
+                if d.run_id in index
+                else f"run {d.run_id} (no record) task {c.task_id}"
+            )
+        )
+    for rd in acc["redeliveries"][:30]:
+        print(f"REDELIVERY ({rd.cause}) call #{rd.call.attempt} of run {rd.run_id} task {rd.call.task_id}")
     for r in acc["stuck"][:30]:
         print("STUCK " + describe_run(r, by_run.get(r["id"], []), crashes, lost_responses))
     for r in acc["unexpected"][:10]:
@@ -668,6 +807,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for key in acc["unknown_keys"][:10]:
         print(
             f"NO RECORD for target calls with Idempotency-Key {key}: {[(c.task_id, c.attempt, c.outcome) for c in by_run[key]]}"
+        )
+    if args.dump:
+        Path(args.dump).write_text(
+            json.dumps(
+                {
+                    "plan": {k: getattr(plan, k) for k in ("crons", "onces", "chain", "keyed")},
+                    "runs": runs,
+                    "calls": [c.__dict__ for c in calls],
+                },
+                default=str,
+            )
         )
     figures["_accounting"] = acc  # for the quick test; not written
     return figures
@@ -687,6 +837,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--stall-share", type=float, default=0.05, help="share of target calls stalled past the timeout")
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--log", help="write the stack's log lines here")
+    ap.add_argument("--dump", help="write the plan, run records and target calls here (JSON), to re-count offline")
     ap.add_argument("--no-write", action="store_true", help="print only; leave bench/results.json alone")
     ap.add_argument(
         "--quick",

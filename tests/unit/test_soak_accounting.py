@@ -14,7 +14,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from bench.soak import Call, Plan, account
+from bench.soak import AttemptLog, Call, Plan, account
 from chalicelib.execution.pipeline import RunContext, run_pipeline
 from local.faults import EXEMPT_AGENT, Faults, WorkerCrash, _Injector
 
@@ -39,8 +39,24 @@ def _iso(t: float) -> str:
     return iso(t)
 
 
-def _call(key: str, arrived: float, outcome: str = "ok", delivered: bool = True, task: str = "") -> Call:
-    return Call(key, task, "1", arrived, outcome, arrived + 0.1, delivered)
+def _call(
+    key: str, arrived: float, outcome: str = "ok", delivered: bool = True, task: str = "", attempt: int = 1
+) -> Call:
+    return Call(key, task, str(attempt), arrived, outcome, arrived + 0.1, delivered)
+
+
+def _cron_plan() -> Plan:
+    plan = Plan()
+    plan.crons["cron"] = {"agent": "a", "expected": [T0]}
+    return plan
+
+
+def _doubles(acc: dict[str, Any]) -> list[tuple[str, str, str]]:
+    return [(d.kind, d.run_id, d.call.attempt) for d in acc["doubles"]]
+
+
+def _redeliveries(acc: dict[str, Any]) -> list[tuple[str, str, str]]:
+    return [(r.cause, r.run_id, r.call.attempt) for r in acc["redeliveries"]]
 
 
 def test_each_failure_figure_counts_what_it_names() -> None:
@@ -65,7 +81,7 @@ def test_each_failure_figure_counts_what_it_names() -> None:
     ]
     acc = account(plan, runs, calls)
     assert [(k, t, w) for k, t, w in acc["lost"]] == [("cron", "cron", T0 + 120)]
-    assert acc["doubles"] == ["r3"]
+    assert _doubles(acc) == [("unexplained", "r3", "1")]  # a second success, nothing explains it
     assert [r["id"] for r in acc["stuck"]] == ["r2"]
     assert [r["id"] for r in acc["unexpected"]] == ["r9"]
     assert acc["unknown_keys"] == ["r7"]
@@ -87,15 +103,103 @@ def test_chain_events_are_expected_from_final_emitter_records_only() -> None:
             ),
         ],
         "mid": [
-            _run("m1", "mid", trigger="event", event={"id": "ev1"}),
-            _run("m2", "mid", trigger="event", event={"id": "ev1"}),
+            _run("m1", "mid", trigger="event", event={"id": "ev1", "data": {"from": "h1"}}),
+            # A second event from the same emit: a second run for one fire.
+            _run("m2", "mid", trigger="event", event={"id": "ev9", "data": {"from": "h1"}}),
         ],
         "tail": [],
     }
-    acc = account(plan, runs, [])
-    assert [w for k, _, w in acc["expected"] if k == "event"] == ["ev1"]
-    assert acc["duplicate_records"] == [("event", "mid", "ev1")] and not acc["lost"]
+    calls = [_call("m1", T0 + 1, task="mid"), _call("m2", T0 + 2, task="mid")]
+    acc = account(plan, runs, calls)
+    # The fire of a listener is its emitter's run (final records only: h2 is still retrying).
+    assert [w for k, _, w in acc["expected"] if k == "event"] == ["h1"]
+    assert acc["duplicate_records"] == [("event", "mid", "h1")] and not acc["lost"]
     assert [r["id"] for r in acc["stuck"]] == ["h2"]
+    assert _doubles(acc) == [("two_runs", "m2", "1")]
+
+
+def test_one_fire_executed_under_two_run_ids_is_a_double_even_with_a_crash_logged() -> None:
+    plan = _cron_plan()
+    runs = {"cron": [_run("r1", "cron", scheduled_for=_iso(T0)), _run("r2", "cron", scheduled_for=_iso(T0))]}
+    calls = [_call("r1", T0 + 1), _call("r2", T0 + 2), _call("r2", T0 + 3, "error", delivered=False)]
+    # A crash of r1 explains a redelivery of r1, never a second run for the same fire.
+    log = AttemptLog(crashed={("r1", 1): T0 + 1.5})
+    acc = account(plan, runs, calls, log)
+    assert _doubles(acc) == [("two_runs", "r2", "1")] and not acc["redeliveries"]
+    assert acc["duplicate_records"] == [("cron", "cron", T0)]
+
+
+def test_a_success_under_a_run_id_with_no_record_counts_against_its_fire() -> None:
+    plan = _cron_plan()
+    runs = {"cron": [_run("1800000000-sabc", "cron", scheduled_for=_iso(T0))]}
+    calls = [_call("1800000000-sabc", T0 + 1, task="cron"), _call("1800000000-sother", T0 + 2, task="cron")]
+    acc = account(plan, runs, calls)
+    assert _doubles(acc) == [("two_runs", "1800000000-sother", "1")]
+    assert acc["unknown_keys"] == ["1800000000-sother"]
+
+
+def test_a_same_key_success_after_an_injected_crash_is_a_redelivery_not_a_double() -> None:
+    plan = _cron_plan()
+    runs = {"cron": [_run("r1", "cron", scheduled_for=_iso(T0), attempt=2, finished_at=_iso(T0 + 301))]}
+    calls = [_call("r1", T0 + 1), _call("r1", T0 + 300, attempt=2)]
+    crashed = AttemptLog(crashed={("r1", 1): T0 + 1.2})  # attempt 1 crashed after its call
+    acc = account(plan, runs, calls, crashed)
+    assert _redeliveries(acc) == [("crash", "r1", "2")] and not acc["doubles"]
+    # The same calls with no crash logged, with a crash of another attempt or run, or with a
+    # crash logged before the call it would explain: a double each time.
+    for log in (
+        AttemptLog(),
+        AttemptLog(crashed={("r1", 2): T0 + 300.5}),
+        AttemptLog(crashed={("r9", 1): T0 + 1.2}),
+        AttemptLog(crashed={("r1", 1): T0 + 0.5}),
+    ):
+        acc = account(plan, runs, calls, log)
+        assert _doubles(acc) == [("unexplained", "r1", "2")] and not acc["redeliveries"], log
+
+
+def test_a_same_key_success_after_a_recorded_failed_attempt_is_a_redelivery() -> None:
+    plan = _cron_plan()
+    runs = {"cron": [_run("r1", "cron", scheduled_for=_iso(T0), attempt=2, finished_at=_iso(T0 + 12))]}
+    calls = [_call("r1", T0 + 1), _call("r1", T0 + 11, attempt=2)]
+    acc = account(plan, runs, calls, AttemptLog(retried={("r1", 1): "step_failed@emit"}))
+    assert _redeliveries(acc) == [("retry:step_failed@emit", "r1", "2")] and not acc["doubles"]
+
+
+def test_two_successes_in_one_attempt_are_a_double_whatever_befell_it() -> None:
+    plan = _cron_plan()
+    runs = {"cron": [_run("r1", "cron", scheduled_for=_iso(T0), attempt=1, finished_at=_iso(T0 + 5))]}
+    calls = [_call("r1", T0 + 1), _call("r1", T0 + 2)]
+    acc = account(plan, runs, calls, AttemptLog(crashed={("r1", 1): T0 + 3}, retried={("r1", 1): "x@call"}))
+    assert _doubles(acc) == [("unexplained", "r1", "1")] and not acc["redeliveries"]
+
+
+def test_a_success_after_the_run_recorded_its_own_is_a_double_even_after_a_crash() -> None:
+    plan = _cron_plan()
+    runs = {"cron": [_run("r1", "cron", scheduled_for=_iso(T0), attempt=2, finished_at=_iso(T0 + 301))]}
+    crashed = AttemptLog(crashed={("r1", 1): T0 + 1.2, ("r1", 2): T0 + 301.5})
+    # Attempt 3 after the record says attempt 2 succeeded; then a late call of attempt 2 itself.
+    calls = [_call("r1", T0 + 1), _call("r1", T0 + 300, attempt=2), _call("r1", T0 + 600, attempt=3)]
+    acc = account(plan, runs, calls, crashed)
+    assert _redeliveries(acc) == [("crash", "r1", "2")]
+    assert _doubles(acc) == [("after_success", "r1", "3")]
+    late = [_call("r1", T0 + 1), _call("r1", T0 + 300, attempt=2), _call("r1", T0 + 302.5, attempt=2)]
+    assert _doubles(account(plan, runs, late, crashed)) == [("after_success", "r1", "2")]
+
+
+def test_lag_without_faults_leaves_out_the_fires_whose_runs_crashed() -> None:
+    plan = Plan()
+    plan.crons["cron"] = {"agent": "a", "expected": [T0, T0 + 60]}
+    runs = {
+        "cron": [
+            _run("r1", "cron", scheduled_for=_iso(T0)),
+            _run("r2", "cron", scheduled_for=_iso(T0 + 60), attempt=2),
+        ]
+    }
+    calls = [_call("r1", T0 + 0.5), _call("r2", T0 + 60 + 300, attempt=2)]
+    acc = account(plan, runs, calls, AttemptLog(crashed={("r2", 1): T0 + 60.2}))  # crashed before its call
+    assert sorted(round(x, 1) for x in acc["lags"]) == [0.5, 300.0]
+    assert [round(x, 1) for x in acc["lags_unfaulted"]] == [0.5]
+    assert not acc["doubles"] and not acc["redeliveries"]
 
 
 def test_overlapping_successes_under_one_concurrency_key_are_counted() -> None:
