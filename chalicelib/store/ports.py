@@ -271,7 +271,8 @@ class ShardLeases(Protocol):
     """Which tick works a due shard, and how far it has worked (its watermark)."""
 
     def acquire_shard(self, shard: str, holder: str, now: int, seconds: int) -> Acquired | HeldElsewhere:
-        """Take the shard's lease for `seconds` if nobody holds it or its lease ran out."""
+        """Take the shard's lease for `seconds` if nobody holds it, its lease ran out, or `holder`
+        holds it already (its own write, resent by the SDK after its answer was lost)."""
         ...
 
     def release_shard(self, shard: str, holder: str) -> None:

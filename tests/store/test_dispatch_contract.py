@@ -132,6 +132,18 @@ def test_a_shard_lease_is_held_until_it_runs_out_or_is_released(a: Adapter) -> N
     assert isinstance(leases.acquire_shard("1", "tick-c", T0 + 57, 55), Acquired)
 
 
+def test_a_lease_whose_answer_was_lost_is_still_its_holders(a: Adapter) -> None:
+    # The lease's write landed, its answer was lost, and the SDK sent it again: the resend meets
+    # the lease it wrote itself. Taken for another tick's, the shard would sit out its whole
+    # lease unworked (the soak saw fires dispatched up to 55 s late).
+    leases = a.stores.shards
+    assert leases.acquire_shard("1", "tick-a", T0, 55) == Acquired(T0 + 55)
+    assert leases.acquire_shard("1", "tick-a", T0, 55) == Acquired(T0 + 55)
+    assert isinstance(leases.acquire_shard("1", "tick-b", T0, 55), HeldElsewhere)  # still no one else's
+    leases.release_shard("1", "tick-a")
+    assert leases.acquire_shard("1", "tick-b", T0 + 1, 55) == Acquired(T0 + 56)
+
+
 def test_racing_ticks_take_a_shard_once(a: Adapter) -> None:
     got = race(8, lambda i: a.stores.shards.acquire_shard("1", f"tick-{i}", T0, 55))
     assert sum(isinstance(g, Acquired) for g in got) == 1

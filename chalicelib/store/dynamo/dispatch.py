@@ -65,7 +65,9 @@ class DynamoShardLeases:
         until = now + seconds
         lease = KeyModel(_shard_key(shard), holder=holder, until=until, expires_at=from_epoch(now) + LEASE_TTL)
         try:
-            lease.save(condition=KeyModel.key.does_not_exist() | (KeyModel.until < now))
+            # Its own holder included: a write that landed and whose answer was lost is resent by
+            # the SDK and must find the lease ours, not another tick's (the shard would sit idle).
+            lease.save(condition=KeyModel.key.does_not_exist() | (KeyModel.until < now) | (KeyModel.holder == holder))
         except PutError as e:
             if _conflict(e):
                 return HeldElsewhere()

@@ -70,7 +70,7 @@ class MemoryShardLeases:
     def acquire_shard(self, shard: str, holder: str, now: int, seconds: int) -> Acquired | HeldElsewhere:
         with self._lock:
             held = self.leases.get(shard)
-            if held is not None and not held.until < now:
+            if held is not None and held.holder != holder and not held.until < now:
                 return HeldElsewhere(held.until)
             self.leases[shard] = _Lease(holder, now + seconds)
             return Acquired(now + seconds)
