@@ -9,7 +9,8 @@ are spent takes the lease without a new attempt (`AttemptsSpent`), and the worke
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -135,6 +136,27 @@ def claim(
             return claimed(again, seen)
         return LostRace()
     return claimed(taken, seen)
+
+
+def recorded(stored: Run | None, written: Run) -> bool:
+    """Whether the store already holds `written`, an attempt's outcome saved under its claim: a
+    fenced save that landed and whose answer was lost (the SDK resent it, the resend failed its
+    fence) is done, not superseded. Taken for superseded, a `retrying` save would drop the run's
+    message and leave it `retrying` with nothing to bring it back."""
+    return (
+        stored is not None
+        and written.claim is not None
+        and stored.claim == written.claim
+        and stored.status is written.status
+        and stored.attempt == written.attempt
+        and stored.lease_until == written.lease_until
+        and _as_stored(stored.doc) == _as_stored(written.doc)
+    )
+
+
+def _as_stored(doc: Mapping[str, Any]) -> Any:
+    """A run document as storage gives it back (JSON: tuples come back as lists)."""
+    return json.loads(json.dumps(doc, default=str))
 
 
 def spent(run: Run) -> bool:

@@ -102,7 +102,9 @@ class RunStore(Protocol):
     def save_attempt(self, claimed: Run, retrying: Run) -> bool:
         """Record a failed attempt with retries left (`retrying`, lease released), fenced: only
         if the stored run is still `claimed` (running, at that attempt, under that lease).
-        False: a newer attempt took the run over (this worker overran its lease)."""
+        False: a newer attempt took the run over (this worker overran its lease). True as well
+        when the store already holds exactly this outcome under this claim: a save that landed
+        and whose answer was lost, resent by the SDK (`attempts.recorded`)."""
         ...
 
     def finish(self, claimed: Run, final: Run) -> bool:

@@ -202,7 +202,38 @@ def test_finish_and_save_attempt_are_fenced_against_a_newer_attempt(s: Stores) -
     stored = s.runs.get(TASK, first.run_id)
     assert stored is not None and (stored.status, stored.attempt, stored.lease_until) == (RunStatus.SUCCEEDED, 2, None)
     assert stored.doc["finished_at"] == "2027-03-01T12:01:01Z" and stored.expires_at == first.expires_at
-    assert s.runs.finish(second, final) is False  # final once: the record is no longer running
+    # Final once: another outcome of the same attempt is refused (the record is no longer running)
+    assert s.runs.finish(second, attempts.ended(second, RunStatus.FAILED, later + timedelta(seconds=1))) is False
+    assert s.runs.get(TASK, first.run_id) == stored
+
+
+def test_an_outcome_whose_answer_was_lost_is_recorded_not_superseded(s: Stores) -> None:
+    # The save landed, its answer was lost, the SDK resent it and the resend failed its fence:
+    # the outcome is recorded. Taken for superseded, a `retrying` save drops the run's message
+    # and leaves the run `retrying` with nothing to bring it back.
+    run = _claimed(s)
+    retrying = run.evolve(
+        status=RunStatus.RETRYING,
+        lease_until=None,
+        doc={**run.doc, "status": "retrying", "next_attempt_at": "2027-03-01T12:00:10Z"},
+    )
+    assert s.runs.save_attempt(run, retrying) is True
+    assert s.runs.save_attempt(run, retrying) is True  # the resend
+    out = s.runs.claim_run(retrying, seen=retrying, lease_until=T + 90, now=NOW, claim=secrets.token_hex(4))
+    assert isinstance(out, attempts.Claimed)
+    second = out.run
+    final = attempts.ended(second, RunStatus.SUCCEEDED, NOW)
+    assert s.runs.finish(second, final) is True
+    assert s.runs.finish(second, final) is True  # the resend
+    # The older attempt's outcomes, resent or not, were never what the store holds.
+    assert s.runs.save_attempt(run, retrying) is False
+    assert s.runs.finish(run, attempts.ended(run, RunStatus.SUCCEEDED, NOW)) is False
+    stored = s.runs.get(TASK, run.run_id)
+    assert stored is not None and (stored.status, stored.attempt, stored.claim) == (
+        RunStatus.SUCCEEDED,
+        2,
+        second.claim,
+    )
 
 
 def test_save_attempt_records_a_retry_and_releases_the_lease(s: Stores) -> None:

@@ -107,10 +107,12 @@ class DynamoRuns:
         )
 
     def save_attempt(self, claimed: Run, retrying: Run) -> bool:
-        return self._update(retrying, _held(claimed))
+        return self._update(retrying, _held(claimed)) or attempts.recorded(
+            self.get(retrying.task_id, retrying.run_id), retrying
+        )
 
     def finish(self, claimed: Run, final: Run) -> bool:
-        return self._update(final, _held(claimed))
+        return self._update(final, _held(claimed)) or attempts.recorded(self.get(final.task_id, final.run_id), final)
 
     def settle(self, seen: Run, final: Run) -> bool:
         return self._update(final, _as_seen(seen))

@@ -58,10 +58,14 @@ class MemoryRuns:
         )
 
     def save_attempt(self, claimed: Run, retrying: Run) -> bool:
-        return self._replace(retrying, lambda stored: _held(stored, claimed))
+        return self._replace(retrying, lambda stored: _held(stored, claimed)) or attempts.recorded(
+            self.get(retrying.task_id, retrying.run_id), retrying
+        )
 
     def finish(self, claimed: Run, final: Run) -> bool:
-        return self._replace(final, lambda stored: _held(stored, claimed))
+        return self._replace(final, lambda stored: _held(stored, claimed)) or attempts.recorded(
+            self.get(final.task_id, final.run_id), final
+        )
 
     def settle(self, seen: Run, final: Run) -> bool:
         return self._replace(final, lambda stored: _as_seen(stored, seen))
