@@ -425,6 +425,9 @@ class AttemptLog:
 
     crashed: dict[tuple[str, int], float] = field(default_factory=dict)
     retried: dict[tuple[str, int], str] = field(default_factory=dict)
+    # Runs whose message was in a batch a crash failed whole (`crash_batch`): those not claimed
+    # yet come back after the visibility timeout.
+    in_crashed_batch: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -567,8 +570,9 @@ def account(
             else:
                 doubles.append(Double("unexplained", key, c))
 
-    # Start lag of scheduled fires: all, and those none of whose runs had a crash injected.
-    crashed_runs = {rid for rid, _ in log.crashed}
+    # Start lag of scheduled fires: all, and those none of whose runs a crash touched (its own
+    # attempt's, or one failing the invocation its message was in).
+    crashed_runs = {rid for rid, _ in log.crashed} | log.in_crashed_batch
     lags: list[float] = []
     lags_unfaulted: list[float] = []
     for (kind, _, what), found in matched.items():
@@ -624,7 +628,10 @@ def attempts_from_log(stack_events: Any) -> AttemptLog:
     for e in stack_events("run_retrying"):
         err = e.get("error") or {}
         retried[(str(e.get("run_id")), _int(e.get("attempt")))] = f"{err.get('type')}@{err.get('step')}"
-    return AttemptLog(crashed, retried)
+    batches = frozenset(
+        str(r) for e in stack_events("fault_injected") if e.get("kind") == "crash_batch" for r in e.get("run_ids") or []
+    )
+    return AttemptLog(crashed, retried, batches)
 
 
 def log_time(ev: dict[str, Any]) -> float:

@@ -21,8 +21,9 @@ Switched on only by `TASKAPI_FAULTS`, read by `python -m local` and nowhere else
 
 Faults are armed only once the stack is ready (starting it is never faulted), and never touch the
 SQS pollers' own client, which stands for Lambda's event source mapping (AWS's side, not ours).
-Each crash is logged (`fault_injected`, with the run id and attempt) and the counts of every kind
-are logged when the stack stops (`faults_injected`).
+Each crash is logged (`fault_injected`, with the run id and attempt, then `crash_batch` with the
+run ids of the invocation's batch, which fails whole) and the counts of every kind are logged
+when the stack stops (`faults_injected`).
 """
 
 from __future__ import annotations
@@ -253,9 +254,25 @@ def crash_fails_invocation(handler: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return handler(event, context)
         except WorkerCrash as e:
+            # The whole batch fails: runs of it not yet claimed come back only after the queue's
+            # visibility timeout, so a soak must not count their delay as the system's own.
+            logger.warning("fault_injected", extra={"kind": "crash_batch", "run_ids": _run_ids(event)})
             raise RuntimeError(f"invocation crashed: {e}") from None
 
     return invoke
+
+
+def _run_ids(event: Any) -> list[str]:
+    """The run ids of an SQS event's run messages (ids only: no payload, no header value)."""
+    out = []
+    for record in (event or {}).get("Records") or []:
+        try:
+            body = json.loads(record.get("body") or "{}")
+        except (TypeError, ValueError):
+            continue
+        if isinstance(body, dict) and isinstance(body.get("run_id"), str):
+            out.append(body["run_id"])
+    return out
 
 
 def arm() -> None:

@@ -14,7 +14,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from bench.soak import AttemptLog, Call, Plan, account
+from bench.soak import AttemptLog, Call, Plan, account, attempts_from_log
 from chalicelib.execution.pipeline import RunContext, run_pipeline
 from local.faults import EXEMPT_AGENT, Faults, WorkerCrash, _Injector
 
@@ -200,6 +200,28 @@ def test_lag_without_faults_leaves_out_the_fires_whose_runs_crashed() -> None:
     assert sorted(round(x, 1) for x in acc["lags"]) == [0.5, 300.0]
     assert [round(x, 1) for x in acc["lags_unfaulted"]] == [0.5]
     assert not acc["doubles"] and not acc["redeliveries"]
+    # A run not claimed when another run's crash failed their batch whole waits out the
+    # visibility timeout too: a crash touched it.
+    calls = [_call("r1", T0 + 0.5), _call("r2", T0 + 60 + 300)]
+    acc = account(plan, runs, calls, AttemptLog(in_crashed_batch=frozenset({"r2", "r7"})))
+    assert [round(x, 1) for x in acc["lags_unfaulted"]] == [0.5]
+    assert [round(x, 1) for x in account(plan, runs, calls)["lags_unfaulted"]] == [0.5, 300.0]
+
+
+def test_the_stack_log_names_the_attempts_faults_befell() -> None:
+    at = "2027-01-15 08:00:01,250+0000"
+    lines = {
+        "fault_injected": [
+            {"kind": "crash", "run_id": "r1", "attempt": 2, "at": "after_steps", "timestamp": at},
+            {"kind": "crash_batch", "run_ids": ["r1", "r2"], "timestamp": at},
+            {"kind": "ddb_lost_response", "operation": "PutItem", "timestamp": at},
+        ],
+        "run_retrying": [{"run_id": "r3", "attempt": 1, "error": {"type": "timeout", "step": "call"}}],
+    }
+    log = attempts_from_log(lambda message: lines.get(message, []))
+    assert log.crashed == {("r1", 2): 1_800_000_001.25}
+    assert log.retried == {("r3", 1): "timeout@call"}
+    assert log.in_crashed_batch == {"r1", "r2"}
 
 
 def test_overlapping_successes_under_one_concurrency_key_are_counted() -> None:
