@@ -44,6 +44,20 @@ from tests.stack import local_stack  # noqa: E402, F401
 CHECKER.secret("admin token", os.environ["TASKAPI_ADMIN_TOKEN"])
 
 
+_ENVIRON = os.environ
+
+
+@pytest.fixture(autouse=True)
+def environ_is_the_process_environment() -> Iterator[None]:
+    """A test that leaves `os.environ` replaced by a plain dict (chalice's test client does so per
+    request, unsafely under threads) would make every later `setenv` invisible to C code such as
+    OpenSSL: fail that test, and give the next one the real environment back."""
+    yield
+    if os.environ is not _ENVIRON:
+        os.environ = _ENVIRON  # noqa: B003 - restoring the real mapping, not clearing it
+        pytest.fail("os.environ was left replaced by another mapping")
+
+
 @pytest.fixture(scope="session")
 def aws() -> Iterator[None]:
     """In-process AWS (moto `mock_aws`) with the resources from infra/ (prefix `test-`), once per

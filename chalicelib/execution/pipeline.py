@@ -456,8 +456,7 @@ class _PinnedHTTPSConnection(_PinnedHTTPConnection):
 
 def _tls_context() -> ssl.SSLContext:
     # Keyed by the trust store the environment names (OpenSSL reads SSL_CERT_FILE/SSL_CERT_DIR
-    # when the context is made): a changed trust store is never served an older context, even
-    # one a concurrent first call cached late.
+    # when the context is made): a changed trust store is never served an older context.
     return _tls_context_for(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
 
 

@@ -3,6 +3,7 @@ created once per test process); every test starts from empty tables and queues."
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -80,13 +81,22 @@ class Api:
 
 
 @pytest.fixture()
-def api(env: None) -> Iterator[Api]:
+def api(env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Api]:
     from chalice.test import Client
 
     from app import app
 
-    # chalice's test client applies the stage's environment from .chalice/config.json
     with Client(app, stage_name="test") as client:
+        # The stage's environment (.chalice/config.json), applied once for the test. chalice's
+        # client would swap `os.environ` for a plain dict around each request, and two requests
+        # from threads (the race tests) can restore each other's dict: `os.environ` then stays a
+        # dict for the rest of the process, its changes never reach the C environment, and a later
+        # test's SSL_CERT_FILE was not seen by OpenSSL.
+        http = client.http
+        scoped = http._config.scope(http._config.chalice_stage, "api_handler")
+        for name, value in scoped.environment_variables.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setattr(http, "_patched_env_vars", lambda variables: contextlib.nullcontext())
         yield Api(client)
 
 
