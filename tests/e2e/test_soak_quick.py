@@ -47,3 +47,10 @@ def test_the_quick_soak_accounts_for_every_fire_run_and_call(tmp_path: Path) -> 
     assert injected["ddb_attempts"] > 0 and injected["sqs_attempts"] > 0
     assert calls <= injected["pipeline_attempts"]
     assert figures["soak_lag_p99_s"] is not None and figures["soak_rss_start_mb"] and figures["soak_rss_end_mb"]
+    # Each extra successful execution is classified once: a double (by kind) or a redelivery (by cause).
+    assert figures["soak_double_executions"] == sum(figures["soak_double_executions_by_kind"].values())
+    assert figures["soak_redeliveries"] == sum(figures["soak_redeliveries_by_cause"].values())
+    delivered = [c for c in acc["calls_by_key"].values() if any(x.delivered for x in c)]
+    extra = sum(sum(x.delivered for x in c) - 1 for c in delivered)
+    assert figures["soak_redeliveries"] + figures["soak_double_executions"] >= extra
+    assert 0 < figures["soak_lag_fires_unfaulted"] <= figures["soak_lag_fires"]
