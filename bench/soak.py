@@ -13,15 +13,20 @@ after the queue's visibility timeout, 300 s), at most `--drain-minutes`, then co
 - fires expected (cron minutes between the tasks' bounds, once instants, events emitted by the
   chain's final run records) and the run records found for them;
 - `soak_lost`: an expected fire with no run record;
-- `soak_double_executions`: a run (fire) whose target saw 2+ successful executions (answered 200);
+- `soak_double_executions`: successful executions at the target the system did not absorb: one
+  fire under two run ids, a same-key success that no crash injected after the earlier success
+  nor a failed attempt the worker recorded explains, a success after the run recorded its own;
+- `soak_redeliveries`: same-key successes those do explain (at least once: the target's
+  `Idempotency-Key` absorbs them);
 - `soak_stuck_runs`: runs not final (succeeded/failed/skipped) at the end;
 - `soak_lag_p99_s`: first arrival at the target minus the scheduled instant, scheduled fires;
+  `soak_lag_p99_unfaulted_s` the same for fires no crash touched;
 - the local stack process's RSS at the start and the end of the load.
 
 The figures are printed and merged into bench/results.json; the details of every lost, double or
 stuck run are printed. A setup that did not work (the stack did not start, no fire, no call at the
 target, faults asked for but not injected) exits non-zero: zeros are never reported as success.
-Usage: python bench/soak.py [--minutes 3.5] [--drain-minutes 5.5] [--agents 3] [--quick]
+Usage: python bench/soak.py [--minutes 3.5] [--drain-minutes 5.5] [--agents 3] [--quick] [--dump FILE]
 """
 
 from __future__ import annotations
