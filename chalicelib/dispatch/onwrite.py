@@ -4,17 +4,20 @@ fence after a schedule change (an instant both versions fire at runs once)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 
-from chalicelib.dispatch.plan import WRITE_MARGIN_SECONDS, build_schedule, fenced_fires, next_fire, plan
-from chalicelib.dispatch.settle import clear_start_of, execute
+from chalicelib.dispatch import budgets
+from chalicelib.dispatch.plan import WRITE_MARGIN_SECONDS, Plan, build_schedule, fenced_fires, next_fire, plan
+from chalicelib.dispatch.settle import clear_start_of, execute, record_skipped
 from chalicelib.domain import schedules
 from chalicelib.domain.errors import InvalidSchedule
-from chalicelib.domain.records import RunStatus, Task, TaskStatus
+from chalicelib.domain.records import RunStatus, SkipReason, Task, TaskStatus
 from chalicelib.domain.runs import scheduled_run_id
 from chalicelib.domain.timefmt import epoch, from_epoch
 from chalicelib.platform import wiring
 from chalicelib.platform.config import settings
+from chalicelib.platform.log import logger
 from chalicelib.store import runs, stores
 from chalicelib.store.ports import DueFire
 
@@ -34,12 +37,28 @@ def dispatch_if_soon(task: Task, now: datetime) -> int:
         p = plan(due, now, horizon)
     except (schedules.ScheduleError, InvalidSchedule):
         return 0  # the start stays in the index: the tick records why it cannot be computed
+    p = _within_budget(p, task.created_by, now)
     # If this call was slow, a tick may have worked past the entry written here before it
     # existed: then the start stays in the index, and the next tick dispatches it again.
     done = execute([p], now, clear_start=False)
     if not done.unsent and wiring.now_precise().timestamp() - now.timestamp() < WRITE_MARGIN_SECONDS / 2:
         clear_start_of(p)
     return done.sent
+
+
+def _within_budget(p: Plan, agent_id: str, now: datetime) -> Plan:
+    """One charge of the agent's run budget for the plan's fires: the earliest go, the rest are
+    recorded `skipped` / `budget_exceeded`."""
+    if not p.sends:
+        return p
+    agent = stores().agents.get(agent_id)
+    admitted = budgets.take(agent, len(p.sends), now)
+    if admitted < len(p.sends):
+        over = {s.message.run_id for s in sorted(p.sends, key=lambda s: s.message.scheduled_for)[admitted:]}
+        p = record_skipped(p, over, SkipReason.BUDGET_EXCEEDED, now)
+        logger.warning("runs_over_budget", extra={"agent_id": agent_id, "skipped": len(over), "at": "write"})
+    limits = budgets.limits_of(agent)
+    return replace(p, sends=tuple(replace(s, message=budgets.stamped(s.message, limits)) for s in p.sends))
 
 
 def fence_change(old: Task, new: Task, now: datetime) -> None:

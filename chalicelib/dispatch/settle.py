@@ -66,16 +66,19 @@ def record_missed(p: Plan, now: datetime, max_attempts: int = 1) -> None:
 def record_revoked(p: Plan, now: datetime) -> Plan:
     """A revoked agent's fires: recorded `skipped` / `agent_revoked` (each fire's own run id, so a
     repeated tick writes it once) instead of sent; the plan left settles the schedule as usual."""
+    return record_skipped(p, {s.message.run_id for s in p.sends}, SkipReason.AGENT_REVOKED, now)
+
+
+def record_skipped(p: Plan, run_ids: set[str], reason: SkipReason, now: datetime) -> Plan:
+    """The plan's fires among `run_ids` recorded `skipped` / `reason` instead of sent (like
+    `record_revoked`); the plan keeps the others."""
     for send in p.sends:
-        doc = new_doc(
-            send.message,
-            status=RunStatus.SKIPPED.value,
-            skip_reason=SkipReason.AGENT_REVOKED.value,
-            max_attempts=1,
-            now=now,
-        )
-        runs.put_new(send.message, doc, now)
-    return replace(p, sends=())
+        if send.message.run_id in run_ids:
+            doc = new_doc(
+                send.message, status=RunStatus.SKIPPED.value, skip_reason=reason.value, max_attempts=1, now=now
+            )
+            runs.put_new(send.message, doc, now)
+    return replace(p, sends=tuple(s for s in p.sends if s.message.run_id not in run_ids))
 
 
 def execute(plans: list[Plan], now: datetime, *, clear_start: bool = True) -> Executed:

@@ -19,17 +19,19 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from itertools import islice
 from typing import TypeVar
 
 from chalicelib.dispatch import deadletters, sweeper
+from chalicelib.dispatch.budgets import TickBudgets, stamped
 from chalicelib.dispatch.plan import Plan, current, entry_fire, plan
-from chalicelib.dispatch.settle import execute, record_revoked, schedule_failed
-from chalicelib.domain.records import AgentStatus
+from chalicelib.dispatch.settle import execute, record_revoked, record_skipped, schedule_failed
+from chalicelib.domain.records import Agent, AgentStatus, SkipReason
 from chalicelib.domain.timefmt import epoch
 from chalicelib.platform.config import settings
 from chalicelib.platform.log import logger
@@ -55,6 +57,7 @@ class TickReport:
     errors: list[str] = field(default_factory=list)
     dead_lettered: int = 0  # runs the dead-letter sweep failed (deadletters.py)
     swept: int = 0  # stuck runs the stuck-run sweep failed (sweeper.py)
+    over_budget: int = 0  # fires recorded skipped / budget_exceeded (among `skipped`)
 
     def add(self, part: TickReport) -> None:
         self.dispatched += part.dispatched
@@ -63,6 +66,7 @@ class TickReport:
         self.shards_busy += part.shards_busy
         self.tasks += part.tasks
         self.stale += part.stale
+        self.over_budget += part.over_budget
         self.errors += part.errors
 
 
@@ -77,16 +81,18 @@ class Budget:
         return self.clock() > self.stop_at
 
 
-class RevokedAgents:
-    """Whether a task's agent is revoked: each distinct agent read once per tick, the shards'
-    threads sharing the answer (the first to ask reads, the others wait for its answer). An
-    agent without a record is not revoked here (its tasks are the API's to clean up)."""
+class TickAgents:
+    """The tick's agents: each distinct agent read once per tick, the shards' threads sharing
+    the answer (the first to ask reads, the others wait for its answer), and their run budgets
+    (`budgets`, written back once per agent when the tick ends). An agent without a record is
+    not revoked here (its tasks are the API's to clean up)."""
 
-    def __init__(self) -> None:
+    def __init__(self, now: datetime) -> None:
         self._lock = threading.Lock()
-        self._known: dict[str, Future[bool]] = {}
+        self._known: dict[str, Future[Agent | None]] = {}
+        self.budgets = TickBudgets(now, self.agent)
 
-    def __call__(self, agent_id: str) -> bool:
+    def agent(self, agent_id: str) -> Agent | None:
         with self._lock:
             known = self._known.get(agent_id)
             mine = known is None
@@ -94,11 +100,14 @@ class RevokedAgents:
                 known = self._known[agent_id] = Future()
         if mine:
             try:
-                agent = stores().agents.get(agent_id)
-                known.set_result(agent is not None and agent.status is AgentStatus.REVOKED)
+                known.set_result(stores().agents.get(agent_id))
             except Exception as exc:  # noqa: BLE001 - re-raised by result(), to every thread that asks
                 known.set_exception(exc)
         return known.result()
+
+    def revoked(self, agent_id: str) -> bool:
+        agent = self.agent(agent_id)
+        return agent is not None and agent.status is AgentStatus.REVOKED
 
 
 def _agent_of(p: Plan) -> str | None:
@@ -112,20 +121,46 @@ def _pages(items: Iterable[T]) -> Iterator[list[T]]:
         yield page
 
 
-def _work(plans: list[Plan], now: datetime, report: TickReport, revoked: RevokedAgents) -> frozenset[str]:
-    """Send the plans; a revoked agent's fires are recorded `skipped` / `agent_revoked` instead
-    (visible in its run history) and its schedules move on as if sent."""
+def _work(plans: list[Plan], now: datetime, report: TickReport, agents: TickAgents) -> frozenset[str]:
+    """Send the plans; a revoked agent's fires are recorded `skipped` / `agent_revoked` instead,
+    and fires over their agent's run budget `skipped` / `budget_exceeded` (visible in its run
+    history); their schedules move on as if sent."""
     kept: list[Plan] = []
+    by_agent: dict[str, list[Plan]] = defaultdict(list)
     for p in plans:
         agent = _agent_of(p)
-        if p.sends and agent is not None and revoked(agent):
+        if p.sends and agent is not None and agents.revoked(agent):
             report.skipped += len(p.sends)
-            p = record_revoked(p, now)
-        kept.append(p)
+            kept.append(record_revoked(p, now))
+        elif p.sends and agent is not None:
+            by_agent[agent].append(p)
+        else:
+            kept.append(p)
+    for agent, group in by_agent.items():
+        kept += _within_budget(agent, group, now, report, agents.budgets)
     done = execute(kept, now)
     report.dispatched += done.sent
     report.skipped += done.skipped
     return done.unsent
+
+
+def _within_budget(agent: str, group: list[Plan], now: datetime, report: TickReport, ledger: TickBudgets) -> list[Plan]:
+    """One charge for the agent's fires in the page: the earliest fires go, the rest are
+    recorded over budget."""
+    n = sum(len(p.sends) for p in group)
+    admitted, limits = ledger.admit(agent, n)
+    if admitted < n:
+        fires = sorted((s.message.scheduled_for, s.message.run_id) for p in group for s in p.sends)
+        over = {run_id for _, run_id in fires[admitted:]}
+        group = [record_skipped(p, over, SkipReason.BUDGET_EXCEEDED, now) for p in group]
+        report.skipped += len(over)
+        report.over_budget += len(over)
+        logger.warning("runs_over_budget", extra={"agent_id": agent, "skipped": len(over), "at": "tick"})
+    if limits.runs_in_flight > 0:
+        group = [
+            replace(p, sends=tuple(replace(s, message=stamped(s.message, limits)) for s in p.sends)) for p in group
+        ]
+    return group
 
 
 def _plan_or_fail(due: DueFire, now: datetime, horizon: datetime, report: TickReport, *, start: bool) -> Plan | None:
@@ -138,18 +173,18 @@ def _plan_or_fail(due: DueFire, now: datetime, horizon: datetime, report: TickRe
 
 
 def _tick_starts(
-    shard: str, now: datetime, horizon: datetime, budget: Budget, report: TickReport, revoked: RevokedAgents
+    shard: str, now: datetime, horizon: datetime, budget: Budget, report: TickReport, agents: TickAgents
 ) -> None:
     """Schedules (re)started by the API and not yet dispatched: the task's `due` index."""
     for page in _pages(stores().due_tasks.due_tasks(shard, epoch(horizon))):
         plans = [p for due in page if (p := _plan_or_fail(due, now, horizon, report, start=True))]
-        _work(plans, now, report, revoked)
+        _work(plans, now, report, agents)
         if budget.spent():
             return
 
 
 def _work_entries(
-    entries: list[DueEntry], now: datetime, horizon: datetime, report: TickReport, revoked: RevokedAgents
+    entries: list[DueEntry], now: datetime, horizon: datetime, report: TickReport, agents: TickAgents
 ) -> str | None:
     """Dispatch a page of due-table entries; returns the slot the watermark may move to
     (None: not past any)."""
@@ -162,7 +197,7 @@ def _work_entries(
             continue
         if p := _plan_or_fail(entry_fire(e, task), now, horizon, report, start=False):
             plans.append(p)
-    unsent = _work(plans, now, report, revoked)
+    unsent = _work(plans, now, report, agents)
     # Passed entries include stale ones and ones whose schedule failed (their task is paused
     # with a schedule_error); the watermark stops before the first entry whose messages the
     # queue did not accept.
@@ -175,7 +210,7 @@ def _work_entries(
 
 
 def _tick_entries(
-    shard: str, now: datetime, horizon: datetime, budget: Budget, report: TickReport, revoked: RevokedAgents
+    shard: str, now: datetime, horizon: datetime, budget: Budget, report: TickReport, agents: TickAgents
 ) -> None:
     """Running schedules: the due-table entries after the shard's watermark, up to the horizon.
     The watermark moves when the tick stops, and every 10 pages of a long catch-up, so a crash
@@ -186,7 +221,7 @@ def _tick_entries(
     if mark is not None and mark >= upper:
         return  # worked up to here already (a tick with an earlier clock)
     for n, page in enumerate(_pages(stores().due.read(shard, epoch(horizon), after=mark)), start=1):
-        through = _work_entries(page, now, horizon, report, revoked)
+        through = _work_entries(page, now, horizon, report, agents)
         stop = through != page[-1].slot or budget.spent()
         if through is not None and (stop or n % 10 == 0):
             leases.advance_watermark(shard, through)
@@ -205,7 +240,7 @@ def tick_shard(
     now: datetime,
     horizon: datetime,
     clock: Callable[[], float] = time.monotonic,
-    revoked: RevokedAgents | None = None,
+    agents: TickAgents | None = None,
 ) -> TickReport:
     """One shard, under its lease; what is left when the budget runs out stays due for the
     next tick, and no other tick can take the shard while this one still works it."""
@@ -216,15 +251,18 @@ def tick_shard(
         return report
     report.shards = 1
     budget = Budget(SHARD_BUDGET_SECONDS, clock)
-    revoked = revoked or RevokedAgents()
+    own = agents is None  # a shard ticked alone writes its budgets back itself
+    agents = agents or TickAgents(now)
     try:
-        _tick_starts(shard, now, horizon, budget, report, revoked)
+        _tick_starts(shard, now, horizon, budget, report, agents)
         if budget.spent():
             logger.warning("tick_shard_out_of_time", extra={"shard": shard})
         else:
-            _tick_entries(shard, now, horizon, budget, report, revoked)
+            _tick_entries(shard, now, horizon, budget, report, agents)
     finally:
         leases.release_shard(shard, holder)
+        if own:
+            agents.budgets.flush()
     return report
 
 
@@ -238,11 +276,14 @@ def run_tick(now: datetime) -> TickReport:
     report = TickReport()
     horizon = horizon_of(now)
     holder = uuid.uuid4().hex
-    revoked = RevokedAgents()
+    agents = TickAgents(now)
     shards = [str(s) for s in range(settings().due_shards)]
-    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_SHARDS, len(shards)), thread_name_prefix="tick") as pool:
-        for part in pool.map(lambda shard: tick_shard(shard, holder, now, horizon, revoked=revoked), shards):
-            report.add(part)
+    try:
+        with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_SHARDS, len(shards)), thread_name_prefix="tick") as pool:
+            for part in pool.map(lambda shard: tick_shard(shard, holder, now, horizon, agents=agents), shards):
+                report.add(part)
+    finally:
+        agents.budgets.flush()  # once per agent, whatever the shards and pages its fires were in
     report.dead_lettered = deadletters.sweep(now)
     report.swept = sweeper.sweep(now)
     logger.info(
@@ -250,6 +291,7 @@ def run_tick(now: datetime) -> TickReport:
         extra={
             "dispatched": report.dispatched,
             "skipped": report.skipped,
+            "over_budget": report.over_budget,
             "tasks": report.tasks,
             "stale": report.stale,
             "dead_lettered": report.dead_lettered,

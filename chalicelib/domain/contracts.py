@@ -20,6 +20,12 @@ from pydantic import (
 )
 
 from chalicelib.domain.allowlist import parse_entry
+from chalicelib.domain.budgets import (
+    ENGINE_MIN_INTERVAL_SECONDS,
+    MAX_MIN_INTERVAL_SECONDS,
+    MAX_RUNS_IN_FLIGHT,
+    MAX_RUNS_PER_MINUTE,
+)
 
 Str = StrictStr
 Int = StrictInt
@@ -334,6 +340,38 @@ class Egress(BaseModel):
     http_allow: list[Str]
 
 
+class BudgetUpdate(_In):
+    """Replaces the agent's budget: each field null or omitted takes the operator's default."""
+
+    runs_per_minute: Annotated[Int, Field(ge=0, le=MAX_RUNS_PER_MINUTE, description="0: no limit")] | None = None
+    runs_burst: Annotated[Int, Field(ge=1, le=MAX_RUNS_PER_MINUTE)] | None = None
+    runs_in_flight: Annotated[Int, Field(ge=0, le=MAX_RUNS_IN_FLIGHT, description="0: not counted")] | None = None
+    min_interval_seconds: Annotated[Int, Field(ge=ENGINE_MIN_INTERVAL_SECONDS, le=MAX_MIN_INTERVAL_SECONDS)] | None = (
+        None
+    )
+
+
+class BudgetValues(BaseModel):
+    runs_per_minute: Int
+    runs_burst: Int
+    runs_in_flight: Int
+    min_interval_seconds: Int
+
+
+class BudgetSet(BaseModel):
+    runs_per_minute: Int | None
+    runs_burst: Int | None
+    runs_in_flight: Int | None
+    min_interval_seconds: Int | None
+
+
+class Budget(BaseModel):
+    agent_id: Uuid
+    effective: BudgetValues = Field(description="what applies: the agent's own value of each, else the default")
+    agent: BudgetSet = Field(description="the admin's values for this agent (null: the default)")
+    defaults: BudgetValues = Field(description="the operator's defaults (TASKAPI_AGENT_RUNS_PER_MINUTE, …)")
+
+
 class SnoozeRequest(_In):
     delay_seconds: Annotated[Int, Field(ge=1, le=604_800)]
     reason: Annotated[Str, Field(max_length=500)] | None = None
@@ -377,7 +415,12 @@ class Run(BaseModel):
     task_id: Uuid
     trigger: Literal["schedule", "run_now", "event"]
     status: Literal["queued", "running", "retrying", "succeeded", "failed", "skipped"]
-    skip_reason: Literal["deduplicated", "superseded", "task_paused", "task_canceled", "missed", "agent_revoked"] | None
+    skip_reason: (
+        Literal[
+            "deduplicated", "superseded", "task_paused", "task_canceled", "missed", "agent_revoked", "budget_exceeded"
+        ]
+        | None
+    )
     attempt: Int
     max_attempts: Int
     scheduled_for: Timestamp | None

@@ -51,6 +51,7 @@ class SkipReason(StrEnum):
     DEDUPLICATED = "deduplicated"  # another run took the dedupe key inside its window
     MISSED = "missed"  # a fire the misfire policy drops
     AGENT_REVOKED = "agent_revoked"  # the task's agent was revoked (tick, or worker before executing)
+    BUDGET_EXCEEDED = "budget_exceeded"  # over the agent's runs a minute or runs in flight (dispatch/budgets.py)
 
 
 class ScheduleKind(StrEnum):
@@ -244,6 +245,11 @@ class Agent:
     task_count: int = 0
     egress_aws_targets: tuple[str, ...] | None = None
     egress_http_allow: tuple[str, ...] | None = None
+    # The admin's per-agent budget (PUT /agents/{id}/budget); None: the operator's default.
+    runs_per_minute: int | None = None
+    runs_burst: int | None = None
+    runs_in_flight: int | None = None
+    min_interval_seconds: int | None = None
 
 
 @dataclass(frozen=True)

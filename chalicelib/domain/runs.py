@@ -43,9 +43,13 @@ class RunMessage:
     schedule_version: int | None  # fencing token; None for run_now (not tied to a schedule)
     event_id: str | None = None
     depth: int = 0  # emit chain depth
+    in_flight: int = 0  # the agent's runs-in-flight ceiling when it has one (dispatch/budgets.py)
 
     def to_json(self) -> str:
-        return json.dumps(self.__dict__, separators=(",", ":"))
+        body = dict(self.__dict__)
+        if not body["in_flight"]:
+            del body["in_flight"]  # the usual case: the message as it was before budgets
+        return json.dumps(body, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, raw: str) -> RunMessage:
@@ -66,7 +70,12 @@ class RunMessage:
             data.get("schedule_version"),
             data.get("event_id"),
             int(data.get("depth") or 0),
+            _count(data.get("in_flight")),
         )
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def new_doc(

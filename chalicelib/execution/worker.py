@@ -31,6 +31,7 @@ from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from chalicelib import dispatch
+from chalicelib.dispatch import budgets
 from chalicelib.domain import attempts, retry, schedules
 from chalicelib.domain.errors import InvalidSchedule
 from chalicelib.domain.records import (
@@ -190,22 +191,29 @@ class _Delivery:
         run = seen or self._queued()
         if run.attempt == 0 and self.definition.dedupe_key and not self._take_dedupe(self.definition.dedupe_key):
             return self._skip(seen, SkipReason.DEDUPLICATED)
+        flight: Slot | None = None
+        if self.msg.in_flight > 0:
+            flight = self._take_in_flight()
+            if flight is None:
+                return self._over_budget(seen)
         slot: Slot | None = None
-        if self.definition.concurrency_key:
-            slot = self._acquire_slot(self.definition.concurrency_key)
-            if slot is None:
-                return self._wait_for_slot(seen, read)
         outcome: attempts.ClaimOutcome = attempts.LostRace()
         try:
+            if self.definition.concurrency_key:
+                slot = self._acquire_slot(self.definition.concurrency_key)
+                if slot is None:
+                    return self._wait_for_slot(seen, read)
             outcome = stores().runs.claim_run(
                 run, seen=seen, lease_until=self._lease_until(), now=self.now, claim=secrets.token_hex(8)
             )
             return self._after_claim(outcome)
         finally:
-            # A copy of a run executing elsewhere finds the slot already held in the run's name:
+            # A copy of a run executing elsewhere finds the slots already held in the run's name:
             # it must not release what the running copy still uses.
-            if slot is not None and (slot.fresh or isinstance(outcome, attempts.Claimed | attempts.AttemptsSpent)):
-                stores().leases.release_slot(slot, self.msg.run_id)
+            ours = isinstance(outcome, attempts.Claimed | attempts.AttemptsSpent)
+            for held in (slot, flight):
+                if held is not None and (held.fresh or ours):
+                    stores().leases.release_slot(held, self.msg.run_id)
 
     # ---- before the claim ----------------------------------------------------------------
 
@@ -271,6 +279,29 @@ class _Delivery:
         return stores().leases.acquire_slot(
             self.msg.agent_id, key, limit, self.msg.run_id, now=int(self.now.timestamp()), lease=self.lease
         )
+
+    def _take_in_flight(self) -> Slot | None:
+        """One of the agent's `runs_in_flight` slots (the ceiling the dispatcher stamped on the
+        message), leased like a concurrency slot, so a crashed worker's slot frees itself."""
+        return stores().leases.acquire_slot(
+            budgets.IN_FLIGHT,
+            self.msg.agent_id,
+            self.msg.in_flight,
+            self.msg.run_id,
+            now=int(self.now.timestamp()),
+            lease=self.lease,
+        )
+
+    def _over_budget(self, seen: Run | None) -> str:
+        """Every in-flight slot of the agent is held: the run is skipped for good (not retried,
+        not waiting), `budget_exceeded`, so an agent that floods its queue cannot hold it."""
+        if seen is None:
+            seen = self._read()  # a scheduled fire's first delivery has not read its record
+            found = None if seen is None else attempts.standing(seen, self.now)
+            if found is not None:
+                return _copy_outcome(found)
+        logger.warning("runs_over_budget", extra={**self.log, "skipped": 1, "at": "in_flight"})
+        return self._skip(seen, SkipReason.BUDGET_EXCEEDED)
 
     def _wait_for_slot(self, seen: Run | None, read: bool) -> str:
         """No slot free: the run stays `queued` (a wait is not an attempt) and its message comes

@@ -192,6 +192,33 @@ def get_agent_egress(req: Any, caller: Caller, agent_id: str) -> Any:
     return agents.get_egress(caller, agent_id)
 
 
+@route(
+    "/agents/{agent_id}/budget",
+    "PUT",
+    "Set the agent's run budget: runs a minute, burst, runs in flight, minimum schedule interval",
+    request=contracts.BudgetUpdate,
+    response=contracts.Budget,
+    errors=(403, 404),
+    tag="agents",
+)
+def set_agent_budget(req: Any, caller: Caller, agent_id: str) -> Any:
+    caller.require_admin()
+    spec = parse(contracts.BudgetUpdate, body(req))
+    return agents.set_budget(agent_id, spec.model_dump())
+
+
+@route(
+    "/agents/{agent_id}/budget",
+    "GET",
+    "The agent's run budget: what applies, its own values and the defaults (the admin, or the agent itself)",
+    response=contracts.Budget,
+    errors=(403, 404),
+    tag="agents",
+)
+def get_agent_budget(req: Any, caller: Caller, agent_id: str) -> Any:
+    return agents.get_budget(caller, agent_id)
+
+
 # ---- tasks ---------------------------------------------------------------------------------
 
 

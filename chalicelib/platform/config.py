@@ -57,6 +57,13 @@ class Settings:
     rate_writes_burst: int = 120
     rate_events_per_minute: int = 600
     rate_events_burst: int = 120
+    # Per-agent run budgets (dispatch/budgets.py; an agent's own values, PUT /agents/{id}/budget,
+    # win): runs a minute and their burst (0: no limit), runs in flight (0: not counted, since an
+    # exact count costs two writes a run), the minimum interval a schedule may fire at (>= 60).
+    agent_runs_per_minute: int = 600
+    agent_runs_burst: int = 600
+    agent_runs_in_flight: int = 0
+    min_interval_seconds: int = 60
 
     def table(self, name: str) -> str:
         return f"{self.prefix}{name}"
@@ -91,4 +98,9 @@ def settings() -> Settings:
         rate_writes_burst=_int("TASKAPI_RATE_WRITES_BURST", 120),
         rate_events_per_minute=_int("TASKAPI_RATE_EVENTS_PER_MINUTE", 600),
         rate_events_burst=_int("TASKAPI_RATE_EVENTS_BURST", 120),
+        agent_runs_per_minute=_int("TASKAPI_AGENT_RUNS_PER_MINUTE", 600),
+        agent_runs_burst=_int("TASKAPI_AGENT_RUNS_BURST", 600),
+        agent_runs_in_flight=_int("TASKAPI_AGENT_RUNS_IN_FLIGHT", 0),
+        # The engine fires at most once a minute: a smaller setting means 60.
+        min_interval_seconds=max(60, _int("TASKAPI_MIN_INTERVAL_SECONDS", 60)),
     )

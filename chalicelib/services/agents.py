@@ -23,10 +23,12 @@ import secrets
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
+from chalicelib.dispatch import budgets
 from chalicelib.domain.allowlist import AgentEgress
+from chalicelib.domain.budgets import FIELDS
 from chalicelib.domain.errors import AgentNotFound, Forbidden, Unauthenticated
 from chalicelib.domain.records import Agent, AgentStatus
 from chalicelib.domain.timefmt import iso
@@ -265,3 +267,38 @@ def egress_of(agent: Agent | None) -> AgentEgress:
     if agent is None:
         return AgentEgress()
     return AgentEgress(tuple(_strings(agent.egress_aws_targets)), tuple(_strings(agent.egress_http_allow)))
+
+
+# ---- run budgets (the admin's per-agent limits, dispatch/budgets.py) -----------------------
+
+
+def _budget_doc(agent: Agent) -> dict[str, Any]:
+    defaults = budgets.defaults()
+    return {
+        "agent_id": agent.agent_id,
+        "effective": asdict(budgets.limits_of(agent)),
+        "agent": {name: getattr(agent, name) for name in FIELDS},
+        "defaults": asdict(defaults),
+    }
+
+
+def get_budget(caller: Caller, agent_id: str) -> dict[str, Any]:
+    """The admin reads any agent's budget; an agent only its own (so it can pace itself)."""
+    if not caller.is_admin and caller.agent_id != agent_id:
+        caller.require_admin()
+    key = _agent_key(agent_id)
+    agent = stores().agents.get(key)
+    if agent is None:
+        raise AgentNotFound(f"agent {key} not found")
+    return _budget_doc(agent)
+
+
+def set_budget(agent_id: str, values: dict[str, int | None]) -> dict[str, Any]:
+    """Replace the agent's budget (admin only, checked by the route). Runs a minute apply from
+    the next charge; runs in flight to runs dispatched from now on (the ceiling travels with the
+    run message); the minimum interval to schedules created or changed from now on."""
+    key = _agent_key(agent_id)
+    agent = stores().agents.set_budget(key, {name: values.get(name) for name in FIELDS})
+    if agent is None:
+        raise AgentNotFound(f"agent {key} not found")
+    return _budget_doc(agent)

@@ -13,13 +13,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from chalicelib import dispatch
+from chalicelib.dispatch import budgets
 from chalicelib.domain.contracts import EventCreate
 from chalicelib.domain.errors import InvalidInput, StepFailed, TooLarge
-from chalicelib.domain.records import Event, RunStatus, TaskStatus, Trigger
+from chalicelib.domain.records import Event, RunStatus, SkipReason, TaskStatus, Trigger
 from chalicelib.domain.runs import RunMessage
 from chalicelib.domain.timefmt import epoch, iso
 from chalicelib.domain.validation import parse, stored_size
 from chalicelib.platform.config import band_for, settings
+from chalicelib.platform.log import logger
 from chalicelib.services.agents import Caller
 from chalicelib.store import runs, stores
 
@@ -71,9 +73,16 @@ def publish(
     keys = [f"{agent_id}#{pattern}" for pattern in candidate_patterns(name)]
     started: list[dict[str, str]] = []
     sends: list[dispatch.Send] = []
-    for task in stores().tasks.by_event_key(keys):
-        if task.status is not TaskStatus.ACTIVE or task.created_by != agent_id:
-            continue
+    listeners = [
+        t for t in stores().tasks.by_event_key(keys) if t.status is TaskStatus.ACTIVE and t.created_by == agent_id
+    ]
+    agent = stores().agents.get(agent_id) if listeners else None
+    limits = budgets.limits_of(agent)
+    # One charge for the whole fan-out; the oldest listeners go first. A retried `emit` publishes
+    # the same event again: its runs were charged (or skipped) the first time, never twice.
+    again = event_id is not None and stores().events.get(agent_id, event_id) is not None
+    admitted = len(listeners) if again else budgets.take(agent, len(listeners), now)
+    for n, task in enumerate(listeners):
         at = epoch(now)
         if task.snoozed_until and task.snoozed_until > iso(now):
             at = epoch(datetime.fromisoformat(task.snoozed_until.replace("Z", "+00:00")))
@@ -86,7 +95,22 @@ def publish(
             None,
             event_id,
             depth,
+            limits.runs_in_flight,
         )
+        if n >= admitted:
+            doc = runs.new_doc(
+                msg,
+                status=str(RunStatus.SKIPPED),
+                skip_reason=str(SkipReason.BUDGET_EXCEEDED),
+                max_attempts=task.definition.max_attempts,
+                now=now,
+                event=event,
+            )
+            runs.put_new(msg, doc, now)
+            started.append(
+                {"task_id": task.task_id, "run_id": msg.run_id, "skip_reason": str(SkipReason.BUDGET_EXCEEDED)}
+            )
+            continue
         doc = runs.new_doc(
             msg, status=str(RunStatus.QUEUED), max_attempts=task.definition.max_attempts, now=now, event=event
         )
@@ -105,6 +129,10 @@ def publish(
             expires_at=now + timedelta(days=settings().run_retention_days),
         )
     )
+    if admitted < len(listeners):
+        logger.warning(
+            "runs_over_budget", extra={"agent_id": agent_id, "skipped": len(listeners) - admitted, "at": "event"}
+        )
     if sends:
         accepted = dispatch.send_all(sends)
         for send in sends:

@@ -14,13 +14,15 @@ from datetime import datetime
 from typing import Any
 
 from chalicelib import dispatch
+from chalicelib.dispatch import budgets
 from chalicelib.domain.contracts import RunNowRequest, SnoozeRequest
 from chalicelib.domain.errors import StateConflict, TooLarge
-from chalicelib.domain.records import RunStatus, ScheduleKind, Task, TaskStatus, Trigger
+from chalicelib.domain.records import RunStatus, ScheduleKind, SkipReason, Task, TaskStatus, Trigger
 from chalicelib.domain.runs import RunMessage
 from chalicelib.domain.timefmt import epoch, iso
 from chalicelib.domain.validation import parse, stored_size
 from chalicelib.platform.config import band_for, settings
+from chalicelib.platform.log import logger
 from chalicelib.services.agents import Caller
 from chalicelib.services.tasks import load
 from chalicelib.store import runs, stores
@@ -157,6 +159,8 @@ def run_now(caller: Caller, task_id: str, data: Any, now: datetime) -> dict[str,
     task = load(caller, task_id)
     if task.status not in (ACTIVE, PAUSED, COMPLETED):
         raise StateConflict(f"cannot run a task that is {task.status}")
+    agent = stores().agents.get(task.created_by)
+    limits = budgets.limits_of(agent)
     msg = RunMessage(
         task_id=task.task_id,
         run_id=runs.adhoc_run_id(epoch(now), "manual"),
@@ -164,7 +168,22 @@ def run_now(caller: Caller, task_id: str, data: Any, now: datetime) -> dict[str,
         trigger=str(Trigger.RUN_NOW),
         scheduled_for=epoch(now),
         schedule_version=None,
+        in_flight=limits.runs_in_flight,
     )
+    if not budgets.take(agent, 1, now):
+        # Over the agent's runs a minute: recorded and answered as a skipped run (visible in its
+        # history, like a scheduled fire over budget), not refused.
+        doc = runs.new_doc(
+            msg,
+            status=str(RunStatus.SKIPPED),
+            skip_reason=str(SkipReason.BUDGET_EXCEEDED),
+            max_attempts=task.definition.max_attempts,
+            now=now,
+            input=req.input,
+        )
+        runs.put_new(msg, doc, now)
+        logger.warning("runs_over_budget", extra={"agent_id": task.created_by, "skipped": 1, "at": "run_now"})
+        return doc
     doc = runs.new_doc(
         msg, status=str(RunStatus.QUEUED), max_attempts=task.definition.max_attempts, now=now, input=req.input
     )

@@ -8,12 +8,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from chalicelib import dispatch
+from chalicelib.dispatch import budgets
+from chalicelib.domain import budgets as budget_rules
 from chalicelib.domain import schedules
 from chalicelib.domain.contracts import SCHEDULE_FIELDS, TaskCreate, TaskUpdate, parse_timestamp
 from chalicelib.domain.errors import (
     FieldError,
     Forbidden,
     InvalidInput,
+    InvalidSchedule,
     QuotaExceeded,
     StateConflict,
     TaskNotFound,
@@ -97,6 +100,25 @@ def _validated(data: dict[str, Any], caller: Caller) -> TaskCreate:
     return spec
 
 
+def _check_interval(schedule: schedules.Schedule, agent_id: str, now: datetime) -> None:
+    """A schedule may fire at most every `min_interval_seconds` of its agent's budget (the
+    operator's default, or the admin's value for the agent, which wins): a 400 otherwise."""
+    if schedule.kind in ("once", "event"):
+        return
+    least = budgets.limits_of(stores().agents.get(agent_id)).min_interval_seconds
+    try:
+        close = budget_rules.too_close(schedule, now, least)
+    except schedules.ScheduleError as e:
+        raise InvalidSchedule.field(e.field, e.message) from None
+    if close is not None:
+        a, b = close
+        raise InvalidSchedule.field(
+            "schedule_expr",
+            f"fires at {iso(a)} and {iso(b)}, {int((b - a).total_seconds())} s apart; "
+            f"this agent's schedules may fire at most every {least} s (min_interval_seconds)",
+        )
+
+
 def _require_agent(agent_id: str) -> None:
     agent = stores().agents.get(agent_id)
     if agent is None:
@@ -140,7 +162,9 @@ def create_task(caller: Caller, data: Any, idempotency_key: str | None, now: dat
             return replay
     task_id = str(uuid.uuid4())
     definition, schedule = _records(spec, iso(now))
-    fire = dispatch.first_fire(dispatch.build_schedule(schedule, task_id, now, check_past=True), now)
+    built = dispatch.build_schedule(schedule, task_id, now, check_past=True)
+    fire = dispatch.first_fire(built, now)
+    _check_interval(built, agent_id, now)
     task = Task(
         task_id=task_id,
         created_by=agent_id,
@@ -307,7 +331,9 @@ def update_task(caller: Caller, task_id: str, data: Any, if_match: str | None, n
         definition, schedule = _records(spec, anchor)
         new = task.evolve(definition=definition, schedule=schedule, updated_at=iso(now))
         if schedule_changed:
-            fire = dispatch.first_fire(dispatch.build_schedule(schedule, task_id, now, check_past=True), now)
+            built = dispatch.build_schedule(schedule, task_id, now, check_past=True)
+            fire = dispatch.first_fire(built, now)
+            _check_interval(built, task.created_by, now)
             new = new.evolve(schedule_version=task.schedule_version + 1, snoozed_until=None, snooze_reason=None)
             if new.status is TaskStatus.COMPLETED and fire is not None:
                 new = new.evolve(status=TaskStatus.ACTIVE)

@@ -131,6 +131,12 @@ class AgentModel(Model):
     # Rate-limit buckets (ratelimit.py): the theoretical arrival time, epoch milliseconds.
     rl_writes = NumberAttribute(null=True)
     rl_events = NumberAttribute(null=True)
+    rl_runs = NumberAttribute(null=True)  # the run budget's bucket (dispatch/budgets.py)
+    # The admin's run budget for this agent (PUT /agents/{id}/budget). Absent: the operator's default.
+    runs_per_minute = NumberAttribute(null=True)
+    runs_burst = NumberAttribute(null=True)
+    runs_in_flight = NumberAttribute(null=True)
+    min_interval_seconds = NumberAttribute(null=True)
     # Egress the admin opened for this agent (PUT /agents/{id}/egress): AWS step targets (exact or
     # `*` globs) and HTTP allow entries on top of TASKAPI_EGRESS_ALLOW. Absent: nothing opened.
     egress_aws_targets = ListAttribute(of=UnicodeAttribute, null=True)

@@ -343,6 +343,11 @@ class AgentStore(Protocol):
         """One task fewer against the agent's quota (never below zero)."""
         ...
 
+    def set_budget(self, agent_id: str, values: Mapping[str, int | None]) -> Agent | None:
+        """Replace the agent's budget fields (`domain.budgets.FIELDS`; None removes one): the
+        agent as it is now, None when absent."""
+        ...
+
     # Rate-limit buckets (GCRA, `services/ratelimit.py`): a bucket is one number per agent and
     # kind, its theoretical arrival time in epoch milliseconds. Each verb is one conditional
     # write on an existing agent, exact across concurrent requests.
@@ -357,6 +362,12 @@ class AgentStore(Protocol):
 
     def bucket(self, agent_id: str, bucket: str) -> int | None:
         """The bucket's value (None: unset, or no such agent)."""
+        ...
+
+    def take_up_to(self, agent_id: str, bucket: str, n: int, *, now_ms: int, step_ms: int, burst: int) -> int:
+        """Spend up to `n` of the bucket (emission interval `step_ms`, `burst`) at once: how many
+        it admitted (`domain.budgets.room`, 0 when it is empty or the agent is gone). Exact across
+        concurrent takers; one conditional write when the bucket is idle or has room for all `n`."""
         ...
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from chalicelib.domain.budgets import FIELDS as BUDGET_FIELDS
 from chalicelib.domain.records import Agent, AgentStatus, Definition, Event, Schedule, Task, TaskStatus
 from chalicelib.store.models import AgentModel, EventModel, TaskModel
 
@@ -66,7 +67,12 @@ def agent_from_item(item: AgentModel) -> Agent:
         task_count=int(item.task_count or 0),
         egress_aws_targets=None if item.egress_aws_targets is None else tuple(map(str, item.egress_aws_targets)),
         egress_http_allow=None if item.egress_http_allow is None else tuple(map(str, item.egress_http_allow)),
+        **{name: _int_or_none(getattr(item, name)) for name in BUDGET_FIELDS},
     )
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def agent_to_item(agent: Agent) -> AgentModel:
@@ -83,6 +89,8 @@ def agent_to_item(agent: Agent) -> AgentModel:
     aws: Any = None if agent.egress_aws_targets is None else list(agent.egress_aws_targets)
     http: Any = None if agent.egress_http_allow is None else list(agent.egress_http_allow)
     item.egress_aws_targets, item.egress_http_allow = aws, http
+    for name in BUDGET_FIELDS:
+        setattr(item, name, getattr(agent, name))
     return item
 
 

@@ -11,11 +11,14 @@ from pynamodb.attributes import NumberAttribute
 from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 from pynamodb.expressions.condition import Condition
 
+from chalicelib.domain import budgets
 from chalicelib.domain.records import Agent, AgentStatus, Event
 from chalicelib.store.dynamo.mapping import agent_from_item, agent_to_item, event_from_item, event_to_item
 from chalicelib.store.dynamo.tasks import conditional_failed
 from chalicelib.store.models import AgentModel, EventModel, KeyModel
 from chalicelib.store.ports import KeyClaim
+
+_TAKE_ROUNDS = 8  # a round is lost only when another taker took from the bucket meanwhile
 
 
 def _update(item: AgentModel | KeyModel, actions: list[Any], condition: Condition) -> bool:
@@ -34,6 +37,8 @@ def _bucket(name: str) -> NumberAttribute:
         return AgentModel.rl_events
     if name == "writes":
         return AgentModel.rl_writes
+    if name == "runs":
+        return AgentModel.rl_runs
     raise ValueError(f"no rate-limit bucket {name!r}")
 
 
@@ -75,6 +80,42 @@ class DynamoAgents:
 
     def release_task_slot(self, agent_id: str) -> None:
         _update(AgentModel(agent_id), [AgentModel.task_count.add(-1)], AgentModel.task_count > 0)
+
+    def set_budget(self, agent_id: str, values: Mapping[str, int | None]) -> Agent | None:
+        item = AgentModel(agent_id)
+        actions: list[Any] = []
+        for name in budgets.FIELDS:
+            attr = getattr(AgentModel, name)
+            value = values.get(name)
+            actions.append(attr.remove() if value is None else attr.set(value))
+        if not _update(item, actions, AgentModel.agent_id.exists()):
+            return None
+        return agent_from_item(item)  # update() loads the item as written
+
+    def take_up_to(self, agent_id: str, bucket: str, n: int, *, now_ms: int, step_ms: int, burst: int) -> int:
+        # The cheap cases first, one conditional write each: an idle bucket restarts (it is full),
+        # a busy one with room for all n moves by n steps. Only then is it read, and the room it
+        # has taken in one more conditional write (again, if it moved in between).
+        if n <= 0:
+            return 0
+        allowance = (max(burst, 1) - 1) * step_ms
+        full = min(n, max(burst, 1))
+        for _ in range(_TAKE_ROUNDS):
+            if self.restart_bucket(agent_id, bucket, now_ms + full * step_ms, idle_before_ms=now_ms):
+                return full
+            high = now_ms + allowance - (n - 1) * step_ms
+            if high >= now_ms and self.advance_bucket(agent_id, bucket, n * step_ms, low_ms=now_ms, high_ms=high):
+                return n
+            current = self.bucket(agent_id, bucket)
+            if current is None:
+                return 0  # no such agent (a bucket never goes back to unset)
+            k = min(n, budgets.room(current, now_ms, step_ms, burst))
+            if k <= 0:
+                return 0
+            high = now_ms + allowance - (k - 1) * step_ms
+            if self.advance_bucket(agent_id, bucket, k * step_ms, low_ms=now_ms, high_ms=high):
+                return k
+        return 0  # lost to concurrent takers every round: as if empty (they took the room)
 
     def restart_bucket(self, agent_id: str, bucket: str, tat_ms: int, *, idle_before_ms: int) -> bool:
         attr = _bucket(bucket)

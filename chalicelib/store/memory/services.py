@@ -9,10 +9,11 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from chalicelib.domain import budgets
 from chalicelib.domain.records import Agent, AgentStatus, Event
 from chalicelib.store.ports import KeyClaim
 
-BUCKETS = ("writes", "events")
+BUCKETS = ("writes", "events", "runs")
 
 
 class MemoryAgents:
@@ -67,6 +68,26 @@ class MemoryAgents:
             agent = self.items.get(agent_id)
             if agent is not None and agent.task_count > 0:
                 self.items[agent_id] = replace(agent, task_count=agent.task_count - 1)
+
+    def set_budget(self, agent_id: str, values: Mapping[str, int | None]) -> Agent | None:
+        with self._lock:
+            agent = self.items.get(agent_id)
+            if agent is None:
+                return None
+            fields: dict[str, Any] = {name: values.get(name) for name in budgets.FIELDS}
+            self.items[agent_id] = agent = replace(agent, **fields)
+            return agent
+
+    def take_up_to(self, agent_id: str, bucket: str, n: int, *, now_ms: int, step_ms: int, burst: int) -> int:
+        self._check(bucket)
+        with self._lock:
+            if agent_id not in self.items or n <= 0:
+                return 0
+            current = self.buckets.get((agent_id, bucket))
+            k = min(n, budgets.room(current, now_ms, step_ms, burst))
+            if k > 0:
+                self.buckets[agent_id, bucket] = max(current or now_ms, now_ms) + k * step_ms
+            return k
 
     def _check(self, bucket: str) -> None:
         if bucket not in BUCKETS:
