@@ -141,3 +141,13 @@ def set_egress(agent_id: str, aws_targets: list[str], http_allow: list[str]) -> 
     body = models.EgressUpdate(aws_targets=aws_targets, http_allow=http_allow).body()
     # A PUT replaces both lists: sending it twice leaves the same state.
     return Call("PUT", f"/agents/{seg(agent_id)}/egress", model(models.Egress), json=body, retry_safe=True)
+
+
+def get_budget(agent_id: str) -> Call[models.Budget]:
+    return Call("GET", f"/agents/{seg(agent_id)}/budget", model(models.Budget), retry_safe=True)
+
+
+def set_budget(agent_id: str, update: models.BudgetUpdate) -> Call[models.Budget]:
+    # A PUT replaces the budget: sending it twice leaves the same state.
+    body = update.body()
+    return Call("PUT", f"/agents/{seg(agent_id)}/budget", model(models.Budget), json=body, retry_safe=True)

@@ -559,6 +559,42 @@ def agents_egress(
     out.print(f"http_allow:  {', '.join(got.http_allow) or '(none)'}", highlight=False)
 
 
+BudgetOpt = Annotated[
+    int | None, typer.Option(min=0, help="With --set: the agent's own value (left out: the default).")
+]
+
+
+@agents_app.command("budget")
+def agents_budget(
+    agent_id: Annotated[str, typer.Argument(help="The agent id.")],
+    runs_per_minute: BudgetOpt = None,
+    runs_burst: BudgetOpt = None,
+    runs_in_flight: BudgetOpt = None,
+    min_interval_seconds: BudgetOpt = None,
+    set_: Annotated[
+        bool, typer.Option("--set", help="Replace the agent's budget with the options given (none: the defaults).")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show an agent's run budget, or (with --set) replace it."""
+    given = {
+        "runs_per_minute": runs_per_minute,
+        "runs_burst": runs_burst,
+        "runs_in_flight": runs_in_flight,
+        "min_interval_seconds": min_interval_seconds,
+    }
+    if any(v is not None for v in given.values()) and not set_:
+        raise typer.BadParameter("add --set to replace the agent's budget")
+    got = call(lambda c: c.agents.set_budget(agent_id, **given) if set_ else c.agents.budget(agent_id))
+    if as_json:
+        emit_json(got)
+        return
+    for name in given:
+        own = getattr(got.agent, name)
+        note = "the agent's own" if own is not None else "the default"
+        out.print(f"{name}: {getattr(got.effective, name)} ({note})", highlight=False)
+
+
 def main() -> None:
     # Usage errors (a missing argument, an unknown option) are typer's own: exit code 2 and a
     # short framed message naming the problem, no traceback.

@@ -291,6 +291,29 @@ class Agents:
         allow entries (`host[:port]`, CIDR[`:port`]) on top of the operator's."""
         return self._c.send(routes.set_egress(agent_id, list(aws_targets), list(http_allow)))
 
+    def budget(self, agent_id: str) -> models.Budget:
+        """The agent's run budget: what applies, its own values, the defaults (the admin, or the
+        agent itself)."""
+        return self._c.send(routes.get_budget(agent_id))
+
+    def set_budget(
+        self,
+        agent_id: str,
+        *,
+        runs_per_minute: int | None = None,
+        runs_burst: int | None = None,
+        runs_in_flight: int | None = None,
+        min_interval_seconds: int | None = None,
+    ) -> models.Budget:
+        """Replace the agent's run budget (admin): each value left None takes the operator's default."""
+        update = models.BudgetUpdate(
+            runs_per_minute=runs_per_minute,
+            runs_burst=runs_burst,
+            runs_in_flight=runs_in_flight,
+            min_interval_seconds=min_interval_seconds,
+        )
+        return self._c.send(routes.set_budget(agent_id, update))
+
 
 # ---- async ---------------------------------------------------------------------------------
 
@@ -510,3 +533,23 @@ class AsyncAgents:
         self, agent_id: str, *, aws_targets: Iterable[str] = (), http_allow: Iterable[str] = ()
     ) -> models.Egress:
         return await self._c.send(routes.set_egress(agent_id, list(aws_targets), list(http_allow)))
+
+    async def budget(self, agent_id: str) -> models.Budget:
+        return await self._c.send(routes.get_budget(agent_id))
+
+    async def set_budget(
+        self,
+        agent_id: str,
+        *,
+        runs_per_minute: int | None = None,
+        runs_burst: int | None = None,
+        runs_in_flight: int | None = None,
+        min_interval_seconds: int | None = None,
+    ) -> models.Budget:
+        update = models.BudgetUpdate(
+            runs_per_minute=runs_per_minute,
+            runs_burst=runs_burst,
+            runs_in_flight=runs_in_flight,
+            min_interval_seconds=min_interval_seconds,
+        )
+        return await self._c.send(routes.set_budget(agent_id, update))

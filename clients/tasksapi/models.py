@@ -99,6 +99,15 @@ class EgressUpdate(Request):
     http_allow: list[str] | None = None
 
 
+class BudgetUpdate(Request):
+    """Replaces the agent's run budget; a field left out (or None) takes the operator's default."""
+
+    runs_per_minute: int | None = None
+    runs_burst: int | None = None
+    runs_in_flight: int | None = None
+    min_interval_seconds: int | None = None
+
+
 # ---- responses -----------------------------------------------------------------------------
 
 
@@ -220,6 +229,30 @@ class Egress(Model):
     http_allow: list[str] = Field(default_factory=list)
 
 
+class BudgetValues(Model):
+    runs_per_minute: int
+    runs_burst: int
+    runs_in_flight: int
+    min_interval_seconds: int
+
+
+class BudgetSet(Model):
+    runs_per_minute: int | None = None
+    runs_burst: int | None = None
+    runs_in_flight: int | None = None
+    min_interval_seconds: int | None = None
+
+
+class Budget(Model):
+    """An agent's run budget (docs/runs.md, per-agent run budgets): what applies (`effective`),
+    the admin's values for the agent (`agent`, None: the default) and the operator's `defaults`."""
+
+    agent_id: str
+    effective: BudgetValues
+    agent: BudgetSet
+    defaults: BudgetValues
+
+
 class FieldError(Model):
     field: str
     message: str
@@ -251,6 +284,9 @@ OPENAPI_COMPONENTS: dict[str, type[BaseModel]] = {
     "AgentCreated": AgentCreated,
     "AgentList": AgentList,
     "Egress": Egress,
+    "Budget": Budget,
+    "BudgetValues": BudgetValues,
+    "BudgetSet": BudgetSet,
     "Problem": Problem,
     "Health": Health,
     "TaskCreate": TaskCreate,
@@ -261,4 +297,5 @@ OPENAPI_COMPONENTS: dict[str, type[BaseModel]] = {
     "EventCreate": EventCreate,
     "AgentCreate": AgentCreate,
     "EgressUpdate": EgressUpdate,
+    "BudgetUpdate": BudgetUpdate,
 }

@@ -240,6 +240,10 @@ def test_agents_admin_commands(admin_cli: Cli, cli: Cli) -> None:
     assert set_ == {"agent_id": made["agent_id"], "aws_targets": ["arn:*:q"], "http_allow": ["10.0.0.1:80"]}
     assert "10.0.0.1:80" in admin_cli("agents", "egress", made["agent_id"]).stdout
     assert admin_cli.json("agents", "egress", made["agent_id"], "--set")["aws_targets"] == []
+    budget = admin_cli.json("agents", "budget", made["agent_id"], "--set", "--runs-per-minute", "12")
+    assert budget["agent"]["runs_per_minute"] == 12 and budget["effective"]["runs_per_minute"] == 12
+    assert "runs_per_minute: 12 (the agent's own)" in admin_cli("agents", "budget", made["agent_id"]).stdout
+    assert admin_cli.json("agents", "budget", made["agent_id"], "--set")["agent"]["runs_per_minute"] is None
     assert admin_cli.json("agents", "revoke", made["agent_id"])["status"] == "revoked"
     one_line_error(cli("agents", "ls", ok=False), 1, "403")
 

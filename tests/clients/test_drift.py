@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import tasksapi
 from tasksapi import _routes as routes
+from tasksapi import models
 from tasksapi._http import Call
 from tasksapi.mcp_server import build_server
 from tasksapi.models import OPENAPI_COMPONENTS
@@ -86,6 +87,8 @@ def _sdk_calls() -> list[tuple[str, str]]:
         routes.revoke_agent(i),
         routes.get_egress(i),
         routes.set_egress(i, [], []),
+        routes.get_budget(i),
+        routes.set_budget(i, models.BudgetUpdate()),
     ]
     return [(c.method, c.path) for c in calls]
 

@@ -199,6 +199,33 @@ def test_agent_egress_routes(admin: tasksapi.Client, local_stack: LocalStack) ->
     run_async(twin())
 
 
+def test_agent_budget_routes(admin: tasksapi.Client, local_stack: LocalStack) -> None:
+    made = admin.agents.create("sdk-budget")
+    fresh = admin.agents.budget(made.agent_id)
+    assert fresh.agent.runs_per_minute is None and fresh.effective == fresh.defaults
+    got = admin.agents.set_budget(made.agent_id, runs_per_minute=30, min_interval_seconds=120)
+    assert (got.agent.runs_per_minute, got.effective.runs_per_minute, got.effective.min_interval_seconds) == (
+        30,
+        30,
+        120,
+    )
+    assert got.agent.runs_burst is None and got.effective.runs_burst == fresh.defaults.runs_burst
+    with tasksapi.Client(local_stack.base_url, made.token) as c:
+        assert c.agents.budget(made.agent_id) == got  # an agent reads its own budget
+        with pytest.raises(tasksapi.Forbidden):
+            c.agents.set_budget(made.agent_id, runs_per_minute=100_000)
+    with pytest.raises(tasksapi.BadRequest) as bad:
+        admin.agents.set_budget(made.agent_id, min_interval_seconds=1)
+    assert [e.field for e in bad.value.errors] == ["min_interval_seconds"]
+
+    async def twin() -> None:
+        async with tasksapi.AsyncClient(local_stack.base_url, local_stack.admin_token) as root:
+            assert (await root.agents.set_budget(made.agent_id)).agent.runs_per_minute is None
+            assert (await root.agents.budget(made.agent_id)).agent.min_interval_seconds is None
+
+    run_async(twin())
+
+
 def test_config_errors_say_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TASKS_API_URL", raising=False)
     monkeypatch.delenv("TASKS_API_TOKEN", raising=False)
