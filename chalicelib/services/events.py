@@ -67,6 +67,7 @@ def emit(agent_id: str, name: str, data: Any, *, depth: int, now: datetime, key:
 def publish(
     agent_id: str, name: str, data: Any, *, depth: int, now: datetime, event_id: str | None = None
 ) -> dict[str, Any]:
+    republished = event_id is not None  # an `emit`: a retried attempt publishes the same id again
     event_id = event_id or f"{epoch(now):010d}-{secrets.token_hex(8)}"
     at_event = int(event_id.split("-", 1)[0])  # run ids of listeners derive from the event alone
     event = {"id": event_id, "name": name, "data": data, "time": iso(now)}
@@ -80,7 +81,7 @@ def publish(
     limits = budgets.limits_of(agent)
     # One charge for the whole fan-out; the oldest listeners go first. A retried `emit` publishes
     # the same event again: its runs were charged (or skipped) the first time, never twice.
-    again = event_id is not None and stores().events.get(agent_id, event_id) is not None
+    again = bool(listeners) and republished and stores().events.get(agent_id, event_id) is not None
     admitted = len(listeners) if again else budgets.take(agent, len(listeners), now)
     for n, task in enumerate(listeners):
         at = epoch(now)

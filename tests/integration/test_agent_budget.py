@@ -44,7 +44,10 @@ def test_admin_sets_and_reads_an_agents_budget_and_the_agent_reads_its_own(api):
     assert api.call("GET", f"/agents/{aid}/budget", token=other["token"]).status_code == 403
     # and a PUT replaces it: what is left out goes back to the default
     back = _budget(api, aid, {"runs_burst": 9})
-    assert back.data["agent"] == {**unset, "runs_burst": 9} and back.data["effective"]["runs_per_minute"] == s.agent_runs_per_minute
+    assert (
+        back.data["agent"] == {**unset, "runs_burst": 9}
+        and back.data["effective"]["runs_per_minute"] == s.agent_runs_per_minute
+    )
 
 
 def test_only_the_admin_sets_a_budget(api):

@@ -170,7 +170,8 @@ def test_tick_cost_follows_due_work_not_stored_work(clock):
 
 
 def test_a_running_schedule_costs_one_small_write_a_fire(api, clock, workers):
-    """The steady state: the tick writes the next fire's due-table entry and never the task."""
+    """The steady state: the tick writes the next fire's due-table entry and never the task
+    (and charges the agent's run budget once a tick, whatever its number of fires)."""
     agent = api.agent()
     t = _create(api, agent, schedule_expr="*/10 * * * *")
     clock.advance(9 * 60 + 30)
@@ -187,7 +188,8 @@ def test_a_running_schedule_costs_one_small_write_a_fire(api, clock, workers):
         # one entry for the next fire; the rest are per-shard leases and watermarks, and the
         # stuck-run sweep's cursor
         shards = settings().due_shards
-        assert writes.get("dynamodb.UpdateItem", 0) == 0
+        budget = [p["TableName"].removeprefix(settings().prefix) for p in calls.params["dynamodb.UpdateItem"]]
+        assert budget == ["agents"], budget  # the run budget's charge, one per agent and tick
         assert writes["dynamodb.PutItem"] == 1 + 2 * shards + 1, calls.calls  # + a lease and a watermark each
     fires = sorted(m["scheduled_for"] for m in all_messages() if m["task_id"] == t["id"])
     assert [f % 3600 // 60 for f in fires] == [10, 20, 30]
