@@ -3,7 +3,7 @@ algorithm of the request rate limits) and runs in flight (opt-in, taken by the w
 
 Runs are charged where they are made, in batches, never one write per scheduled run:
 - the tick: each agent's fires of a tick are admitted against its bucket as read once per tick
-  (one consistent read per agent), and what was admitted is written back once per agent at the
+  (with the agent, which the tick reads anyway), and what was admitted is written back once per agent at the
   end of the tick (one write, `TickBudgets.flush`), whatever the number of shards and pages;
 - dispatch-on-write, run now and event fan-out: one `take_up_to` for the runs they make.
 Retries are attempts of the same run and are never charged. Runs over budget are recorded
@@ -98,9 +98,12 @@ class TickBudgets:
     """One tick's view of its agents' buckets, shared by the shards' threads: each bucket read
     once, admissions counted here, and written back once per agent (`flush`)."""
 
-    def __init__(self, now: datetime, agent: Callable[[str], Agent | None]) -> None:
+    def __init__(
+        self, now: datetime, agent: Callable[[str], Agent | None], bucket: Callable[[str], int | None]
+    ) -> None:
         self.now_ms = epoch_ms(now)
         self._agent = agent
+        self._bucket = bucket  # the agent's run bucket, read with the agent
         self._lock = threading.Lock()
         self._ledgers: dict[str, _Ledger] = {}
 
@@ -114,7 +117,7 @@ class TickBudgets:
             ledger = self._ledgers.setdefault(agent_id, _Ledger(limits))
         with ledger.lock:
             if ledger.room is None:
-                tat = stores().agents.bucket(agent_id, BUCKET)
+                tat = self._bucket(agent_id)
                 ledger.room = budgets.room(tat, self.now_ms, limits.step_ms, limits.runs_burst)
             k = max(0, min(n, ledger.room - ledger.admitted))
             ledger.admitted += k

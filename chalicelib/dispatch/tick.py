@@ -28,7 +28,7 @@ from itertools import islice
 from typing import TypeVar
 
 from chalicelib.dispatch import deadletters, sweeper
-from chalicelib.dispatch.budgets import TickBudgets, stamped
+from chalicelib.dispatch.budgets import BUCKET, TickBudgets, stamped
 from chalicelib.dispatch.plan import Plan, current, entry_fire, plan
 from chalicelib.dispatch.settle import execute, record_revoked, record_skipped, schedule_failed
 from chalicelib.domain.records import Agent, AgentStatus, SkipReason
@@ -82,17 +82,17 @@ class Budget:
 
 
 class TickAgents:
-    """The tick's agents: each distinct agent read once per tick, the shards' threads sharing
-    the answer (the first to ask reads, the others wait for its answer), and their run budgets
-    (`budgets`, written back once per agent when the tick ends). An agent without a record is
-    not revoked here (its tasks are the API's to clean up)."""
+    """The tick's agents: each distinct agent read once per tick (with its run bucket), the
+    shards' threads sharing the answer (the first to ask reads, the others wait for its answer),
+    and their run budgets (`budgets`, written back once per agent when the tick ends). An agent
+    without a record is not revoked here (its tasks are the API's to clean up)."""
 
     def __init__(self, now: datetime) -> None:
         self._lock = threading.Lock()
-        self._known: dict[str, Future[Agent | None]] = {}
-        self.budgets = TickBudgets(now, self.agent)
+        self._known: dict[str, Future[tuple[Agent | None, int | None]]] = {}
+        self.budgets = TickBudgets(now, self.agent, self.bucket)
 
-    def agent(self, agent_id: str) -> Agent | None:
+    def _read(self, agent_id: str) -> tuple[Agent | None, int | None]:
         with self._lock:
             known = self._known.get(agent_id)
             mine = known is None
@@ -100,10 +100,17 @@ class TickAgents:
                 known = self._known[agent_id] = Future()
         if mine:
             try:
-                known.set_result(stores().agents.get(agent_id))
+                known.set_result(stores().agents.get_with_bucket(agent_id, BUCKET))
             except Exception as exc:  # noqa: BLE001 - re-raised by result(), to every thread that asks
                 known.set_exception(exc)
         return known.result()
+
+    def agent(self, agent_id: str) -> Agent | None:
+        return self._read(agent_id)[0]
+
+    def bucket(self, agent_id: str) -> int | None:
+        """The agent's run bucket as the tick read it."""
+        return self._read(agent_id)[1]
 
     def revoked(self, agent_id: str) -> bool:
         agent = self.agent(agent_id)

@@ -364,6 +364,10 @@ class AgentStore(Protocol):
         """The bucket's value (None: unset, or no such agent)."""
         ...
 
+    def get_with_bucket(self, agent_id: str, bucket: str) -> tuple[Agent | None, int | None]:
+        """`get` and `bucket` in one consistent read (the tick reads both for each agent)."""
+        ...
+
     def take_up_to(self, agent_id: str, bucket: str, n: int, *, now_ms: int, step_ms: int, burst: int) -> int:
         """Spend up to `n` of the bucket (emission interval `step_ms`, `burst`) at once: how many
         it admitted (`domain.budgets.room`, 0 when it is empty or the agent is gone). Exact across

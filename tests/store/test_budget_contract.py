@@ -79,3 +79,11 @@ def test_budget_fields_are_set_replaced_and_removed(stores: Stores) -> None:
     assert again is not None and again.runs_in_flight == 0 and again.runs_per_minute is None
     assert again.min_interval_seconds is None
     assert stores.agents.set_budget(str(uuid.uuid4()), values) is None
+
+
+def test_the_agent_and_its_bucket_are_read_together(stores: Stores) -> None:
+    a = seeded(stores)
+    assert stores.agents.get_with_bucket(a.agent_id, "runs") == (a, None)
+    assert take(stores, a.agent_id, 2) == 2
+    assert stores.agents.get_with_bucket(a.agent_id, "runs") == (a, NOW + 2 * STEP)
+    assert stores.agents.get_with_bucket(str(uuid.uuid4()), "runs") == (None, None)

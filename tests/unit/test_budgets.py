@@ -127,7 +127,7 @@ def test_the_tick_sends_what_the_budget_admits_and_records_the_rest_over_budget(
     assert len(w.sent()) == 3 and len(over_budget(w, mine)) == 2
     for t in mine:  # every schedule moved on, sent or skipped: the next tick does not meet these fires
         assert w.stores.tasks.get(t.task_id).due_at is None  # type: ignore[union-attr]
-    # charged in one go for the whole tick (a read, then one write), not once per shard or run
+    # charged in one go for the whole tick (read with the agent, one write), not once per shard or run
     assert w.agents.bucket_writes == [loop]
     assert w.stores.agents.bucket(loop, "runs") == T * 1000 + 3 * 20_000
 

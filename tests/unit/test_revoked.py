@@ -47,6 +47,10 @@ class CountingAgents(MemoryAgents):
         self.reads.append(agent_id)
         return super().get(agent_id)
 
+    def get_with_bucket(self, agent_id: str, bucket: str) -> tuple[Agent | None, int | None]:
+        self.reads.append(agent_id)
+        return super().get_with_bucket(agent_id, bucket)
+
 
 @dataclasses.dataclass
 class World:

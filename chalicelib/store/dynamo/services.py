@@ -92,6 +92,15 @@ class DynamoAgents:
             return None
         return agent_from_item(item)  # update() loads the item as written
 
+    def get_with_bucket(self, agent_id: str, bucket: str) -> tuple[Agent | None, int | None]:
+        attr = _bucket(bucket)
+        try:
+            item = AgentModel.get(agent_id, consistent_read=True)
+        except DoesNotExist:
+            return None, None
+        value = getattr(item, attr.attr_name)
+        return agent_from_item(item), None if value is None else int(value)
+
     def take_up_to(self, agent_id: str, bucket: str, n: int, *, now_ms: int, step_ms: int, burst: int) -> int:
         # The cheap cases first, one conditional write each: an idle bucket restarts (it is full),
         # a busy one with room for all n moves by n steps. Only then is it read, and the room it

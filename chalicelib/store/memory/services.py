@@ -78,6 +78,11 @@ class MemoryAgents:
             self.items[agent_id] = agent = replace(agent, **fields)
             return agent
 
+    def get_with_bucket(self, agent_id: str, bucket: str) -> tuple[Agent | None, int | None]:
+        self._check(bucket)
+        with self._lock:
+            return self.items.get(agent_id), self.buckets.get((agent_id, bucket))
+
     def take_up_to(self, agent_id: str, bucket: str, n: int, *, now_ms: int, step_ms: int, burst: int) -> int:
         self._check(bucket)
         with self._lock:
