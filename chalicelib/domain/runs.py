@@ -44,11 +44,14 @@ class RunMessage:
     event_id: str | None = None
     depth: int = 0  # emit chain depth
     in_flight: int = 0  # the agent's runs-in-flight ceiling when it has one (dispatch/budgets.py)
+    chain: str | None = None  # the id of the event that started the run's event chain (its root)
 
     def to_json(self) -> str:
         body = dict(self.__dict__)
         if not body["in_flight"]:
             del body["in_flight"]  # the usual case: the message as it was before budgets
+        if body["chain"] is None:
+            del body["chain"]  # a run no event started
         return json.dumps(body, separators=(",", ":"))
 
     @classmethod
@@ -61,6 +64,7 @@ class RunMessage:
                 raise ValueError(f"{name} is missing or not a string")
         if not isinstance(data.get("scheduled_for"), int) or data["trigger"] not in ("schedule", "run_now", "event"):
             raise ValueError("scheduled_for or trigger is invalid")
+        chain = data.get("chain")
         return cls(
             data["task_id"],
             data["run_id"],
@@ -71,6 +75,7 @@ class RunMessage:
             data.get("event_id"),
             int(data.get("depth") or 0),
             _count(data.get("in_flight")),
+            chain if isinstance(chain, str) else None,
         )
 
 

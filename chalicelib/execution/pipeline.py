@@ -97,11 +97,13 @@ _RESERVED_HEADERS = frozenset(
         "x-attempt",
         "x-tasks-signature",
         "x-tasks-event-depth",
+        "x-tasks-event-chain",
     }
 )
 # Sent on every HTTP step: a POST /events made by the step continues its run's event chain
 # (the API counts it one deeper), so a loop through our own API meets the chain limit too.
 EVENT_DEPTH_HEADER = "X-Tasks-Event-Depth"
+EVENT_CHAIN_HEADER = "X-Tasks-Event-Chain"  # and its chain, whose runs in total are bounded
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _AWS_RETRYABLE_CODES = frozenset(
     {
@@ -185,6 +187,7 @@ class RunContext:
     attempt: int  # 1-based
     signing_secret: str
     depth: int = 0  # how deep in an event chain this run is (0: not started by an event)
+    chain: str | None = None  # the root event of that chain (None: not started by an event)
     # What the admin opened for the task's agent (AWS targets, extra HTTP allow entries); the
     # default opens no AWS target, so a caller that forgets it fails closed.
     egress: AgentEgress = AgentEgress()
@@ -600,6 +603,7 @@ def _http(step: HttpStep, ctx: RunContext, clock: Callable[[], float], timeout: 
             "X-Run-Id": ctx.run_id,
             "X-Attempt": str(ctx.attempt),
             EVENT_DEPTH_HEADER: str(ctx.depth),
+            **({EVENT_CHAIN_HEADER: ctx.chain} if ctx.chain else {}),
             # Signed per request: the body (and so the signature) changes if a redirect drops it.
             "X-Tasks-Signature": signature_header(ctx.signing_secret, body, int(clock())),
         }

@@ -416,6 +416,7 @@ class _Delivery:
             attempt=attempt,
             signing_secret=secret,
             depth=msg.depth,
+            chain=msg.chain,
             egress=egress,
         )
         started = time.monotonic()
@@ -423,7 +424,14 @@ class _Delivery:
         def emit(name: str, data: Any, step_id: str) -> str:
             key = f"{msg.run_id}|{step_id}"
             return events.emit(
-                msg.agent_id, name, data, depth=msg.depth + 1, now=wiring.now(), key=key, at=msg.scheduled_for
+                msg.agent_id,
+                name,
+                data,
+                depth=msg.depth + 1,
+                now=wiring.now(),
+                key=key,
+                at=msg.scheduled_for,
+                chain=msg.chain,
             )
 
         result = pipeline.run_pipeline(payload, ctx, emit=emit, clock=lambda: wiring.now_precise().timestamp())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -408,11 +409,31 @@ def get_run(req: Any, caller: Caller, task_id: str, run_id: str) -> Any:
     response=contracts.EventAccepted,
     status=202,
     errors=(413,),
-    headers=(("X-Tasks-Event-Depth", "Set by HTTP steps: the chain depth of the run that sends this event"),),
+    headers=(
+        ("X-Tasks-Event-Depth", "Set by HTTP steps: the chain depth of the run that sends this event"),
+        ("X-Tasks-Event-Chain", "Set by HTTP steps: the root event of the run's event chain"),
+    ),
     tag="events",
 )
 def post_event(req: Any, caller: Caller) -> Any:
-    return 202, events.post_event(caller, body(req), wiring.now(), _event_depth(req.headers.get("x-tasks-event-depth")))
+    depth = _event_depth(req.headers.get("x-tasks-event-depth"))
+    return 202, events.post_event(
+        caller, body(req), wiring.now(), depth, _event_chain(req.headers.get("x-tasks-event-chain"))
+    )
+
+
+def _event_chain(value: str | None) -> str | None:
+    """The chain a task's HTTP step continues (an event id): its runs count against the same
+    bound. Absent: the event starts a chain of its own."""
+    if value is None:
+        return None
+    v = value.strip()
+    if not _EVENT_ID.fullmatch(v):
+        raise InvalidInput.field("X-Tasks-Event-Chain", "must be an event id (as POST /events answers it)")
+    return v
+
+
+_EVENT_ID = re.compile(r"[0-9]{10}-[0-9a-f]{16}")
 
 
 def _event_depth(value: str | None) -> int:

@@ -43,6 +43,8 @@ class Settings:
     max_tasks_per_agent: int = 10_000
     max_step_output_bytes: int = 8 * 1024
     event_chain_limit: int = 10
+    # Runs the events of one chain may start, past its root's own fan-out (services/events.py).
+    event_chain_max_runs: int = 1000
     # A run waiting for a concurrency slot fails `concurrency_wait_timeout` after this long.
     concurrency_wait_timeout_seconds: int = 3600
     # The stuck-run sweep (dispatch/sweeper.py): how long past a run's own deadline (its lease, its
@@ -90,6 +92,7 @@ def settings() -> Settings:
         max_tasks_per_agent=_int("TASKAPI_MAX_TASKS_PER_AGENT", 10_000),
         max_step_output_bytes=_int("TASKAPI_MAX_STEP_OUTPUT_BYTES", 8 * 1024),
         event_chain_limit=_int("TASKAPI_EVENT_CHAIN_LIMIT", 10),
+        event_chain_max_runs=_int("TASKAPI_EVENT_CHAIN_MAX_RUNS", 1000),
         concurrency_wait_timeout_seconds=_int("TASKAPI_CONCURRENCY_WAIT_TIMEOUT_SECONDS", 3600),
         sweep_grace_seconds=_int("TASKAPI_SWEEP_GRACE_SECONDS", 900),
         sweep_page_items=_int("TASKAPI_SWEEP_PAGE_ITEMS", 1000),

@@ -33,7 +33,11 @@ def candidate_patterns(name: str) -> list[str]:
     return [name, *(".".join(parts[:i]) + ".*" for i in range(1, len(parts))), "*"]
 
 
-def post_event(caller: Caller, data: Any, now: datetime, depth: int = 0) -> dict[str, Any]:
+class ChainTooBroad(Exception):
+    """The event's fan-out would take its chain past `TASKAPI_EVENT_CHAIN_MAX_RUNS` runs."""
+
+
+def post_event(caller: Caller, data: Any, now: datetime, depth: int = 0, chain: str | None = None) -> dict[str, Any]:
     if caller.agent_id is None:
         raise InvalidInput("events belong to an agent: call POST /events with the agent's token")
     req = parse(EventCreate, data)
@@ -43,13 +47,19 @@ def post_event(caller: Caller, data: Any, now: datetime, depth: int = 0) -> dict
         raise InvalidInput.field(
             "X-Tasks-Event-Depth", f"the event chain is deeper than {settings().event_chain_limit} events (a loop?)"
         )
-    return publish(caller.agent_id, req.name, req.data, depth=depth, now=now)
+    try:
+        return publish(caller.agent_id, req.name, req.data, depth=depth, now=now, chain=chain)
+    except ChainTooBroad as e:
+        raise InvalidInput.field("X-Tasks-Event-Chain", str(e)) from None
 
 
-def emit(agent_id: str, name: str, data: Any, *, depth: int, now: datetime, key: str, at: int) -> str:
+def emit(
+    agent_id: str, name: str, data: Any, *, depth: int, now: datetime, key: str, at: int, chain: str | None = None
+) -> str:
     """The `emit` step: publish an internal event for the same agent. Its id derives from
     `key` (the run and the step) and `at` (the run's instant), so a retried attempt publishes
-    the same event and its listeners' runs, whose ids derive from it, are created once."""
+    the same event and its listeners' runs, whose ids derive from it, are created once.
+    `chain`: the chain of the emitting run (None: the emitted event starts one)."""
     if depth > settings().event_chain_limit:
         raise StepFailed(
             "chain_too_deep",
@@ -61,12 +71,25 @@ def emit(agent_id: str, name: str, data: Any, *, depth: int, now: datetime, key:
     except (InvalidInput, TooLarge) as e:
         raise StepFailed("invalid_event", e.detail, retryable=False) from None
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return str(publish(agent_id, name, data, depth=depth, now=now, event_id=f"{at:010d}-{digest}")["event_id"])
+    try:
+        published = publish(agent_id, name, data, depth=depth, now=now, event_id=f"{at:010d}-{digest}", chain=chain)
+    except ChainTooBroad as e:
+        raise StepFailed("chain_too_broad", str(e), retryable=False) from None
+    return str(published["event_id"])
 
 
 def publish(
-    agent_id: str, name: str, data: Any, *, depth: int, now: datetime, event_id: str | None = None
+    agent_id: str,
+    name: str,
+    data: Any,
+    *,
+    depth: int,
+    now: datetime,
+    event_id: str | None = None,
+    chain: str | None = None,
 ) -> dict[str, Any]:
+    """Store the event and start its listeners' runs. `chain`: the root event of the chain it
+    belongs to (None: it is a root itself); its runs carry the chain on."""
     republished = event_id is not None  # an `emit`: a retried attempt publishes the same id again
     event_id = event_id or f"{epoch(now):010d}-{secrets.token_hex(8)}"
     at_event = int(event_id.split("-", 1)[0])  # run ids of listeners derive from the event alone
@@ -77,11 +100,14 @@ def publish(
     listeners = [
         t for t in stores().tasks.by_event_key(keys) if t.status is TaskStatus.ACTIVE and t.created_by == agent_id
     ]
+    chain = chain or event_id
     agent = stores().agents.get(agent_id) if listeners else None
     limits = budgets.limits_of(agent)
     # One charge for the whole fan-out; the oldest listeners go first. A retried `emit` publishes
     # the same event again: its runs were charged (or skipped) the first time, never twice.
     again = bool(listeners) and republished and stores().events.get(agent_id, event_id) is not None
+    if not again:
+        _charge_chain(agent_id, chain, len(listeners), depth, now)  # first: a refused fan-out spends no budget
     admitted = len(listeners) if again else budgets.take(agent, len(listeners), now)
     for n, task in enumerate(listeners):
         at = epoch(now)
@@ -97,6 +123,7 @@ def publish(
             event_id,
             depth,
             limits.runs_in_flight,
+            chain,
         )
         if n >= admitted:
             doc = runs.new_doc(
@@ -140,6 +167,22 @@ def publish(
             if send.message.run_id not in accepted:
                 runs.fail_unqueued(send.message, now, "SQS did not accept the run message")
     return {"event_id": event_id, "runs": started}
+
+
+def _charge_chain(agent_id: str, chain: str, runs: int, depth: int, now: datetime) -> None:
+    """Breadth: the runs one chain's events start, in total, stay within
+    `TASKAPI_EVENT_CHAIN_MAX_RUNS` (depth alone lets 5 listeners that emit make 5^10 runs). One
+    conditional write per fan-out that starts runs, none per run; an agent's own event (depth
+    0: POST /events, an AWS event) is the chain's root, and its fan-out is not charged. A
+    retried attempt's emit (the same event again) is not charged again."""
+    if depth < 1 or runs == 0:
+        return
+    limit = settings().event_chain_max_runs
+    expires = now + timedelta(days=settings().run_retention_days)  # as long as its runs' records
+    if not stores().events.charge_chain(agent_id, chain, runs, limit=limit, expires_at=expires):
+        raise ChainTooBroad(
+            f"the event chain {chain} would start more than {limit} runs with this event's {runs} (a loop?)"
+        )
 
 
 def load(agent_id: str, event_id: str) -> dict[str, Any] | None:

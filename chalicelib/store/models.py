@@ -172,6 +172,7 @@ class KeyModel(Model):
     holder = UnicodeAttribute(null=True)
     until = NumberAttribute(null=True)
     through = UnicodeAttribute(null=True)  # a tick shard's watermark: the last due slot dispatched
+    used = NumberAttribute(null=True)  # an event chain's runs started so far (`chain#<agent>#<root>`)
     expires_at = TTLAttribute(null=True)
 
 

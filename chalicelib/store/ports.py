@@ -380,6 +380,12 @@ class EventStore(Protocol):
 
     def get(self, agent_id: str, event_id: str) -> Event | None: ...
 
+    def charge_chain(self, agent_id: str, chain: str, runs: int, *, limit: int, expires_at: datetime) -> bool:
+        """Add `runs` to the agent's event chain `chain` (one conditional write, created at 0),
+        only if its total stays within `limit`. False (nothing added): it would not. The
+        counter lives until `expires_at`."""
+        ...
+
 
 @dataclass(frozen=True)
 class KeyClaim:

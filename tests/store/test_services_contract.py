@@ -329,6 +329,23 @@ def test_events_read_back_per_agent(stores: Stores) -> None:
     assert stores.events.get(ev.agent_id, "1803000000-other") is None
 
 
+def test_a_chain_is_charged_only_within_its_limit_per_agent(stores: Stores) -> None:
+    a, b, root = str(uuid.uuid4()), str(uuid.uuid4()), "1803000000-00000000000000aa"
+    until = NOW + timedelta(days=30)
+    assert stores.events.charge_chain(a, root, 5, limit=12, expires_at=until)
+    assert stores.events.charge_chain(a, root, 7, limit=12, expires_at=until)  # exactly at the limit
+    assert not stores.events.charge_chain(a, root, 1, limit=12, expires_at=until)  # past it: nothing added
+    assert not stores.events.charge_chain(b, "1803000000-00000000000000bb", 13, limit=12, expires_at=until)
+    assert stores.events.charge_chain(b, root, 12, limit=12, expires_at=until)  # per agent
+
+
+def test_racing_charges_of_one_chain_never_pass_its_limit(stores: Stores) -> None:
+    a, root = str(uuid.uuid4()), "1803000000-00000000000000cc"
+    until = NOW + timedelta(days=30)
+    charged = race(8, lambda i: stores.events.charge_chain(a, root, 3, limit=10, expires_at=until))
+    assert sum(charged) == 3  # 9 of 10: a fourth charge of 3 would pass it
+
+
 # ---- idempotency keys -----------------------------------------------------------------------
 
 

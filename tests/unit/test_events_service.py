@@ -13,9 +13,11 @@ import pytest
 
 from chalicelib import store
 from chalicelib.dispatch import queue
-from chalicelib.domain.errors import StateConflict
+from chalicelib.domain.errors import InvalidInput, StateConflict, StepFailed
 from chalicelib.domain.records import Agent, AgentStatus, RunStatus
 from chalicelib.domain.timefmt import epoch
+from chalicelib.execution import worker
+from chalicelib.platform.config import settings
 from chalicelib.services import awsevents, events, lifecycle, tasks
 from chalicelib.services.agents import Caller
 from chalicelib.store import Stores
@@ -133,3 +135,97 @@ class Refusing(queue.MemoryRunQueues):
 
     def send_batch(self, band: str, sends: Any) -> set[str]:
         return set()
+
+
+# ---- the breadth of an event chain ------------------------------------------------------------
+
+
+@pytest.fixture()
+def chain_max(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+    monkeypatch.setenv("TASKAPI_EVENT_CHAIN_MAX_RUNS", "12")
+    settings.cache_clear()
+    yield 12
+    settings.cache_clear()
+
+
+def _emit(caller: Caller, n: int, chain: str | None) -> str:
+    return events.emit(
+        caller.agent_id or "", "loop.x", {}, depth=1, now=NOW, key=f"run-{n}|e", at=epoch(NOW), chain=chain
+    )
+
+
+def test_a_chain_starts_at_most_its_budget_of_runs(mem: tuple[Stores, queue.MemoryRunQueues], chain_max: int) -> None:
+    stores, queues = mem
+    a, b = agent(stores), agent(stores)
+    for _ in range(5):
+        listener(a, "loop.*")
+    listener(b, "loop.*")
+    root = "1803902400-00000000000000aa"
+    # two fan-outs of 5 fit in 12; the third would make 15: refused, not retried, nothing started
+    _emit(a, 1, root), _emit(a, 2, root)
+    assert len(set(queues.run_ids())) == 10
+    _emit(a, 1, root)  # a retried attempt's emit: the same event, its runs counted once
+    assert stores.events.chains[a.agent_id, root] == 10  # type: ignore[attr-defined]
+    with pytest.raises(StepFailed) as refused:
+        _emit(a, 3, root)
+    assert refused.value.type == "chain_too_broad" and not refused.value.retryable
+    assert "more than 12 runs" in refused.value.message
+    assert len(set(queues.run_ids())) == 10
+    # another chain, and another agent's chain of the same id, have budgets of their own
+    _emit(a, 4, "1803902400-00000000000000bb")
+    _emit(b, 5, root)
+    assert len(set(queues.run_ids())) == 16
+    # an emitted event without a chain starts one (its own id), charged as well
+    _emit(a, 6, None)
+    assert len(set(queues.run_ids())) == 21
+
+
+def test_post_events_continues_a_chain_and_is_refused_past_its_budget(
+    mem: tuple[Stores, queue.MemoryRunQueues], chain_max: int
+) -> None:
+    stores, queues = mem
+    a = agent(stores)
+    for _ in range(5):
+        listener(a, "loop.*")
+    # the agent's own event is the root: its fan-out is not charged, whatever its size
+    root = events.post_event(a, {"name": "loop.go"}, NOW)
+    assert len(root["runs"]) == 5
+    msgs = [s.message for band in queues.sent.values() for s, _ in band]
+    assert {m.chain for m in msgs} == {root["event_id"]} and {m.depth for m in msgs} == {0}
+    # a task's HTTP step that POSTs /events carries depth and chain (headers): charged to the root
+    for _ in range(2):
+        events.post_event(a, {"name": "loop.go"}, NOW, depth=1, chain=root["event_id"])
+    with pytest.raises(InvalidInput) as refused:
+        events.post_event(a, {"name": "loop.go"}, NOW, depth=1, chain=root["event_id"])
+    assert "X-Tasks-Event-Chain" in str(refused.value.errors) and len(queues.run_ids()) == 15
+
+
+def test_five_listeners_that_emit_their_own_event_stop_at_the_chain_budget(
+    mem: tuple[Stores, queue.MemoryRunQueues], chain_max: int
+) -> None:
+    """The issue's case: 5 emit steps listening to their own event made 5^10 runs (depth 10);
+    now the chain's runs past the root's fan-out stop at the budget and the emits past it fail."""
+    stores, queues = mem
+    a = agent(stores)
+    emits = {"steps": [{"id": "again", "type": "emit", "name": "loop.x", "data": {}}]}
+    for _ in range(5):
+        listener(a, "loop.*", payload=emits)
+    events.post_event(a, {"name": "loop.go"}, NOW)
+    outcomes: list[str] = []
+    worked = 0
+    while worked < 200:  # 5^10 without the bound: this loop would not drain
+        pending = [s.message for band in queues.sent.values() for s, _ in band]
+        if worked == len(pending):
+            break
+        for m in pending[worked:]:
+            outcomes.append(worker.process(m.to_json(), "queue", "receipt", NOW))
+        worked = len(pending)
+    assert worked == 5 + chain_max - chain_max % 5  # the root's 5, then fan-outs of 5 while they fit: 10
+    failed = [
+        r
+        for r in stores.runs.items.values()
+        if r.status is RunStatus.FAILED  # type: ignore[attr-defined]
+    ]
+    assert {(r.doc["error"] or {}).get("type") for r in failed} == {"chain_too_broad"}
+    assert all(r.attempt == 1 for r in failed)  # not retried
+    assert outcomes.count("succeeded") == worked - len(failed)

@@ -156,6 +156,20 @@ class DynamoEvents:
         except DoesNotExist:
             return None
 
+    def charge_chain(self, agent_id: str, chain: str, runs: int, *, limit: int, expires_at: datetime) -> bool:
+        if runs > limit:
+            return False
+        # In the keys table, not on the root event's item: the root's own put replaces its item.
+        item = KeyModel(f"chain#{agent_id}#{chain}")
+        room = KeyModel.used.does_not_exist() | (KeyModel.used <= limit - runs)
+        try:
+            item.update(actions=[KeyModel.used.add(runs), KeyModel.expires_at.set(expires_at)], condition=room)
+        except UpdateError as e:
+            if conditional_failed(e):
+                return False
+            raise
+        return True
+
 
 class DynamoKeys:
     def claim(self, key: str, value: Mapping[str, Any], *, expires_at: datetime, now: datetime) -> bool:

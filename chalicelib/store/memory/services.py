@@ -126,6 +126,7 @@ class MemoryEvents:
     def __init__(self, lock: threading.RLock | None = None) -> None:
         self._lock = lock or threading.RLock()
         self.items: dict[tuple[str, str], Event] = {}
+        self.chains: dict[tuple[str, str], int] = {}  # (agent, chain) -> runs its events started
 
     def put(self, event: Event) -> None:
         with self._lock:
@@ -134,6 +135,14 @@ class MemoryEvents:
     def get(self, agent_id: str, event_id: str) -> Event | None:
         with self._lock:
             return self.items.get((agent_id, event_id))
+
+    def charge_chain(self, agent_id: str, chain: str, runs: int, *, limit: int, expires_at: datetime) -> bool:
+        with self._lock:
+            used = self.chains.get((agent_id, chain), 0)
+            if used + runs > limit:
+                return False
+            self.chains[agent_id, chain] = used + runs
+            return True
 
 
 class MemoryKeys:
