@@ -228,17 +228,7 @@ class Stack:
             self.lines.append(line.rstrip("\n"))
 
     def events(self, message: str) -> list[dict[str, Any]]:
-        out = []
-        for line in list(self.lines):
-            if not line.startswith("{"):
-                continue
-            try:
-                ev = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(ev, dict) and ev.get("message") == message:
-                out.append(ev)
-        return out
+        return log_events(list(self.lines), message)
 
     def stop(self) -> int | None:
         if self.proc.poll() is None:
@@ -252,6 +242,21 @@ class Stack:
         if self.log_path is not None:
             self.log_path.write_text("\n".join(self.lines) + "\n")
         return self.proc.returncode
+
+
+def log_events(lines: list[str], message: str) -> list[dict[str, Any]]:
+    """The stack's JSON log lines with this `message`."""
+    out = []
+    for line in lines:
+        if not line.startswith("{"):
+            continue
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(ev, dict) and ev.get("message") == message:
+            out.append(ev)
+    return out
 
 
 class KeyInProgress(Exception):
@@ -850,6 +855,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--log", help="write the stack's log lines here")
     ap.add_argument("--dump", help="write the plan, run records and target calls here (JSON), to re-count offline")
+    ap.add_argument("--recount", metavar="DUMP", help="count a --dump again with its --log (no soak is run)")
     ap.add_argument("--no-write", action="store_true", help="print only; leave bench/results.json alone")
     ap.add_argument(
         "--quick",
@@ -865,8 +871,35 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def recount(dump: Path, log: Path) -> dict[str, Any]:
+    """The accounting again, offline, from a `--dump` and the `--log` of the same soak."""
+    data = json.loads(dump.read_text())
+    lines = log.read_text().splitlines()
+    acc = account(
+        Plan(**data["plan"]),
+        data["runs"],
+        [Call(**c) for c in data["calls"]],
+        attempts_from_log(lambda message: log_events(lines, message)),
+    )
+    lags, unfaulted = acc["lags"], acc["lags_unfaulted"]
+    return {
+        "lost": acc["lost"],
+        "stuck": [r["id"] for r in acc["stuck"]],
+        "doubles": [(d.kind, d.run_id, d.call.attempt) for d in acc["doubles"]],
+        "redeliveries": [(r.cause, r.run_id, r.call.attempt) for r in acc["redeliveries"]],
+        "lag_p99_s": percentile(lags, 0.99),
+        "lag_p99_unfaulted_s": percentile(unfaulted, 0.99),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    if args.recount:
+        if not args.log:
+            raise SystemExit("--recount needs the --log of the same soak")
+        for k, v in recount(Path(args.recount), Path(args.log)).items():
+            print(f"{k}: {v}")
+        return 0
     figures = run(args)
     figures.pop("_accounting")
     if not args.no_write:

@@ -8,13 +8,14 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 from botocore.config import Config
 
-from bench.soak import AttemptLog, Call, Plan, account, attempts_from_log
+from bench.soak import AttemptLog, Call, Plan, account, attempts_from_log, recount
 from chalicelib.execution.pipeline import RunContext, run_pipeline
 from local.faults import EXEMPT_AGENT, Faults, WorkerCrash, _Injector
 
@@ -222,6 +223,34 @@ def test_the_stack_log_names_the_attempts_faults_befell() -> None:
     assert log.crashed == {("r1", 2): 1_800_000_001.25}
     assert log.retried == {("r3", 1): "timeout@call"}
     assert log.in_crashed_batch == {"r1", "r2"}
+
+
+def test_a_dump_and_its_log_are_counted_again_offline(tmp_path: Path) -> None:
+    runs = {"cron": [_run("r1", "cron", scheduled_for=_iso(T0), attempt=2, finished_at=_iso(T0 + 301))]}
+    calls = [_call("r1", T0 + 1), _call("r1", T0 + 300, attempt=2)]
+    dump = tmp_path / "soak.json"
+    dump.write_text(
+        json.dumps(
+            {
+                "plan": {"crons": {"cron": {"agent": "a", "expected": [T0]}}},
+                "runs": runs,
+                "calls": [c.__dict__ for c in calls],
+            }
+        )
+    )
+    crash = {
+        "message": "fault_injected",
+        "kind": "crash",
+        "run_id": "r1",
+        "attempt": 1,
+        "timestamp": "2027-01-15 08:00:01,250+0000",
+    }
+    log = tmp_path / "soak.log"
+    log.write_text("tasks-api - INFO - not json\n" + json.dumps(crash) + "\n")
+    got = recount(dump, log)
+    assert got["redeliveries"] == [("crash", "r1", "2")] and got["doubles"] == [] and got["lost"] == []
+    log.write_text("")  # without the crash in the log, the same calls are a double
+    assert recount(dump, log)["doubles"] == [("unexplained", "r1", "2")]
 
 
 def test_overlapping_successes_under_one_concurrency_key_are_counted() -> None:
