@@ -373,9 +373,10 @@ class _Delivery:
         if reason is not None:
             return reason
         self.task = fresh
-        if _reaches(self.definition):
-            # The agent is read for these pipelines anyway (their per-agent egress): a revoked
-            # agent's run stops here. Pipelines that reach nothing outside (log, emit) skip the read.
+        if _reaches(self.definition) or _emits(self.definition):
+            # The agent is read for these pipelines anyway (their per-agent egress; an emit's
+            # fan-out charges its run budget, and is handed this read): a revoked agent's run stops
+            # here. A log-only pipeline reaches nothing and starts nothing: it skips the read.
             self.agent = stores().agents.get(self.msg.agent_id)
             if self.agent is not None and self.agent.status is AgentStatus.REVOKED:
                 return SkipReason.AGENT_REVOKED
@@ -432,6 +433,7 @@ class _Delivery:
                 key=key,
                 at=msg.scheduled_for,
                 chain=msg.chain,
+                agent=self.agent,
             )
 
         result = pipeline.run_pipeline(payload, ctx, emit=emit, clock=lambda: wiring.now_precise().timestamp())
@@ -542,6 +544,10 @@ _EGRESS_STEPS = frozenset({"http", "lambda", "sqs", "sns", "eventbridge"})
 
 def _reaches(definition: Definition) -> bool:
     return any(s.get("type") in _EGRESS_STEPS for s in _steps(definition))
+
+
+def _emits(definition: Definition) -> bool:
+    return any(s.get("type") == "emit" for s in _steps(definition))
 
 
 def _steps(definition: Definition) -> list[dict[str, Any]]:

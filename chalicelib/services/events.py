@@ -16,7 +16,7 @@ from chalicelib import dispatch
 from chalicelib.dispatch import budgets
 from chalicelib.domain.contracts import EventCreate
 from chalicelib.domain.errors import InvalidInput, StepFailed, TooLarge
-from chalicelib.domain.records import Event, RunStatus, SkipReason, TaskStatus, Trigger
+from chalicelib.domain.records import Agent, Event, RunStatus, SkipReason, TaskStatus, Trigger
 from chalicelib.domain.runs import RunMessage
 from chalicelib.domain.timefmt import epoch, iso
 from chalicelib.domain.validation import parse, stored_size
@@ -54,12 +54,22 @@ def post_event(caller: Caller, data: Any, now: datetime, depth: int = 0, chain: 
 
 
 def emit(
-    agent_id: str, name: str, data: Any, *, depth: int, now: datetime, key: str, at: int, chain: str | None = None
+    agent_id: str,
+    name: str,
+    data: Any,
+    *,
+    depth: int,
+    now: datetime,
+    key: str,
+    at: int,
+    chain: str | None = None,
+    agent: Agent | None = None,
 ) -> str:
     """The `emit` step: publish an internal event for the same agent. Its id derives from
     `key` (the run and the step) and `at` (the run's instant), so a retried attempt publishes
     the same event and its listeners' runs, whose ids derive from it, are created once.
-    `chain`: the chain of the emitting run (None: the emitted event starts one)."""
+    `chain`: the chain of the emitting run (None: the emitted event starts one); `agent`: the
+    emitting agent as the worker read it at the claim (None: read here if needed)."""
     if depth > settings().event_chain_limit:
         raise StepFailed(
             "chain_too_deep",
@@ -72,7 +82,9 @@ def emit(
         raise StepFailed("invalid_event", e.detail, retryable=False) from None
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     try:
-        published = publish(agent_id, name, data, depth=depth, now=now, event_id=f"{at:010d}-{digest}", chain=chain)
+        published = publish(
+            agent_id, name, data, depth=depth, now=now, event_id=f"{at:010d}-{digest}", chain=chain, agent=agent
+        )
     except ChainTooBroad as e:
         raise StepFailed("chain_too_broad", str(e), retryable=False) from None
     return str(published["event_id"])
@@ -87,6 +99,7 @@ def publish(
     now: datetime,
     event_id: str | None = None,
     chain: str | None = None,
+    agent: Agent | None = None,
 ) -> dict[str, Any]:
     """Store the event and start its listeners' runs. `chain`: the root event of the chain it
     belongs to (None: it is a root itself); its runs carry the chain on."""
@@ -101,7 +114,8 @@ def publish(
         t for t in stores().tasks.by_event_key(keys) if t.status is TaskStatus.ACTIVE and t.created_by == agent_id
     ]
     chain = chain or event_id
-    agent = stores().agents.get(agent_id) if listeners else None
+    if agent is None and listeners:
+        agent = stores().agents.get(agent_id)
     limits = budgets.limits_of(agent)
     # One charge for the whole fan-out; the oldest listeners go first. A retried `emit` publishes
     # the same event again: its runs were charged (or skipped) the first time, never twice.

@@ -157,3 +157,35 @@ def test_a_pipeline_that_reaches_nothing_outside_does_not_read_the_agent(w: Worl
     task = _task(w, "t-log", "live", LOG)
     assert worker.process(_queued_fire(task).to_json(), "queue", "receipt", wiring.now_precise()) == "succeeded"
     assert w.agents.reads == []
+
+
+EMIT = {"steps": [{"id": "tell", "type": "emit", "name": "job.done", "data": {}}]}
+
+
+def _listener(w: World, task_id: str, agent_id: str) -> None:
+    task = _task(w, task_id, agent_id)
+    listening = dataclasses.replace(
+        task, schedule=Schedule(ScheduleKind.EVENT, "job.*", "UTC", anchor="2027-03-01T00:00:00Z")
+    )
+    w.stores.tasks.put(listening)  # type: ignore[attr-defined]
+
+
+def test_the_worker_skips_an_emit_only_run_of_a_revoked_agent(w: World) -> None:
+    """An emit starts more runs: it is checked like a pipeline that reaches out."""
+    _agent(w, "gone", revoked=False)
+    _listener(w, "t-listens", "gone")
+    task = _task(w, "t-emit", "gone", EMIT)
+    msg = _queued_fire(task)
+    assert w.stores.agents.revoke("gone") is not None
+    assert worker.process(msg.to_json(), "queue", "receipt", wiring.now_precise()) == "agent_revoked"
+    assert _history(w, "t-emit") == [(RunStatus.SKIPPED, "agent_revoked")]
+    assert w.queues.run_ids() == [] and _history(w, "t-listens") == []  # no event, no listener run
+
+
+def test_an_emit_reuses_the_agent_read_at_the_claim(w: World) -> None:
+    _agent(w, "live", revoked=False)
+    _listener(w, "t-listens", "live")
+    task = _task(w, "t-emit", "live", EMIT)
+    assert worker.process(_queued_fire(task).to_json(), "queue", "receipt", wiring.now_precise()) == "succeeded"
+    assert len(w.queues.run_ids()) == 1  # the listener's run
+    assert w.agents.reads == ["live"]  # once: the claim's read serves the fan-out's budget too
