@@ -66,12 +66,18 @@ def too_close(
         return None
     gap = timedelta(seconds=min_interval_seconds)
     end = after + CHECK_SPAN
-    prev = schedules.next_fire(schedule, after)
-    for _ in range(fires):
-        if prev is None or prev > end:
-            return None
-        nxt = schedules.next_fire(schedule, prev)
-        if nxt is not None and nxt - prev < gap:
-            return prev, nxt
-        prev = nxt
+    # One work budget for the whole walk, the size of one fire's: a rule costly to step through
+    # cannot make a request walk 200 times that. What it leaves unchecked, the runs a minute bound.
+    work = schedules.Work(schedules.WORK_BUDGET)
+    try:
+        prev = schedules.next_fire(schedule, after, work=work)
+        for _ in range(fires):
+            if prev is None or prev > end:
+                return None
+            nxt = schedules.next_fire(schedule, prev, work=work)
+            if nxt is not None and nxt - prev < gap:
+                return prev, nxt
+            prev = nxt
+    except schedules.ScheduleBudgetError:
+        return None
     return None
