@@ -123,6 +123,33 @@ def test_create_never_overwrites_a_task(stores: Stores) -> None:
     assert stores.agents.get(a.agent_id).task_count == 1  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("stores", ["dynamodb"], indirect=True)
+def test_a_create_whose_answer_was_lost_is_created_once(stores: Stores) -> None:
+    # DynamoDB only (memory loses no answers): the task's PutItem lands, its answer is lost and
+    # the SDK sends it again, as botocore does when a response never arrives.
+    from chalicelib.store.models import TaskModel
+
+    a = seeded(stores)
+    t = task(a.agent_id)
+    client = TaskModel._get_connection().connection.client
+    lost: list[str] = []
+
+    def lose_the_answer(response: Any = None, operation: Any = None, **_: Any) -> int | None:
+        if response is not None and response[0].status_code == 200 and not lost:
+            lost.append(operation.name)
+            return 0  # retry at once: the request is sent again
+        return None
+
+    client.meta.events.register("needs-retry.dynamodb.PutItem", lose_the_answer)
+    try:
+        assert stores.tasks.create(t, quota=10)
+    finally:
+        client.meta.events.unregister("needs-retry.dynamodb.PutItem", lose_the_answer)
+    assert lost == ["PutItem"]
+    assert stores.tasks.get(t.task_id) == t
+    assert stores.agents.get(a.agent_id).task_count == 1  # type: ignore[union-attr]
+
+
 def test_the_quota_holds_at_its_edge_under_threads(stores: Stores) -> None:
     a = seeded(stores, task_count=7)
     tasks = [task(a.agent_id) for _ in range(8)]

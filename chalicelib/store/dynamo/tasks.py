@@ -56,7 +56,12 @@ class DynamoTasks:
         created_sk = f"{task.created_at}#{time.time_ns():020d}#{task.task_id}"
         try:
             task_to_item(task, created_sk).save(condition=TaskModel.task_id.does_not_exist())
-        except PutError:
+        except PutError as e:
+            # A write that landed and whose answer was lost: the SDK resent it and the resend met
+            # the task it wrote (its id is this request's own). Taken for a failure, the task stayed,
+            # unknown to its agent, and the agent's retry made a second one (found by the soak).
+            if conditional_failed(e) and self.get(task.task_id) == task:
+                return True
             AgentModel(task.created_by).update(actions=[AgentModel.task_count.add(-1)])
             raise
         return True
