@@ -443,8 +443,9 @@ class AttemptLog:
 @dataclass(frozen=True)
 class Double:
     """A successful execution the system did not absorb: `two_runs` (the fire's second run id),
-    `unexplained` (a same-key success no injected fault or recorded failure explains),
-    `after_success` (a success after the run had recorded its own)."""
+    `unplanned_task` (by a task the soak never created: a create made twice), `unexplained` (a
+    same-key success no injected fault or recorded failure explains), `after_success` (a success
+    after the run had recorded its own)."""
 
     kind: str
     run_id: str
@@ -553,10 +554,16 @@ def account(
                 delivered.append(min(ok, key=lambda c: c.arrived))
         delivered.sort(key=lambda c: c.arrived)
         doubles += [Double("two_runs", c.key, c) for c in delivered[1:]]
+    # 1b. A task the soak never created executed successfully: a create it made once became two
+    # tasks (the agent knows one), so each of the other's fires is a second run of a fire.
+    planned = plan.all_tasks()
+    doubles += [Double("unplanned_task", c.key, c) for c in calls if c.delivered and c.task_id not in planned]
     # 2. One run, successful executions after its first: each explained by what befell the attempt
     # of the success before it (an injected crash after that call, a retry the worker recorded),
     # or a double. Any success after the run recorded its own success is a double.
     for key, group in calls_by_key.items():
+        if group[0].task_id not in planned:
+            continue  # every success of it is a double already (1b)
         record = by_id[key][0] if by_id.get(key) else None
         succeeded_at: tuple[int, float] | None = None
         if record is not None and record["status"] == "succeeded" and record.get("finished_at"):

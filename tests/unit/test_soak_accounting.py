@@ -41,7 +41,7 @@ def _iso(t: float) -> str:
 
 
 def _call(
-    key: str, arrived: float, outcome: str = "ok", delivered: bool = True, task: str = "", attempt: int = 1
+    key: str, arrived: float, outcome: str = "ok", delivered: bool = True, task: str = "cron", attempt: int = 1
 ) -> Call:
     return Call(key, task, str(attempt), arrived, outcome, arrived + 0.1, delivered)
 
@@ -137,6 +137,22 @@ def test_a_success_under_a_run_id_with_no_record_counts_against_its_fire() -> No
     acc = account(plan, runs, calls)
     assert _doubles(acc) == [("two_runs", "1800000000-sother", "1")]
     assert acc["unknown_keys"] == ["1800000000-sother"]
+
+
+def test_every_success_of_a_task_the_soak_never_created_is_a_double() -> None:
+    # A create answered 500 whose task was stored anyway, then retried: the second task is the
+    # agent's, the first runs unknown to it.
+    plan = _cron_plan()
+    runs = {"cron": [_run("r1", "cron", scheduled_for=_iso(T0))]}
+    calls = [
+        _call("r1", T0 + 1, task="cron"),
+        _call("o1", T0 + 1, task="orphan"),
+        _call("o2", T0 + 61, "error", delivered=False, task="orphan"),
+        _call("o2", T0 + 70, attempt=2, task="orphan"),
+    ]
+    acc = account(plan, runs, calls, AttemptLog(retried={("o2", 1): "http_status@call"}))
+    assert _doubles(acc) == [("unplanned_task", "o1", "1"), ("unplanned_task", "o2", "2")]
+    assert not acc["redeliveries"]
 
 
 def test_a_same_key_success_after_an_injected_crash_is_a_redelivery_not_a_double() -> None:
