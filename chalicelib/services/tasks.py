@@ -181,7 +181,8 @@ def create_task(caller: Caller, data: Any, idempotency_key: str | None, now: dat
     s = stores()
     if idem_key:
         claim = {"task_id": task_id, "body_hash": body_hash}
-        if not s.keys.claim(idem_key, claim, expires_at=now + timedelta(seconds=IDEMPOTENCY_TTL), now=now):
+        claimed = s.keys.claim(idem_key, claim, expires_at=now + timedelta(seconds=IDEMPOTENCY_TTL), now=now)
+        if not claimed and not _ours(idem_key, claim, now):
             replay = _idempotent_replay(idem_key, body_hash, now)
             if replay is None:
                 raise StateConflict("a request with this Idempotency-Key is still in progress; retry shortly")
@@ -197,6 +198,14 @@ def create_task(caller: Caller, data: Any, idempotency_key: str | None, now: dat
             s.keys.release(idem_key)
         raise QuotaExceeded(f"agent {agent_id} has reached its quota of {settings().max_tasks_per_agent} tasks")
     return Created(_dispatched(task, now), idem_key)
+
+
+def _ours(key: str, claim: dict[str, Any], now: datetime) -> bool:
+    """A claim whose write landed and whose answer was lost (the SDK resent it, the resend failed
+    its condition) holds this request's own claim: its task id is this request's. Taken for
+    another request's, the key answered 409 "in progress" to every retry until it expired."""
+    held = stores().keys.get(key, now=now)
+    return held is not None and held.value == claim
 
 
 def _dispatched(task: Task, now: datetime) -> Task:

@@ -180,6 +180,35 @@ def test_idempotency_key_replays_the_first_response(api):
     assert r.status_code == 201 and r.data["id"] != first.data["id"]
 
 
+def test_an_idempotency_key_whose_claim_answer_was_lost_creates_the_task(api):
+    # The key's claim (a conditional PutItem) lands, its answer is lost and the SDK sends it again,
+    # as botocore does when a response never arrives: the resend meets the claim it wrote.
+    from chalicelib.store.models import KeyModel
+
+    agent = api.agent()
+    client = KeyModel._get_connection().connection.client
+    lost: list[str] = []
+
+    def lose_the_answer(response=None, request_dict=None, **_):
+        body = (request_dict or {}).get("body") or b""
+        if response is not None and response[0].status_code == 200 and b"idem#" in body and not lost:
+            lost.append("claim")
+            return 0  # retry at once: the request is sent again
+        return None
+
+    client.meta.events.register("needs-retry.dynamodb.PutItem", lose_the_answer)
+    try:
+        h = {"Idempotency-Key": "lost-answer-1"}
+        first = api.call("POST", "/tasks", task_body(agent["agent_id"]), token=agent["token"], headers=h)
+    finally:
+        client.meta.events.unregister("needs-retry.dynamodb.PutItem", lose_the_answer)
+    assert lost == ["claim"]
+    assert first.status_code == 201, first.body
+    again = api.call("POST", "/tasks", task_body(agent["agent_id"]), token=agent["token"], headers=h)
+    assert again.status_code == 201 and again.data["id"] == first.data["id"]
+    assert _count_items("test-tasks") == 1
+
+
 def test_an_idempotent_replay_is_the_first_response_even_after_the_task_changed(api):
     agent = api.agent()
     h = {"Idempotency-Key": "create-then-change"}
