@@ -187,6 +187,17 @@ def test_a_runs_per_minute_of_zero_turns_the_bucket_off(w: World) -> None:
     assert w.agents.bucket_writes == [] and w.stores.agents.bucket(free, "runs") is None
 
 
+def test_dispatch_on_write_charges_the_budget_too(w: World) -> None:
+    a = w.agent(runs_per_minute=60, runs_burst=1)
+    # fires within the look-ahead (12:01, 12:02) are dispatched by the create itself
+    first = create(a, "* * * * *")
+    second = create(a, "* * * * *")
+    assert [(m.task_id, m.scheduled_for) for m in w.sent()] == [(first.task_id, T + 60)]  # the earliest goes
+    assert w.history(first.task_id) == [(RunStatus.SKIPPED, "budget_exceeded")]  # 12:02
+    assert w.history(second.task_id) == [(RunStatus.SKIPPED, "budget_exceeded")] * 2
+    assert w.stores.tasks.get(second.task_id).due_at is None  # type: ignore[union-attr]  # moved on
+
+
 # ---- run now and events -------------------------------------------------------------------------
 
 
