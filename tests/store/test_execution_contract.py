@@ -418,3 +418,32 @@ def test_racing_runs_get_at_most_limit_slots(s: Stores) -> None:
     assert len(got) == 2 and len({o.key for o in got}) == 2
     outs = _race(8, lambda i: s.leases.take_dedupe("a1", "k", f"run-{i}", now=T, window=60))
     assert outs.count(True) == 1
+
+
+def test_the_stuck_run_sweep_fails_a_lost_run_through_the_adapter(s: Stores) -> None:
+    """The sweep end to end on each adapter (DynamoDB: the Scan page, the consistent read, the
+    count and the conditional update): a run whose lease ended long ago is failed `worker_lost`
+    and counted; a queued run never claimed is failed `run_stuck`; a live one is left alone."""
+    from chalicelib import store
+    from chalicelib.dispatch import sweeper
+
+    later = NOW + timedelta(hours=3)  # past lease/fire + the concurrency wait (1 h) + the grace (15 min)
+    lost = _run("1796126400-s00000000000000a1", status=RunStatus.RUNNING, doc={"attempt": 1}, lease_until=T + 60)
+    never = _run("1796126400-s00000000000000a2")
+    live = _run("1796126400-s00000000000000a3", status=RunStatus.RUNNING, doc={"attempt": 1})
+    live = live.evolve(lease_until=int(later.timestamp()) + 60)
+    for r in (lost, never, live):
+        assert s.runs.put_if_absent(r)
+    store.use(s)
+    try:
+        assert sweeper.sweep(later) == 2
+    finally:
+        store.use(None)
+    got = {r.run_id: s.runs.get(TASK, r.run_id) for r in (lost, never, live)}
+    assert {k: (v.status, (v.doc.get("error") or {}).get("type")) for k, v in got.items() if v} == {
+        lost.run_id: (RunStatus.FAILED, attempts.WORKER_LOST),
+        never.run_id: (RunStatus.FAILED, "run_stuck"),
+        live.run_id: (RunStatus.RUNNING, None),
+    }
+    assert (s.stats.read(TASK).run_count, s.stats.read(TASK).failure_count) == (2, 2)
+    assert s.sweep.cursor() is None  # one page held the table: the pass starts over
