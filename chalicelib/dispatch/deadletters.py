@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from chalicelib.dispatch.completion import complete_after_sweep
 from chalicelib.dispatch.queue import BATCH, DeadLetter, RunQueues, queues
 from chalicelib.domain import attempts
 from chalicelib.domain.records import RunStatus
@@ -17,6 +18,7 @@ from chalicelib.domain.timefmt import iso
 from chalicelib.platform.config import PRIORITY_BANDS
 from chalicelib.platform.log import failure, logger
 from chalicelib.store import runs, stores
+from chalicelib.store.runs import new_run
 
 DEAD_LETTERED = "dead_lettered"
 MAX_PAGES = 5  # per DLQ and sweep (10 messages a page): a burst drains over a few minutes
@@ -62,11 +64,16 @@ def _settle(m: DeadLetter, now: datetime) -> tuple[bool, bool]:
     if seen is None:
         doc = new_doc(msg, status=RunStatus.FAILED.value, max_attempts=1, now=now)
         doc.update(finished_at=iso(now), error={"type": DEAD_LETTERED, "message": note[:500], "step": None})
-        return True, runs.put_new(msg, doc, now)  # counted first (put_new), as a fire's own record
+        created = runs.put_new(msg, doc, now)  # counted first (put_new), as a fire's own record
+        if created:
+            complete_after_sweep(new_run(msg, doc, now), now)
+        return True, created
     if seen.status.final:
         return True, False
     if attempts.standing(seen, now) is not None:
         return False, False  # executing elsewhere: that worker records the outcome
     # It moved meanwhile (False): the next sweep looks again.
     ended = runs.fail_abandoned(seen, DEAD_LETTERED, note, now)
+    if ended:
+        complete_after_sweep(seen, now)  # a `once` task whose run was dead-lettered completes
     return ended, ended

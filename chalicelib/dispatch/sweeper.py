@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from chalicelib.dispatch.completion import complete_after_sweep
 from chalicelib.domain import attempts
 from chalicelib.domain.records import Run
 from chalicelib.platform.config import settings
@@ -55,7 +56,9 @@ def _page(now: datetime) -> tuple[int, bool]:
         error = None if run is None else attempts.stuck(run, now, wait=wait, grace=grace)
         if run is None or error is None:
             continue
-        failed += runs.fail_abandoned(run, error, _note(run, error, wait + grace), now)
+        if runs.fail_abandoned(run, error, _note(run, error, wait + grace), now):
+            failed += 1
+            complete_after_sweep(run, now)  # a `once` task whose run was lost completes
     port.keep_cursor(page.next)
     return failed, page.next is not None
 

@@ -30,24 +30,22 @@ from typing import Any, assert_never
 from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType, async_process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from chalicelib import dispatch
 from chalicelib.dispatch import budgets
-from chalicelib.domain import attempts, retry, schedules
-from chalicelib.domain.errors import InvalidSchedule
+from chalicelib.dispatch.completion import complete_if_last
+from chalicelib.domain import attempts, retry
 from chalicelib.domain.records import (
     Agent,
     AgentStatus,
     Definition,
     Run,
     RunStatus,
-    ScheduleKind,
     SkipReason,
     Task,
     TaskStatus,
     Trigger,
 )
 from chalicelib.domain.runs import RunMessage
-from chalicelib.domain.timefmt import from_epoch, iso
+from chalicelib.domain.timefmt import iso
 from chalicelib.execution import pipeline
 from chalicelib.platform import metrics, wiring
 from chalicelib.platform.config import settings
@@ -575,19 +573,3 @@ def _task_context(task: Task, payload: Any, now: datetime) -> dict[str, Any]:
     from chalicelib.services import tasks as tasks_mod  # the representation lives with the task routes
 
     return tasks_mod.represent(task, now, counters.read(task.task_id))
-
-
-def complete_if_last(task: Task, msg: RunMessage, now: datetime) -> bool:
-    """A once task, or an rrule or cron whose occurrences are exhausted (COUNT/UNTIL, ends_at),
-    completes after its last scheduled run finishes (succeeded, failed or skipped). Decided from
-    the schedule itself, not from dispatch state, which the tick may not have advanced yet."""
-    if msg.trigger != Trigger.SCHEDULE or msg.schedule_version is None or task.schedule.kind is ScheduleKind.EVENT:
-        return False
-    try:
-        schedule = dispatch.build_schedule(task.schedule, task.task_id, now)
-        if schedules.next_fire(schedule, from_epoch(msg.scheduled_for)) is not None:
-            return False
-    except (schedules.ScheduleError, InvalidSchedule):
-        return False  # not computable: the tick pauses the task with a schedule_error
-    # Rescheduled, paused or canceled meanwhile: not complete (the store's condition says so).
-    return stores().due_tasks.complete(task.task_id, msg.schedule_version)

@@ -234,3 +234,26 @@ def test_more_pages_a_tick_stop_at_the_tables_end(s: Stores, monkeypatch: pytest
     sweep = s.sweep
     assert isinstance(sweep, MemoryRunSweep)
     assert sweeper.sweep(NOW) == 5 and sweep.pages == 3 and sweep.cursor() is None
+
+
+def test_a_once_task_whose_only_run_is_swept_completes(s: Stores) -> None:
+    from chalicelib.domain.records import Definition, Schedule, ScheduleKind, Task, TaskStatus
+
+    fire = NOW - timedelta(seconds=BOUND + 1)
+    task = Task(
+        task_id=TASK,
+        created_by="agent-1",
+        created_at="2027-03-01T10:00:00Z",
+        updated_at="2027-03-01T10:00:00Z",
+        status=TaskStatus.ACTIVE,
+        schedule=Schedule(ScheduleKind.ONCE, iso(fire), "UTC", anchor="2027-03-01T10:00:00Z"),
+        definition=Definition.from_fields({"payload": {"steps": [{"id": "s", "type": "log", "message": "x"}]}}),
+    )
+    s.tasks.put(task)  # type: ignore[attr-defined]
+    stuck = _run(0, RunStatus.QUEUED, ago=BOUND + 1)
+    stuck = stuck.evolve(run_id=runs.scheduled_run_id(TASK, epoch(fire), 1))
+    _put(s, stuck)
+    assert sweeper.sweep(NOW) == 1
+    assert _state(s, stuck) == (RunStatus.FAILED, attempts.RUN_STUCK)
+    done = s.tasks.get(TASK)
+    assert done is not None and done.status is TaskStatus.COMPLETED  # not active forever with nothing to run
