@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from chalicelib.platform.config import settings
 from chalicelib.services.events import candidate_patterns
 from tests.integration.conftest import task_body
 from tests.integration.harness import RequestCounter, run_records
@@ -211,3 +212,25 @@ def test_an_event_posted_by_a_runs_http_step_continues_its_chain(api, clock):
     assert too_deep.status_code == 400 and too_deep.data["errors"][0]["field"] == "X-Tasks-Event-Depth"
     bad = api.call("POST", "/events", {"name": "deep"}, token=agent["token"], headers={"X-Tasks-Event-Depth": "²"})
     assert bad.status_code == 400
+
+
+def test_an_event_posted_by_a_runs_http_step_counts_against_its_chain(api, clock, monkeypatch):
+    monkeypatch.setenv("TASKAPI_EVENT_CHAIN_MAX_RUNS", "2")
+    settings.cache_clear()
+    try:
+        agent = api.agent()
+        _event_task(api, agent, "wide")
+        root = api.call("POST", "/events", {"name": "wide"}, token=agent["token"])
+        assert root.status_code == 202  # the chain's first event: its fan-out is not counted
+        step = {"X-Tasks-Event-Depth": "1", "X-Tasks-Event-Chain": root.data["event_id"]}
+        for _ in range(2):
+            ok = api.call("POST", "/events", {"name": "wide"}, token=agent["token"], headers=step)
+            assert ok.status_code == 202 and len(ok.data["runs"]) == 1
+        over = api.call("POST", "/events", {"name": "wide"}, token=agent["token"], headers=step)
+        assert over.status_code == 400 and over.data["errors"][0]["field"] == "X-Tasks-Event-Chain"
+        assert "more than 2 runs" in over.data["detail"]
+        bad = api.call("POST", "/events", {"name": "wide"}, token=agent["token"], headers={"X-Tasks-Event-Chain": "x"})
+        assert bad.status_code == 400 and bad.data["errors"][0]["field"] == "X-Tasks-Event-Chain"
+    finally:
+        monkeypatch.delenv("TASKAPI_EVENT_CHAIN_MAX_RUNS")
+        settings.cache_clear()
