@@ -83,6 +83,24 @@ def _count(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
+def first_doc(
+    msg: RunMessage, *, admitted: bool, max_attempts: int, now: datetime, input: Any = None, event: Any = None
+) -> dict[str, Any]:
+    """An on-demand run's first record: `queued` when its agent's run budget admitted it, else
+    `skipped` / `budget_exceeded` (recorded, so the run is visible in the task's history)."""
+    if admitted:
+        return new_doc(msg, status="queued", max_attempts=max_attempts, now=now, input=input, event=event)
+    return new_doc(
+        msg,
+        status="skipped",
+        skip_reason="budget_exceeded",
+        max_attempts=max_attempts,
+        now=now,
+        input=input,
+        event=event,
+    )
+
+
 def new_doc(
     msg: RunMessage,
     *,

@@ -16,7 +16,7 @@ from chalicelib import dispatch
 from chalicelib.dispatch import budgets
 from chalicelib.domain.contracts import EventCreate
 from chalicelib.domain.errors import InvalidInput, StepFailed, TooLarge
-from chalicelib.domain.records import Agent, Event, RunStatus, SkipReason, TaskStatus, Trigger
+from chalicelib.domain.records import Agent, Event, TaskStatus, Trigger
 from chalicelib.domain.runs import RunMessage
 from chalicelib.domain.timefmt import epoch, iso
 from chalicelib.domain.validation import parse, stored_size
@@ -139,26 +139,15 @@ def publish(
             limits.runs_in_flight,
             chain,
         )
-        if n >= admitted:
-            doc = runs.new_doc(
-                msg,
-                status=str(RunStatus.SKIPPED),
-                skip_reason=str(SkipReason.BUDGET_EXCEEDED),
-                max_attempts=task.definition.max_attempts,
-                now=now,
-                event=event,
-            )
-            runs.put_new(msg, doc, now)
-            started.append(
-                {"task_id": task.task_id, "run_id": msg.run_id, "skip_reason": str(SkipReason.BUDGET_EXCEEDED)}
-            )
-            continue
-        doc = runs.new_doc(
-            msg, status=str(RunStatus.QUEUED), max_attempts=task.definition.max_attempts, now=now, event=event
+        doc = runs.first_doc(
+            msg, admitted=n < admitted, max_attempts=task.definition.max_attempts, now=now, event=event
         )
         runs.put_new(msg, doc, now)
-        sends.append(dispatch.Send(msg, band_for(task.definition.priority)))
-        started.append({"task_id": task.task_id, "run_id": msg.run_id})
+        if n < admitted:
+            sends.append(dispatch.Send(msg, band_for(task.definition.priority)))
+            started.append({"task_id": task.task_id, "run_id": msg.run_id})
+        else:
+            started.append({"task_id": task.task_id, "run_id": msg.run_id, "skip_reason": doc["skip_reason"]})
     stores().events.put(
         Event(
             agent_id=agent_id,

@@ -17,7 +17,7 @@ from chalicelib import dispatch
 from chalicelib.dispatch import budgets
 from chalicelib.domain.contracts import RunNowRequest, SnoozeRequest
 from chalicelib.domain.errors import StateConflict, TooLarge
-from chalicelib.domain.records import RunStatus, ScheduleKind, SkipReason, Task, TaskStatus, Trigger
+from chalicelib.domain.records import ScheduleKind, Task, TaskStatus, Trigger
 from chalicelib.domain.runs import RunMessage
 from chalicelib.domain.timefmt import epoch, iso
 from chalicelib.domain.validation import parse, stored_size
@@ -170,24 +170,14 @@ def run_now(caller: Caller, task_id: str, data: Any, now: datetime) -> dict[str,
         schedule_version=None,
         in_flight=limits.runs_in_flight,
     )
-    if not budgets.take(agent, 1, now):
+    admitted = budgets.take(agent, 1, now) == 1
+    doc = runs.first_doc(msg, admitted=admitted, max_attempts=task.definition.max_attempts, now=now, input=req.input)
+    runs.put_new(msg, doc, now)
+    if not admitted:
         # Over the agent's runs a minute: recorded and answered as a skipped run (visible in its
         # history, like a scheduled fire over budget), not refused.
-        doc = runs.new_doc(
-            msg,
-            status=str(RunStatus.SKIPPED),
-            skip_reason=str(SkipReason.BUDGET_EXCEEDED),
-            max_attempts=task.definition.max_attempts,
-            now=now,
-            input=req.input,
-        )
-        runs.put_new(msg, doc, now)
         logger.warning("runs_over_budget", extra={"agent_id": task.created_by, "skipped": 1, "at": "run_now"})
         return doc
-    doc = runs.new_doc(
-        msg, status=str(RunStatus.QUEUED), max_attempts=task.definition.max_attempts, now=now, input=req.input
-    )
-    runs.put_new(msg, doc, now)
     try:
         accepted = dispatch.send_all([dispatch.Send(msg, band_for(task.definition.priority))])
     except Exception as e:

@@ -10,7 +10,7 @@ from typing import Any
 
 from chalicelib.domain import attempts
 from chalicelib.domain.records import Run, RunStatus
-from chalicelib.domain.runs import RunMessage, adhoc_run_id, event_run_id, new_doc, scheduled_run_id
+from chalicelib.domain.runs import RunMessage, adhoc_run_id, event_run_id, first_doc, new_doc, scheduled_run_id
 from chalicelib.platform.config import settings
 from chalicelib.platform.log import logger
 from chalicelib.store import counters, stores
@@ -23,6 +23,7 @@ __all__ = [
     "expiry",
     "fail_abandoned",
     "fail_unclaimed",
+    "first_doc",
     "fail_unqueued",
     "fence",
     "fence_unstarted",
