@@ -233,15 +233,21 @@ def _egress_doc(agent_id: str, aws_targets: Any, http_allow: Any) -> dict[str, A
     return {"agent_id": agent_id, "aws_targets": _strings(aws_targets), "http_allow": _strings(http_allow)}
 
 
-def get_egress(caller: Caller, agent_id: str) -> dict[str, Any]:
-    """The admin reads any agent's lists; an agent only its own (so it knows what it may use)."""
+def _readable(caller: Caller, agent_id: str) -> Agent:
+    """An agent's record for a settings read: the admin reads any agent's, an agent only its own."""
     if not caller.is_admin and caller.agent_id != agent_id:
         caller.require_admin()
     key = _agent_key(agent_id)
     agent = stores().agents.get(key)
     if agent is None:
         raise AgentNotFound(f"agent {key} not found")
-    return _egress_doc(key, agent.egress_aws_targets, agent.egress_http_allow)
+    return agent
+
+
+def get_egress(caller: Caller, agent_id: str) -> dict[str, Any]:
+    """The agent's lists (its own, so it knows what it may use; any, for the admin)."""
+    agent = _readable(caller, agent_id)
+    return _egress_doc(agent.agent_id, agent.egress_aws_targets, agent.egress_http_allow)
 
 
 def set_egress(agent_id: str, aws_targets: list[str], http_allow: list[str]) -> dict[str, Any]:
@@ -283,14 +289,8 @@ def _budget_doc(agent: Agent) -> dict[str, Any]:
 
 
 def get_budget(caller: Caller, agent_id: str) -> dict[str, Any]:
-    """The admin reads any agent's budget; an agent only its own (so it can pace itself)."""
-    if not caller.is_admin and caller.agent_id != agent_id:
-        caller.require_admin()
-    key = _agent_key(agent_id)
-    agent = stores().agents.get(key)
-    if agent is None:
-        raise AgentNotFound(f"agent {key} not found")
-    return _budget_doc(agent)
+    """The agent's budget (its own, so it can pace itself; any, for the admin)."""
+    return _budget_doc(_readable(caller, agent_id))
 
 
 def set_budget(agent_id: str, values: dict[str, int | None]) -> dict[str, Any]:
